@@ -1,0 +1,57 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# rvb2 top-level Makefile.
+#
+#   make          build rvivid.ko against the cached test kernel (built on first use)
+#   make run      the demo: boot the guest, load rvivid, show `v4l2-ctl --all`
+#   make check    build everything, run the whole test suite in the guest
+#   make shell    a shell in the guest with rvivid loaded
+#   make setup    install the host packages and tools (done by the targets above too)
+#
+# KDIR defaults to the kernel tree tools/kernel/build.sh keeps in its cache.
+
+SHELL := /bin/bash
+TOOLS := $(CURDIR)/tools
+LLVM ?= -19
+export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: all modules setup kernel run check shell clean rustfmt rustfmtcheck clippy tests
+
+all: modules
+
+setup:
+	@$(TOOLS)/setup-host.sh
+
+kernel: setup
+	@$(TOOLS)/kernel/build.sh >/dev/null
+
+modules: setup
+	@kdir=$${KDIR:-$$($(TOOLS)/kernel/build.sh)} && \
+	$(MAKE) --no-print-directory -C "$$kdir" M=$(CURDIR) LLVM=$(LLVM) $(if $(CLIPPY),CLIPPY=1) W=1 modules
+
+tests: setup
+	@cd $(TOOLS)/tests && cargo build --release --quiet
+
+run: modules
+	@$(TOOLS)/demo.sh
+
+check: modules tests
+	@$(TOOLS)/check.sh $(TESTS)
+
+shell: modules
+	@$(TOOLS)/vm
+
+rustfmt:
+	@rustfmt src/rvivid_main.rs
+
+rustfmtcheck:
+	@rustfmt --check src/rvivid_main.rs
+
+clippy:
+	@$(MAKE) modules CLIPPY=1
+
+clean:
+	@kdir=$${KDIR:-$$($(TOOLS)/kernel/build.sh 2>/dev/null)}; \
+	[ -z "$$kdir" ] || $(MAKE) -C "$$kdir" M=$(CURDIR) LLVM=$(LLVM) clean
+	rm -rf build src/bindings_generated.rs

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The kernel headers rvb2 generates its own Rust bindings from (src/bindings.rs): the 7.2
+ * kernel crate has no V4L2, dma-fence or sync_file abstractions. Only what the allowlists in
+ * Kbuild name ends up in the generated file.
+ */
+#include <linux/dma-fence.h>
+#include <linux/dma-buf.h>
+#include <linux/sync_file.h>
+#include <linux/vmalloc.h>
+#include <linux/mm.h>
+#include <media/v4l2-device.h>
+#include <media/v4l2-dev.h>
+#include <media/v4l2-fh.h>
+#include <media/v4l2-ioctl.h>
+#include <media/v4l2-ctrls.h>
+#include <media/v4l2-event.h>
+
+#include "rvb2_helpers.h"

@@ -1,0 +1,398 @@
+//! rvb2's userspace test suite for the rvivid V4L2 capture driver.
+//!
+//! It runs as root inside the QEMU guest, against the loaded `rvivid.ko`: `tools/vm` boots the
+//! guest and `make check` builds this crate on the host (`cargo build --release`) and runs
+//! `target/release/rvb2-tests` there; `make check TESTS=name` runs only the tests whose name
+//! contains `name`. By hand, in the guest:
+//!
+//! ```text
+//! rvb2-tests [--module PATH] [--logs DIR] [--list] [FILTER...]
+//! ```
+//!
+//! Tests run in the order of [`TESTS`]; each prints `ok - NAME` or `not ok - NAME: REASON`,
+//! appends `PASS NAME` / `FAIL NAME REASON` to `DIR/results.txt`, and the run ends with
+//! `N passed, N failed` (exit status 1 if any failed).
+
+mod harness;
+mod v4l2;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use harness::{first_lines, is_char_device, wait_until, Ctx, Test, TestResult};
+use v4l2::*;
+
+/// Every test, in the order they run. Add new tests anywhere before `dmesg_clean`, which checks
+/// the kernel log for what all the others may have provoked and so must stay last.
+static TESTS: &[Test] = &[
+    ("device_node_present", device_node_present),
+    ("querycap_fields", querycap_fields),
+    ("v4l2_ctl_all", v4l2_ctl_all),
+    ("insmod_rmmod_cycle", insmod_rmmod_cycle),
+    // Must stay last.
+    ("dmesg_clean", dmesg_clean),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "--scan-log" {
+        std::process::exit(scan_log(&args[2]));
+    }
+    std::process::exit(harness::run_main(TESTS));
+}
+
+/// `rvb2-tests --scan-log FILE`: prints the lines of a kernel log (e.g. the guest's whole
+/// console, kept by `make check`) that report a problem; exits 1 if there are any, 2 if the
+/// file cannot be read.
+fn scan_log(path: &str) -> i32 {
+    let log = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => {
+            eprintln!("rvb2-tests: {path}: {e}");
+            return 2;
+        }
+    };
+    let mut bad = 0;
+    for line in log.lines().filter(|l| is_bad_kernel_line(l)) {
+        println!("{line}");
+        bad += 1;
+    }
+    i32::from(bad > 0)
+}
+
+/// Fails with `msg` unless `cond` holds.
+fn ensure(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
+
+/// Opens the rvivid node (blocking).
+fn open_rvivid(ctx: &Ctx) -> Result<Device, String> {
+    let node = ctx.find_rvivid()?;
+    Device::open(&node).map_err(|e| format!("open {}: {e}", node.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// The rvivid video device is registered and its /dev node is a character device.
+fn device_node_present(ctx: &mut Ctx) -> TestResult {
+    let node = ctx.find_rvivid()?;
+    let meta = std::fs::metadata(&node).map_err(|e| format!("{}: {e}", node.display()))?;
+    ensure(is_char_device(&node), || {
+        format!(
+            "{} is not a character device ({:?})",
+            node.display(),
+            meta.file_type()
+        )
+    })
+}
+
+/// VIDIOC_QUERYCAP reports rvivid's driver, card, bus_info, version and capabilities.
+fn querycap_fields(ctx: &mut Ctx) -> TestResult {
+    let dev = open_rvivid(ctx)?;
+    let cap = dev
+        .querycap()
+        .map_err(|e| format!("VIDIOC_QUERYCAP: {e}"))?;
+
+    let fields: [(&str, &[u8], &str); 3] = [
+        ("driver", &cap.driver, "rvivid"),
+        ("card", &cap.card, "rvivid"),
+        ("bus_info", &cap.bus_info, "platform:rvivid-0"),
+    ];
+    for (what, field, want) in fields {
+        match c_str(field) {
+            None => return Err(format!("{what} is not NUL-terminated: {field:?}")),
+            Some(s) if s != want.as_bytes() => {
+                return Err(format!(
+                    "{what} is {:?}, want {want:?}",
+                    String::from_utf8_lossy(s)
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+
+    ensure(cap.version != 0, || "version is 0".into())?;
+    let want = V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_STREAMING;
+    ensure(cap.device_caps & want == want, || {
+        format!(
+            "device_caps {:#010x} lacks VIDEO_CAPTURE|STREAMING ({want:#010x})",
+            cap.device_caps
+        )
+    })?;
+    ensure(
+        cap.capabilities & cap.device_caps == cap.device_caps,
+        || {
+            format!(
+                "capabilities {:#010x} do not include device_caps {:#010x}",
+                cap.capabilities, cap.device_caps
+            )
+        },
+    )?;
+    ensure(cap.capabilities & V4L2_CAP_DEVICE_CAPS != 0, || {
+        format!(
+            "capabilities {:#010x} lack V4L2_CAP_DEVICE_CAPS",
+            cap.capabilities
+        )
+    })
+}
+
+/// `v4l2-ctl -d NODE --all` succeeds and shows rvivid's driver name (saved to v4l2-ctl-all.txt).
+fn v4l2_ctl_all(ctx: &mut Ctx) -> TestResult {
+    let node = ctx.find_rvivid()?;
+    let node = node.to_string_lossy();
+    let args = ["-d", &*node, "--all"];
+    let out = ctx.run("v4l2-ctl", &args)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ctx.save_log(
+        "v4l2-ctl-all.txt",
+        format!(
+            "$ {}\n{stdout}\n--- stderr ---\n{stderr}\n--- {} ---\n",
+            harness::command_line("v4l2-ctl", &args),
+            out.status
+        ),
+    )?;
+    ensure(out.status.success(), || {
+        format!(
+            "v4l2-ctl --all failed ({}): {}",
+            out.status,
+            first_lines(&stderr, 5)
+        )
+    })?;
+    ensure(stdout.contains("Driver name"), || {
+        "no \"Driver name\" in v4l2-ctl --all output".into()
+    })?;
+    ensure(stdout.contains(harness::RVIVID_NAME), || {
+        "no \"rvivid\" in v4l2-ctl --all output".into()
+    })
+}
+
+/// Twice: rmmod rvivid removes the device node, insmod brings back a working one.
+fn insmod_rmmod_cycle(ctx: &mut Ctx) -> TestResult {
+    let module = ctx.module()?.to_path_buf();
+    let result = (|| {
+        for round in 1..=2 {
+            ctx.run_ok("rmmod", &["rvivid"])
+                .map_err(|e| format!("round {round}: {e}"))?;
+            if !wait_until(Duration::from_secs(2), || ctx.find_rvivid().is_err()) {
+                return Err(format!(
+                    "round {round}: the rvivid video device is still there 2 s after rmmod"
+                ));
+            }
+            ctx.run_ok("insmod", &[&*module.to_string_lossy()])
+                .map_err(|e| format!("round {round}: {e}"))?;
+            if !wait_until(Duration::from_secs(5), || ctx.rvivid_present()) {
+                return Err(format!(
+                    "round {round}: no rvivid device node 5 s after insmod ({})",
+                    ctx.find_rvivid().err().unwrap_or_default()
+                ));
+            }
+            let dev = open_rvivid(ctx).map_err(|e| format!("round {round}: {e}"))?;
+            let cap = dev
+                .querycap()
+                .map_err(|e| format!("round {round}: VIDIOC_QUERYCAP after reload: {e}"))?;
+            ensure(c_str(&cap.driver) == Some(b"rvivid"), || {
+                format!(
+                    "round {round}: driver {:?} after reload",
+                    c_str_lossy(&cap.driver)
+                )
+            })?;
+        }
+        Ok(())
+    })();
+
+    // Leave the module loaded for the tests that follow, whatever happened.
+    match (result, ensure_loaded(ctx, &module)) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Ok(()), Err(e)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
+        (Err(e), Err(e2)) => Err(format!("{e}; and then {e2}")),
+    }
+}
+
+/// Loads `module` if rvivid is not loaded (best effort, for failure paths).
+fn ensure_loaded(ctx: &Ctx, module: &Path) -> TestResult {
+    if Path::new("/sys/module/rvivid").exists() {
+        return Ok(());
+    }
+    ctx.run_ok("insmod", &[&*module.to_string_lossy()])
+        .map_err(|e| format!("could not load rvivid back: {e}"))?;
+    wait_until(Duration::from_secs(5), || ctx.rvivid_present());
+    Ok(())
+}
+
+const KMEMLEAK: &str = "/sys/kernel/debug/kmemleak";
+
+/// No kmemleak reports, and no warning, BUG, oops or lockdep splat in the kernel log (saved to
+/// kmemleak.txt and dmesg.txt). Must stay the last test.
+fn dmesg_clean(ctx: &mut Ctx) -> TestResult {
+    let mut problems = Vec::new();
+    if Path::new(KMEMLEAK).exists() {
+        if let Err(e) = check_kmemleak(ctx) {
+            problems.push(e);
+        }
+    }
+
+    let out = ctx.run("dmesg", &[])?;
+    let log = String::from_utf8_lossy(&out.stdout);
+    ctx.save_log("dmesg.txt", &*log)?;
+    if !out.status.success() {
+        problems.push(format!(
+            "dmesg failed ({}): {}",
+            out.status,
+            first_lines(&String::from_utf8_lossy(&out.stderr), 3)
+        ));
+    }
+    let bad: Vec<&str> = log.lines().filter(|l| is_bad_kernel_line(l)).collect();
+    if !bad.is_empty() {
+        problems.push(format!(
+            "{} suspicious kernel log line(s) (see dmesg.txt): {}",
+            bad.len(),
+            first_lines(&bad.join("\n"), 5)
+        ));
+    }
+
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Scans twice (kmemleak reports an object only once it survived two scans) and fails if
+/// kmemleak lists anything.
+fn check_kmemleak(ctx: &Ctx) -> TestResult {
+    for i in 0..2 {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        OpenOptions::new()
+            .write(true)
+            .open(KMEMLEAK)
+            .and_then(|mut f| f.write_all(b"scan"))
+            .map_err(|e| format!("kmemleak: writing \"scan\" to {KMEMLEAK}: {e}"))?;
+    }
+    let report = std::fs::read_to_string(KMEMLEAK)
+        .map_err(|e| format!("kmemleak: reading {KMEMLEAK}: {e}"))?;
+    ctx.save_log("kmemleak.txt", &report)?;
+    ensure(report.trim().is_empty(), || {
+        format!(
+            "kmemleak reports leaks (see kmemleak.txt): {}",
+            first_lines(&report, 6)
+        )
+    })
+}
+
+/// What marks a kernel log line as a problem. Each needle must start a word (so "DEBUG:" is
+/// not "BUG:").
+const BAD_KERNEL_LOG: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "Oops",
+    "Call Trace",
+    "possible circular locking",
+    "inconsistent lock state",
+    "possible recursive locking",
+    "suspicious RCU usage",
+    "INFO: task",
+    "UBSAN",
+    "general protection",
+    "Kernel panic",
+    "lockdep",
+];
+
+/// Boot-time lines the debug options print on every boot, though they contain a needle.
+const BENIGN_KERNEL_LOG: &[&str] = &[
+    // CONFIG_PROVE_RCU's boot banner.
+    "RCU lockdep checking is enabled",
+    // kmemleak's boot banner ("kmemleak: Kernel memory leak detector initialized ...").
+    "memory leak detector initialized",
+    // x86 CPU-vulnerability notes at boot (arch/x86/kernel/cpu/bugs.c), e.g. "Speculative
+    // Return Stack Overflow: WARNING: See .../hw-vuln/srso.html for mitigation options." or
+    // "RETBleed: WARNING: Spectre v2 mitigation leaves CPU vulnerable ...": they depend on the
+    // CPU model QEMU emulates, not on rvivid.
+    "admin-guide/hw-vuln",
+    "WARNING: kernel not compiled with MITIGATION_",
+    "WARNING: CPU does not support IBPB",
+    "mitigation",
+    "data leaks possible",
+];
+
+/// Whether a kernel log line reports a problem (see [`BAD_KERNEL_LOG`]), including kmemleak's
+/// "kmemleak: N new suspected memory leaks".
+fn is_bad_kernel_line(line: &str) -> bool {
+    if BENIGN_KERNEL_LOG.iter().any(|b| line.contains(b)) {
+        return false;
+    }
+    if let Some(i) = line.find("kmemleak:") {
+        if line[i + "kmemleak:".len()..].contains("leak") {
+            return true;
+        }
+    }
+    BAD_KERNEL_LOG
+        .iter()
+        .any(|needle| contains_word(line, needle))
+}
+
+/// Whether `needle` occurs in `line` not preceded by an ASCII letter or digit.
+fn contains_word(line: &str, needle: &str) -> bool {
+    line.match_indices(needle).any(|(i, _)| {
+        !line[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_list() {
+        assert_eq!(TESTS.last().map(|t| t.0), Some("dmesg_clean"));
+        let mut names: Vec<&str> = TESTS.iter().map(|t| t.0).collect();
+        assert!(names
+            .iter()
+            .all(|n| !n.is_empty() && !n.contains(char::is_whitespace)));
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), TESTS.len(), "duplicate test names");
+    }
+
+    #[test]
+    fn kernel_log_lines() {
+        for bad in [
+            "[   12.3] WARNING: CPU: 0 PID: 1 at drivers/foo.c:1 bar+0x1/0x2",
+            "[   12.3] BUG: KASAN: use-after-free",
+            "[   12.3] Call Trace:",
+            "[   12.3] WARNING: possible circular locking dependency detected",
+            "[   12.3] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
+            "[   12.3] INFO: lockdep is turned off.",
+            "[   12.3] Oops: general protection fault, probably for non-canonical address",
+            "[   12.3] UBSAN: shift-out-of-bounds in foo.c:1:2",
+        ] {
+            assert!(is_bad_kernel_line(bad), "{bad}");
+        }
+        for ok in [
+            "[    0.0] rcu: \tRCU lockdep checking is enabled.",
+            "[    0.1] kmemleak: Kernel memory leak detector initialized (mem pool available: 15)",
+            "[    0.1] kmemleak: Automatic memory scanning thread started",
+            "[    0.1] ... MAX_LOCKDEP_SUBCLASSES:  8",
+            "[    1.0] foo: DEBUG: something",
+            "[    1.0] rvivid: registered /dev/video0",
+            "[    0.2] Speculative Return Stack Overflow: WARNING: See https://kernel.org/doc/html/latest/admin-guide/hw-vuln/srso.html for mitigation options.",
+            "[    0.2] RETBleed: WARNING: Spectre v2 mitigation leaves CPU vulnerable to RETBleed attacks, data leaks possible!",
+        ] {
+            assert!(!is_bad_kernel_line(ok), "{ok}");
+        }
+    }
+}
