@@ -1,14 +1,41 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * C helpers for what Rust cannot call directly: static inline functions and macros of the
- * V4L2, dma-fence and sync_file headers. Each one only forwards to the kernel function it is
- * named after (the rust/helpers/ convention of the kernel tree).
+ * kernel headers rvb2 uses. Each one only forwards to what it is named after (the
+ * rust/helpers/ convention of the kernel tree).
  */
 #ifndef RVB2_HELPERS_H
 #define RVB2_HELPERS_H
 
+#include <linux/types.h>
+
 struct video_device;
+struct delayed_work;
+struct work_struct;
+struct lock_class_key;
+struct v4l2_ctrl_handler;
+struct dma_fence;
+struct vm_area_struct;
+typedef struct spinlock spinlock_t;
 
 const char *rvb2_video_device_node_name(struct video_device *vdev);
+
+void *rvb2_vmalloc_user(unsigned long size);
+
+void rvb2_spin_lock_init(spinlock_t *lock, const char *name, struct lock_class_key *key);
+unsigned long rvb2_spin_lock_irqsave(spinlock_t *lock);
+bool rvb2_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
+void rvb2_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+void rvb2_assert_spin_locked(spinlock_t *lock);
+
+void rvb2_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
+bool rvb2_queue_delayed_work(struct delayed_work *dw, unsigned long delay);
+struct delayed_work *rvb2_to_delayed_work(struct work_struct *work);
+
+int rvb2_ctrl_handler_init(struct v4l2_ctrl_handler *hdl, unsigned int nr_of_controls_hint);
+
+u64 rvb2_ktime_get_ns(void);
+
+unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma);
 
 #endif /* RVB2_HELPERS_H */

@@ -1,25 +1,502 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The rvivid driver: a virtual video capture device.
+//! The rvivid driver: a virtual video capture device, like vivid's capture side.
 //!
-//! It registers a faux device, the parent of one V4L2 video capture node.
+//! It registers a faux device, the parent of one V4L2 video capture node. Frames come from
+//! the test pattern generator ([`crate::tpg`]) at the configured frame rate, from a delayed
+//! work item, and are completed through the rvb2 queue core. Error-injection controls make
+//! the next buffers fail, make `start_streaming` fail, or hold every buffer longer.
+//!
+//! This file has no `unsafe` code: everything goes through the abstractions.
 
-use crate::v4l2;
-use kernel::{faux, prelude::*};
+use crate::queue::{ActiveBuffer, Queue, QueueOps};
+use crate::tpg::{Adjust, FrameFormat, Pattern, PixelFormat, Tpg, PATTERN_NAMES};
+use crate::v4l2::{
+    self, fourcc, Capability, Control, ControlKind, Fract, FrameSizes, Input, PixFormat,
+};
+use crate::work::{DelayedWork, DelayedWorkItem};
+use kernel::{
+    faux, new_mutex,
+    prelude::*,
+    sync::{Arc, Mutex},
+    time::{msecs_to_jiffies, Jiffies},
+};
 
 /// V4L2 device capabilities: `V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_STREAMING`.
 const DEVICE_CAPS: u32 = 0x0000_0001 | 0x0400_0000;
 
+/// The pixel formats, in `VIDIOC_ENUM_FMT` order.
+const FORMATS: [(u32, PixelFormat); 4] = [
+    (fourcc(b"YUYV"), PixelFormat::Yuyv),
+    (fourcc(b"RGB3"), PixelFormat::Rgb24),
+    (fourcc(b"NV12"), PixelFormat::Nv12),
+    (fourcc(b"GREY"), PixelFormat::Grey),
+];
+
+/// Frame size limits; both dimensions are even.
+const MIN_WIDTH: u32 = 16;
+const MAX_WIDTH: u32 = 1920;
+const MIN_HEIGHT: u32 = 16;
+const MAX_HEIGHT: u32 = 1080;
+
+/// The frame intervals, in `VIDIOC_ENUM_FRAMEINTERVALS` order.
+const INTERVALS: [Fract; 3] = [
+    Fract {
+        numerator: 1,
+        denominator: 30,
+    },
+    Fract {
+        numerator: 1,
+        denominator: 25,
+    },
+    Fract {
+        numerator: 1,
+        denominator: 15,
+    },
+];
+
+/// `V4L2_CID_BRIGHTNESS` and the next three user controls.
+const CID_BRIGHTNESS: u32 = 0x0098_0900;
+const CID_CONTRAST: u32 = CID_BRIGHTNESS + 1;
+const CID_SATURATION: u32 = CID_BRIGHTNESS + 2;
+const CID_HUE: u32 = CID_BRIGHTNESS + 3;
+/// `V4L2_CID_TEST_PATTERN`.
+const CID_TEST_PATTERN: u32 = 0x009f_0903;
+/// The base of rvivid's own controls, in the user class.
+const RVIVID_CID_BASE: u32 = CID_BRIGHTNESS | 0xf100;
+/// The next N buffers the driver completes come back with `V4L2_BUF_FLAG_ERROR`.
+const RVIVID_CID_FAIL_NEXT_BUFFERS: u32 = RVIVID_CID_BASE;
+/// While set, `start_streaming` fails with `EIO`.
+const RVIVID_CID_FAIL_START_STREAMING: u32 = RVIVID_CID_BASE + 1;
+/// Every buffer is held this many milliseconds longer in the driver.
+const RVIVID_CID_HOLD_MS: u32 = RVIVID_CID_BASE + 2;
+/// Buffers are completed out of order (for the fence work: an "unordered" format).
+const RVIVID_CID_UNORDERED: u32 = RVIVID_CID_BASE + 3;
+
+static CONTROLS: [Control; 9] = [
+    Control {
+        id: CID_BRIGHTNESS,
+        kind: ControlKind::Std {
+            min: 0,
+            max: 255,
+            step: 1,
+            def: 128,
+        },
+    },
+    Control {
+        id: CID_CONTRAST,
+        kind: ControlKind::Std {
+            min: 0,
+            max: 255,
+            step: 1,
+            def: 128,
+        },
+    },
+    Control {
+        id: CID_SATURATION,
+        kind: ControlKind::Std {
+            min: 0,
+            max: 255,
+            step: 1,
+            def: 128,
+        },
+    },
+    Control {
+        id: CID_HUE,
+        kind: ControlKind::Std {
+            min: -128,
+            max: 127,
+            step: 1,
+            def: 0,
+        },
+    },
+    Control {
+        id: CID_TEST_PATTERN,
+        kind: ControlKind::StdMenu {
+            items: &PATTERN_NAMES,
+            def: 0,
+        },
+    },
+    Control {
+        id: RVIVID_CID_FAIL_NEXT_BUFFERS,
+        kind: ControlKind::Integer {
+            name: c"Fail Next Buffers",
+            min: 0,
+            max: 32,
+            def: 0,
+        },
+    },
+    Control {
+        id: RVIVID_CID_FAIL_START_STREAMING,
+        kind: ControlKind::Boolean {
+            name: c"Fail Start Streaming",
+            def: false,
+        },
+    },
+    Control {
+        id: RVIVID_CID_HOLD_MS,
+        kind: ControlKind::Integer {
+            name: c"Hold Buffer (ms)",
+            min: 0,
+            max: 10000,
+            def: 0,
+        },
+    },
+    Control {
+        id: RVIVID_CID_UNORDERED,
+        kind: ControlKind::Boolean {
+            name: c"Unordered Completion",
+            def: false,
+        },
+    },
+];
+
+/// Returns the generator's format for a V4L2 pixel format code.
+fn pixel_format(code: u32) -> Option<PixelFormat> {
+    FORMATS.iter().find(|f| f.0 == code).map(|f| f.1)
+}
+
+/// Adjusts a format to one the device produces: known pixel format (YUYV otherwise), size in
+/// range and even, progressive, sRGB, and the minimum line and image sizes.
+fn adjust_format(f: &mut PixFormat) {
+    let pixfmt = match pixel_format(f.pixelformat) {
+        Some(p) => p,
+        None => {
+            f.pixelformat = FORMATS[0].0;
+            FORMATS[0].1
+        }
+    };
+    f.width = f.width.clamp(MIN_WIDTH, MAX_WIDTH) & !1;
+    f.height = f.height.clamp(MIN_HEIGHT, MAX_HEIGHT) & !1;
+    f.field = v4l2::FIELD_NONE;
+    f.colorspace = v4l2::COLORSPACE_SRGB;
+    f.bytesperline = FrameFormat::min_bytesperline(pixfmt, f.width);
+    f.sizeimage = frame_format(f).sizeimage();
+}
+
+/// The generator's view of a (valid) format.
+fn frame_format(f: &PixFormat) -> FrameFormat {
+    FrameFormat {
+        pixfmt: pixel_format(f.pixelformat).unwrap_or(PixelFormat::Yuyv),
+        width: f.width,
+        height: f.height,
+        bytesperline: f.bytesperline,
+    }
+}
+
+/// Converts a frame interval to jiffies (at least one).
+fn interval_jiffies(i: Fract) -> Jiffies {
+    let ms = (i.numerator.saturating_mul(1000) / i.denominator.max(1)).max(1);
+    msecs_to_jiffies(ms).max(1)
+}
+
+/// The device's settings, changed by ioctls and controls.
+struct Config {
+    fmt: PixFormat,
+    interval: Fract,
+    pattern: Pattern,
+    adjust: Adjust,
+}
+
+/// What the frame work needs, under the generator's lock.
+struct GenState {
+    streaming: bool,
+    /// Buffers the driver owns, oldest first.
+    active: KVec<ActiveBuffer<Capture>>,
+    frame: u32,
+    tpg: Option<Tpg>,
+    sizeimage: u32,
+    delay: Jiffies,
+    fail_next: u32,
+    hold_ms: u32,
+    unordered: bool,
+}
+
+/// The frame generator: a delayed work item that fills the oldest buffer at each frame.
+#[pin_data]
+struct Generator {
+    #[pin]
+    work: DelayedWork<Generator>,
+    #[pin]
+    st: Mutex<GenState>,
+}
+
+impl DelayedWorkItem for Generator {
+    fn delayed_work(&self) -> &DelayedWork<Self> {
+        &self.work
+    }
+
+    fn run(this: Arc<Self>) {
+        let mut st = this.st.lock();
+        if !st.streaming {
+            return;
+        }
+        // In unordered mode the newest buffer is completed first when two are waiting.
+        let pick = if st.unordered && st.active.len() > 1 {
+            st.active.len() - 1
+        } else {
+            0
+        };
+        if pick < st.active.len() {
+            if let Ok(mut buf) = st.active.remove(pick) {
+                let frame = st.frame;
+                let filled = st
+                    .tpg
+                    .as_ref()
+                    .map(|t| t.fill(buf.data_mut(), frame).is_ok())
+                    .unwrap_or(false);
+                if st.fail_next > 0 || !filled {
+                    st.fail_next = st.fail_next.saturating_sub(1);
+                    buf.fail();
+                } else {
+                    buf.done(st.sizeimage);
+                }
+            }
+        }
+        st.frame = st.frame.wrapping_add(1);
+        let delay = st.delay + msecs_to_jiffies(st.hold_ms);
+        drop(st);
+        DelayedWork::enqueue(&this, delay);
+    }
+}
+
+/// The capture queue's driver side.
+#[pin_data]
+struct Capture {
+    #[pin]
+    cfg: Mutex<Config>,
+    gen: Arc<Generator>,
+    #[pin]
+    fail_start: Mutex<bool>,
+}
+
+impl Capture {
+    /// Rebuilds the generator's picture after a format or control change.
+    fn update_generator(&self, cfg: &Config) {
+        let mut st = self.gen.st.lock();
+        st.tpg = Some(Tpg::new(frame_format(&cfg.fmt), cfg.pattern, cfg.adjust));
+        st.sizeimage = cfg.fmt.sizeimage;
+        st.delay = interval_jiffies(cfg.interval);
+    }
+}
+
+impl QueueOps for Capture {
+    const MIN_QUEUED_BUFFERS: u32 = 2;
+
+    fn buffer_size(&self) -> u32 {
+        self.cfg.lock().fmt.sizeimage
+    }
+
+    fn buf_queue(&self, buf: ActiveBuffer<Self>) {
+        let mut st = self.gen.st.lock();
+        // The list has room for every buffer of the queue (see `RvividModule::init`).
+        if let Err(e) = st.active.push_within_capacity(buf) {
+            drop(st);
+            e.0.fail();
+        }
+    }
+
+    fn start_streaming(&self, _count: u32) -> Result {
+        if *self.fail_start.lock() {
+            let mut st = self.gen.st.lock();
+            while let Some(buf) = st.active.pop() {
+                buf.requeue();
+            }
+            return Err(EIO);
+        }
+        self.update_generator(&self.cfg.lock());
+        let mut st = self.gen.st.lock();
+        st.streaming = true;
+        st.frame = 0;
+        let delay = st.delay;
+        drop(st);
+        DelayedWork::enqueue(&self.gen, delay);
+        Ok(())
+    }
+
+    fn stop_streaming(&self) {
+        self.gen.st.lock().streaming = false;
+        self.gen.work.cancel_sync();
+        let mut st = self.gen.st.lock();
+        while let Some(buf) = st.active.pop() {
+            buf.fail();
+        }
+    }
+}
+
 /// The per-device state of rvivid.
 #[pin_data]
-struct Rvivid {}
+struct Rvivid {
+    queue: Arc<Queue<Capture>>,
+}
 
-#[vtable]
 impl v4l2::VideoOps for Rvivid {
-    fn querycap(&self, cap: &mut v4l2::Capability) -> Result {
+    type Queue = Capture;
+
+    fn queue(&self) -> &Arc<Queue<Capture>> {
+        &self.queue
+    }
+
+    fn querycap(&self, cap: &mut Capability) -> Result {
         cap.set_driver(c"rvivid");
         cap.set_card(c"rvivid");
         cap.set_bus_info(c"platform:rvivid-0");
+        Ok(())
+    }
+
+    fn enum_fmt(&self, index: u32) -> Result<u32> {
+        FORMATS
+            .get(index as usize)
+            .map(|f| f.0)
+            .ok_or(EINVAL)
+    }
+
+    fn g_fmt(&self) -> PixFormat {
+        self.queue.ops().cfg.lock().fmt
+    }
+
+    fn try_fmt(&self, f: &mut PixFormat) -> Result {
+        adjust_format(f);
+        Ok(())
+    }
+
+    fn s_fmt(&self, f: &mut PixFormat) -> Result {
+        adjust_format(f);
+        if self.queue.is_busy() {
+            return Err(EBUSY);
+        }
+        let ops = self.queue.ops();
+        let mut cfg = ops.cfg.lock();
+        cfg.fmt = *f;
+        ops.update_generator(&cfg);
+        Ok(())
+    }
+
+    fn enum_framesizes(&self, index: u32, pixelformat: u32) -> Result<FrameSizes> {
+        if index != 0 || pixel_format(pixelformat).is_none() {
+            return Err(EINVAL);
+        }
+        Ok(FrameSizes::Stepwise {
+            min_width: MIN_WIDTH,
+            max_width: MAX_WIDTH,
+            step_width: 2,
+            min_height: MIN_HEIGHT,
+            max_height: MAX_HEIGHT,
+            step_height: 2,
+        })
+    }
+
+    fn enum_frameintervals(
+        &self,
+        index: u32,
+        pixelformat: u32,
+        width: u32,
+        height: u32,
+    ) -> Result<Fract> {
+        let mut f = PixFormat {
+            width,
+            height,
+            pixelformat,
+            field: 0,
+            bytesperline: 0,
+            sizeimage: 0,
+            colorspace: 0,
+        };
+        adjust_format(&mut f);
+        if pixel_format(pixelformat).is_none() || f.width != width || f.height != height {
+            return Err(EINVAL);
+        }
+        INTERVALS.get(index as usize).copied().ok_or(EINVAL)
+    }
+
+    fn g_parm(&self) -> Fract {
+        self.queue.ops().cfg.lock().interval
+    }
+
+    fn s_parm(&self, want: Fract) -> Fract {
+        // The nearest supported interval; 0/0 means the default.
+        let want_us = if want.numerator == 0 {
+            1_000_000 / 30
+        } else {
+            (u64::from(want.numerator) * 1_000_000)
+                .checked_div(u64::from(want.denominator))
+                .unwrap_or(1_000_000 / 30)
+        };
+        let best = INTERVALS
+            .iter()
+            .min_by_key(|i| {
+                let us = (u64::from(i.numerator) * 1_000_000)
+                    .checked_div(u64::from(i.denominator))
+                    .unwrap_or(u64::MAX);
+                us.abs_diff(want_us)
+            })
+            .copied()
+            .unwrap_or(INTERVALS[0]);
+        let ops = self.queue.ops();
+        let mut cfg = ops.cfg.lock();
+        cfg.interval = best;
+        ops.update_generator(&cfg);
+        best
+    }
+
+    fn enum_input(&self, index: u32) -> Result<Input> {
+        if index != 0 {
+            return Err(EINVAL);
+        }
+        Ok(Input {
+            name: c"Camera 0",
+            kind: v4l2::INPUT_TYPE_CAMERA,
+        })
+    }
+
+    fn g_input(&self) -> u32 {
+        0
+    }
+
+    fn s_input(&self, index: u32) -> Result {
+        if index != 0 {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+
+    fn controls(&self) -> &'static [Control] {
+        &CONTROLS
+    }
+
+    fn s_ctrl(&self, id: u32, value: i32) -> Result {
+        let ops = self.queue.ops();
+        match id {
+            RVIVID_CID_FAIL_NEXT_BUFFERS => {
+                ops.gen.st.lock().fail_next = value as u32;
+                return Ok(());
+            }
+            RVIVID_CID_FAIL_START_STREAMING => {
+                *ops.fail_start.lock() = value != 0;
+                return Ok(());
+            }
+            RVIVID_CID_HOLD_MS => {
+                ops.gen.st.lock().hold_ms = value as u32;
+                return Ok(());
+            }
+            RVIVID_CID_UNORDERED => {
+                ops.gen.st.lock().unordered = value != 0;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let mut cfg = ops.cfg.lock();
+        match id {
+            CID_BRIGHTNESS => cfg.adjust.brightness = value,
+            CID_CONTRAST => cfg.adjust.contrast = value,
+            CID_SATURATION => cfg.adjust.saturation = value,
+            CID_HUE => cfg.adjust.hue = value,
+            CID_TEST_PATTERN => {
+                cfg.pattern = Pattern::from_index(value as u32).ok_or(EINVAL)?;
+            }
+            _ => return Err(EINVAL),
+        }
+        ops.update_generator(&cfg);
         Ok(())
     }
 }
@@ -33,12 +510,50 @@ pub(crate) struct RvividModule {
 
 impl kernel::Module for RvividModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        let mut fmt = PixFormat {
+            width: 640,
+            height: 480,
+            pixelformat: FORMATS[0].0,
+            field: 0,
+            bytesperline: 0,
+            sizeimage: 0,
+            colorspace: 0,
+        };
+        adjust_format(&mut fmt);
+        let gen = Arc::pin_init(
+            pin_init!(Generator {
+                work <- DelayedWork::new(),
+                st <- new_mutex!(GenState {
+                    streaming: false,
+                    active: KVec::with_capacity(crate::queue::MAX_BUFFERS, GFP_KERNEL)?,
+                    frame: 0,
+                    tpg: None,
+                    sizeimage: 0,
+                    delay: 1,
+                    fail_next: 0,
+                    hold_ms: 0,
+                    unordered: false,
+                }),
+            }? Error),
+            GFP_KERNEL,
+        )?;
+        let queue = Queue::new(try_pin_init!(Capture {
+            cfg <- new_mutex!(Config {
+                fmt,
+                interval: INTERVALS[0],
+                pattern: Pattern::ColorBars75,
+                adjust: Adjust::default(),
+            }),
+            gen,
+            fail_start <- new_mutex!(false),
+        }))?;
+        queue.ops().update_generator(&queue.ops().cfg.lock());
         let faux = faux::Registration::new(c"rvivid-0", None)?;
         let video = v4l2::Registration::new(
             faux.as_ref(),
             c"rvivid",
             DEVICE_CAPS,
-            try_pin_init!(Rvivid {}),
+            try_pin_init!(Rvivid { queue }),
             module,
         )?;
         Ok(Self {

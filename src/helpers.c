@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * C helpers for the static inline functions rvb2's Rust code needs; see
+ * C helpers for the static inline functions and macros rvb2's Rust code needs; see
  * include/rvb2_helpers.h.
  */
+#include <linux/mm.h>
+#include <linux/spinlock.h>
+#include <linux/timekeeping.h>
+#include <linux/vmalloc.h>
+#include <linux/workqueue.h>
+#include <media/v4l2-ctrls.h>
 #include <media/v4l2-dev.h>
 
 #include "rvb2_helpers.h"
@@ -10,4 +16,71 @@
 const char *rvb2_video_device_node_name(struct video_device *vdev)
 {
 	return video_device_node_name(vdev);
+}
+
+void *rvb2_vmalloc_user(unsigned long size)
+{
+	return vmalloc_user(size);
+}
+
+void rvb2_spin_lock_init(spinlock_t *lock, const char *name, struct lock_class_key *key)
+{
+#ifdef CONFIG_DEBUG_SPINLOCK
+	__raw_spin_lock_init(spinlock_check(lock), name, key, LD_WAIT_CONFIG);
+#else
+	spin_lock_init(lock);
+#endif
+}
+
+unsigned long rvb2_spin_lock_irqsave(spinlock_t *lock)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+bool rvb2_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags)
+{
+	return spin_trylock_irqsave(lock, *flags);
+}
+
+void rvb2_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+{
+	spin_unlock_irqrestore(lock, flags);
+}
+
+void rvb2_assert_spin_locked(spinlock_t *lock)
+{
+	lockdep_assert_held(lock);
+}
+
+void rvb2_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *))
+{
+	INIT_DELAYED_WORK(dw, fn);
+}
+
+bool rvb2_queue_delayed_work(struct delayed_work *dw, unsigned long delay)
+{
+	return queue_delayed_work(system_percpu_wq, dw, delay);
+}
+
+struct delayed_work *rvb2_to_delayed_work(struct work_struct *work)
+{
+	return to_delayed_work(work);
+}
+
+int rvb2_ctrl_handler_init(struct v4l2_ctrl_handler *hdl, unsigned int nr_of_controls_hint)
+{
+	return v4l2_ctrl_handler_init(hdl, nr_of_controls_hint);
+}
+
+u64 rvb2_ktime_get_ns(void)
+{
+	return ktime_get_ns();
+}
+
+unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma)
+{
+	return vma->vm_pgoff;
 }

@@ -10,7 +10,13 @@ use kernel::prelude::*;
 
 mod bindings;
 mod driver;
+mod mem;
+mod queue;
+mod sync;
+mod time;
+mod tpg;
 mod v4l2;
+mod work;
 
 module! {
     type: driver::RvividModule,

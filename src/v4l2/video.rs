@@ -1,57 +1,84 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A registered V4L2 video device node and the ioctl trampolines that reach its driver.
+//! A registered V4L2 video capture node: its `v4l2_device`, `video_device`, control handler,
+//! file operations and the ioctl trampolines that reach the driver and the queue.
 
+use super::{buffer, types::*};
 use crate::bindings;
+use crate::queue::{FileId, Queue, QueueOps};
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     device,
     error::to_result,
+    ffi::c_char,
+    fs::File,
+    mm::virt::VmaNew,
     prelude::*,
     str::CStr,
+    sync::{poll::PollTable, Arc},
     types::Opaque,
-    ThisModule, //
+    ThisModule,
 };
 
-/// The driver side of a video device node.
+/// The driver side of a video capture node.
 ///
-/// The V4L2 core calls these for the ioctls it dispatches with `video_ioctl2()`; an ioctl whose
-/// method the driver does not implement is answered with `ENOTTY` by the core.
-#[vtable]
+/// The V4L2 core calls these for the ioctls it dispatches with `video_ioctl2()`, after its
+/// own checks (argument copying, buffer type against the node's capabilities, priority).
+/// The buffer ioctls go to the driver's queue, [`VideoOps::queue`], through the V4L2 shim.
 pub(crate) trait VideoOps: Send + Sync + Sized + 'static {
-    /// `VIDIOC_QUERYCAP`: fills the driver, card and bus names. The core fills the version
-    /// and the capabilities from the node's device capabilities.
+    /// The driver side of the node's buffer queue.
+    type Queue: QueueOps;
+
+    /// The node's buffer queue.
+    fn queue(&self) -> &Arc<Queue<Self::Queue>>;
+
+    /// `VIDIOC_QUERYCAP`: fills the driver, card and bus names.
     fn querycap(&self, cap: &mut Capability) -> Result;
-}
 
-/// The argument of `VIDIOC_QUERYCAP`.
-#[repr(transparent)]
-pub(crate) struct Capability(bindings::v4l2_capability);
+    /// `VIDIOC_ENUM_FMT`: the pixel format at `index` (the core adds its description).
+    fn enum_fmt(&self, index: u32) -> Result<u32>;
 
-/// Copies `src` into a fixed-size C string field, truncating and always NUL-terminating it,
-/// as `strscpy()` does.
-fn copy_cstr(dst: &mut [u8], src: &CStr) {
-    let bytes = src.to_bytes();
-    let n = bytes.len().min(dst.len().saturating_sub(1));
-    dst[..n].copy_from_slice(&bytes[..n]);
-    dst[n..].fill(0);
-}
+    /// `VIDIOC_G_FMT`.
+    fn g_fmt(&self) -> PixFormat;
 
-impl Capability {
-    /// Sets the driver name.
-    pub(crate) fn set_driver(&mut self, name: &CStr) {
-        copy_cstr(&mut self.0.driver, name);
-    }
+    /// `VIDIOC_TRY_FMT`: adjusts `f` to what the device can do.
+    fn try_fmt(&self, f: &mut PixFormat) -> Result;
 
-    /// Sets the card (device) name.
-    pub(crate) fn set_card(&mut self, name: &CStr) {
-        copy_cstr(&mut self.0.card, name);
-    }
+    /// `VIDIOC_S_FMT`: adjusts `f` and makes it current.
+    fn s_fmt(&self, f: &mut PixFormat) -> Result;
 
-    /// Sets the bus information, e.g. `platform:rvivid-0`.
-    pub(crate) fn set_bus_info(&mut self, info: &CStr) {
-        copy_cstr(&mut self.0.bus_info, info);
-    }
+    /// `VIDIOC_ENUM_FRAMESIZES`.
+    fn enum_framesizes(&self, index: u32, pixelformat: u32) -> Result<FrameSizes>;
+
+    /// `VIDIOC_ENUM_FRAMEINTERVALS`: the discrete interval at `index`.
+    fn enum_frameintervals(
+        &self,
+        index: u32,
+        pixelformat: u32,
+        width: u32,
+        height: u32,
+    ) -> Result<Fract>;
+
+    /// `VIDIOC_G_PARM`: the time per frame.
+    fn g_parm(&self) -> Fract;
+
+    /// `VIDIOC_S_PARM`: sets the time per frame nearest to `timeperframe`; returns it.
+    fn s_parm(&self, timeperframe: Fract) -> Fract;
+
+    /// `VIDIOC_ENUMINPUT`.
+    fn enum_input(&self, index: u32) -> Result<Input>;
+
+    /// `VIDIOC_G_INPUT`.
+    fn g_input(&self) -> u32;
+
+    /// `VIDIOC_S_INPUT`.
+    fn s_input(&self, index: u32) -> Result;
+
+    /// The controls the node offers, created at registration.
+    fn controls(&self) -> &'static [Control];
+
+    /// Sets control `id` to `value` (called by the control framework with its lock held).
+    fn s_ctrl(&self, id: u32, value: i32) -> Result;
 }
 
 /// The C structures of one device node and the driver's data, in one allocation.
@@ -68,19 +95,61 @@ struct Node<T: VideoOps> {
     #[pin]
     vdev: Opaque<bindings::video_device>,
     #[pin]
+    ctrls: Opaque<bindings::v4l2_ctrl_handler>,
+    /// The menu entries of menu controls, which the control framework points into.
+    menus: KVec<*const c_char>,
+    #[pin]
     data: T,
+}
+
+/// Converts a driver result to the return value of a C callback.
+fn ret(r: Result) -> c_int {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
 }
 
 impl<T: VideoOps> Node<T> {
     const FOPS: bindings::v4l2_file_operations = bindings::v4l2_file_operations {
         open: Some(bindings::v4l2_fh_open),
-        release: Some(bindings::v4l2_fh_release),
+        release: Some(Self::release_file),
+        poll: Some(Self::poll),
+        mmap: Some(Self::mmap),
         unlocked_ioctl: Some(bindings::video_ioctl2),
         ..pin_init::zeroed()
     };
 
     const IOCTL_OPS: bindings::v4l2_ioctl_ops = bindings::v4l2_ioctl_ops {
         vidioc_querycap: Some(Self::querycap),
+        vidioc_enum_fmt_vid_cap: Some(Self::enum_fmt),
+        vidioc_g_fmt_vid_cap: Some(Self::g_fmt),
+        vidioc_s_fmt_vid_cap: Some(Self::s_fmt),
+        vidioc_try_fmt_vid_cap: Some(Self::try_fmt),
+        vidioc_enum_framesizes: Some(Self::enum_framesizes),
+        vidioc_enum_frameintervals: Some(Self::enum_frameintervals),
+        vidioc_g_parm: Some(Self::g_parm),
+        vidioc_s_parm: Some(Self::s_parm),
+        vidioc_enum_input: Some(Self::enum_input),
+        vidioc_g_input: Some(Self::g_input),
+        vidioc_s_input: Some(Self::s_input),
+        vidioc_reqbufs: Some(Self::reqbufs),
+        vidioc_create_bufs: Some(Self::create_bufs),
+        vidioc_querybuf: Some(Self::querybuf),
+        vidioc_prepare_buf: Some(Self::prepare_buf),
+        vidioc_qbuf: Some(Self::qbuf),
+        vidioc_dqbuf: Some(Self::dqbuf),
+        vidioc_streamon: Some(Self::streamon),
+        vidioc_streamoff: Some(Self::streamoff),
+        vidioc_remove_bufs: Some(Self::remove_bufs),
+        vidioc_log_status: Some(bindings::v4l2_ctrl_log_status),
+        vidioc_subscribe_event: Some(bindings::v4l2_ctrl_subscribe_event),
+        vidioc_unsubscribe_event: Some(bindings::v4l2_event_unsubscribe),
+        ..pin_init::zeroed()
+    };
+
+    const CTRL_OPS: bindings::v4l2_ctrl_ops = bindings::v4l2_ctrl_ops {
+        s_ctrl: Some(Self::s_ctrl),
         ..pin_init::zeroed()
     };
 
@@ -99,41 +168,416 @@ impl<T: VideoOps> Node<T> {
         unsafe { &*kernel::container_of!(vdev, Self, vdev) }
     }
 
-    /// `vidioc_querycap` of the ioctl ops.
+    /// Runs `f` on the driver data of `file`'s node and the file's identity.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Node::from_file`].
+    unsafe fn call(file: *mut bindings::file, f: impl FnOnce(&T, FileId) -> Result) -> c_int {
+        // SAFETY: As promised by the caller.
+        let node = unsafe { Self::from_file(file) };
+        ret(f(&node.data, FileId(file as usize)))
+    }
+
+    /// `release` of the file operations: the owner of the queue gives it up, as in
+    /// `vb2_fop_release()`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the V4L2 core only, for an open file of our node.
+    unsafe extern "C" fn release_file(file: *mut bindings::file) -> c_int {
+        // SAFETY: `file` is an open file of our node.
+        let node = unsafe { Self::from_file(file) };
+        node.data.queue().release(FileId(file as usize));
+        // SAFETY: `file` was opened by `v4l2_fh_open()`.
+        unsafe { bindings::v4l2_fh_release(file) }
+    }
+
+    /// `poll` of the file operations: queue events and control events.
+    ///
+    /// # Safety
+    ///
+    /// Called by the V4L2 core only, for an open file of our node.
+    unsafe extern "C" fn poll(
+        file: *mut bindings::file,
+        wait: *mut bindings::poll_table_struct,
+    ) -> bindings::__poll_t {
+        // SAFETY: `file` is an open file of our node.
+        let node = unsafe { Self::from_file(file) };
+        // SAFETY: `wait` is null or a valid poll table (`poll_requested_events()`).
+        let requested = if wait.is_null() { !0 } else { unsafe { (*wait)._key } };
+        // SAFETY: The V4L2 core passes a live file and poll table for the duration of the
+        // call; the casts are between two bindings of the same C types.
+        let (f, table) = unsafe {
+            (
+                File::from_raw_file(file.cast()),
+                PollTable::from_raw(wait.cast()),
+            )
+        };
+        let mask = node.data.queue().poll(f, &table, requested);
+        // SAFETY: `file` was opened by `v4l2_fh_open()`; this adds control events (EPOLLPRI).
+        mask | unsafe { bindings::v4l2_ctrl_poll(file, wait) }
+    }
+
+    /// `mmap` of the file operations.
+    ///
+    /// # Safety
+    ///
+    /// Called by the V4L2 core only, for an open file of our node and a new VMA.
+    unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
+        // SAFETY: `file` is an open file of our node.
+        let node = unsafe { Self::from_file(file) };
+        // SAFETY: `vma` is the new VMA of this `mmap()` call; the cast is between two bindings
+        // of `struct vm_area_struct`.
+        let (pgoff, vma) = unsafe {
+            (
+                bindings::rvb2_vma_pgoff(vma) as usize,
+                VmaNew::from_raw(vma.cast()),
+            )
+        };
+        ret(node.data.queue().mmap(pgoff, vma))
+    }
+}
+
+/// Declares ioctl trampolines: `name(arg type) |data, file id, arg| body`.
+///
+/// Each is an `unsafe extern "C" fn(file, priv, arg) -> c_int` for `v4l2_ioctl_ops`, called
+/// by the V4L2 core only, for an open file of our node and with its kernel copy of the ioctl
+/// argument, valid and exclusive for the duration of the call.
+macro_rules! ioctls {
+    ($($name:ident($arg:ty) |$d:ident, $f:ident, $a:ident| $body:block)*) => {
+        impl<T: VideoOps> Node<T> {
+            $(
+                /// An ioctl trampoline; see [`ioctls`].
+                ///
+                /// # Safety
+                ///
+                /// Called by the V4L2 core only, with an open file of our node and its ioctl
+                /// argument.
+                unsafe extern "C" fn $name(
+                    file: *mut bindings::file,
+                    _priv: *mut c_void,
+                    arg: *mut $arg,
+                ) -> c_int {
+                    // SAFETY: The V4L2 core passes its own copy of the argument, valid and
+                    // exclusive for this call.
+                    let $a = unsafe { &mut *arg };
+                    // SAFETY: `file` is an open file of our node.
+                    let node = unsafe { Self::from_file(file) };
+                    let $d = &node.data;
+                    let $f = FileId(file as usize);
+                    let _ = $f;
+                    ret((|| -> Result { $body })())
+                }
+            )*
+        }
+    };
+}
+
+ioctls! {
+    querycap(bindings::v4l2_capability) |d, _f, a| {
+        // SAFETY: `Capability` is a transparent wrapper around `v4l2_capability`.
+        d.querycap(unsafe { &mut *core::ptr::from_mut(a).cast::<Capability>() })
+    }
+    enum_fmt(bindings::v4l2_fmtdesc) |d, _f, a| {
+        a.pixelformat = d.enum_fmt(a.index)?;
+        a.flags = 0;
+        Ok(())
+    }
+    g_fmt(bindings::v4l2_format) |d, _f, a| {
+        // SAFETY: The core checked the type is a video capture one, whose member is `pix`.
+        d.g_fmt().to_raw(unsafe { &mut a.fmt.pix });
+        Ok(())
+    }
+    try_fmt(bindings::v4l2_format) |d, _f, a| {
+        // SAFETY: As for `g_fmt`; every bit pattern is a valid `v4l2_pix_format`.
+        let pix = unsafe { &mut a.fmt.pix };
+        let mut f = PixFormat::from_raw(pix);
+        d.try_fmt(&mut f)?;
+        f.to_raw(pix);
+        Ok(())
+    }
+    s_fmt(bindings::v4l2_format) |d, _f, a| {
+        // SAFETY: As for `try_fmt`.
+        let pix = unsafe { &mut a.fmt.pix };
+        let mut f = PixFormat::from_raw(pix);
+        d.s_fmt(&mut f)?;
+        f.to_raw(pix);
+        Ok(())
+    }
+    enum_framesizes(bindings::v4l2_frmsizeenum) |d, _f, a| {
+        match d.enum_framesizes(a.index, a.pixel_format)? {
+            FrameSizes::Stepwise { min_width, max_width, step_width, min_height, max_height, step_height } => {
+                a.type_ = bindings::v4l2_frmsizetypes_V4L2_FRMSIZE_TYPE_STEPWISE;
+                a.__bindgen_anon_1.stepwise = bindings::v4l2_frmsize_stepwise {
+                    min_width, max_width, step_width, min_height, max_height, step_height,
+                };
+            }
+        }
+        a.reserved = [0; 2];
+        Ok(())
+    }
+    enum_frameintervals(bindings::v4l2_frmivalenum) |d, _f, a| {
+        let ival = d.enum_frameintervals(a.index, a.pixel_format, a.width, a.height)?;
+        a.type_ = bindings::v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_DISCRETE;
+        a.__bindgen_anon_1.discrete = bindings::v4l2_fract {
+            numerator: ival.numerator,
+            denominator: ival.denominator,
+        };
+        a.reserved = [0; 2];
+        Ok(())
+    }
+    g_parm(bindings::v4l2_streamparm) |d, _f, a| {
+        if a.type_ != BUF_TYPE_VIDEO_CAPTURE {
+            return Err(EINVAL);
+        }
+        let tpf = d.g_parm();
+        a.parm.capture = bindings::v4l2_captureparm {
+            capability: bindings::V4L2_CAP_TIMEPERFRAME,
+            timeperframe: bindings::v4l2_fract { numerator: tpf.numerator, denominator: tpf.denominator },
+            readbuffers: 0,
+            ..Default::default()
+        };
+        Ok(())
+    }
+    s_parm(bindings::v4l2_streamparm) |d, _f, a| {
+        if a.type_ != BUF_TYPE_VIDEO_CAPTURE {
+            return Err(EINVAL);
+        }
+        // SAFETY: The type is video capture, whose member is `capture`.
+        let want = unsafe { a.parm.capture.timeperframe };
+        let tpf = d.s_parm(Fract { numerator: want.numerator, denominator: want.denominator });
+        a.parm.capture = bindings::v4l2_captureparm {
+            capability: bindings::V4L2_CAP_TIMEPERFRAME,
+            timeperframe: bindings::v4l2_fract { numerator: tpf.numerator, denominator: tpf.denominator },
+            readbuffers: 0,
+            ..Default::default()
+        };
+        Ok(())
+    }
+    enum_input(bindings::v4l2_input) |d, _f, a| {
+        let input = d.enum_input(a.index)?;
+        let index = a.index;
+        *a = bindings::v4l2_input { index, type_: input.kind, ..Default::default() };
+        copy_cstr(&mut a.name, input.name);
+        Ok(())
+    }
+    g_input(ffi::c_uint) |d, _f, a| {
+        *a = d.g_input();
+        Ok(())
+    }
+    reqbufs(bindings::v4l2_requestbuffers) |d, f, a| {
+        buffer::reqbufs(d.queue(), f, a)
+    }
+    create_bufs(bindings::v4l2_create_buffers) |d, f, a| {
+        buffer::create_bufs(d.queue(), f, a)
+    }
+    querybuf(bindings::v4l2_buffer) |d, _f, a| {
+        buffer::querybuf(d.queue(), a)
+    }
+    prepare_buf(bindings::v4l2_buffer) |d, f, a| {
+        buffer::prepare_buf(d.queue(), f, a)
+    }
+    qbuf(bindings::v4l2_buffer) |d, f, a| {
+        buffer::qbuf(d.queue(), f, a)
+    }
+    remove_bufs(bindings::v4l2_remove_buffers) |d, f, a| {
+        buffer::remove_bufs(d.queue(), f, a)
+    }
+}
+
+use kernel::ffi;
+
+impl<T: VideoOps> Node<T> {
+    /// `vidioc_dqbuf`.
     ///
     /// # Safety
     ///
     /// Called by the V4L2 core only, with an open file of our node and its ioctl argument.
-    unsafe extern "C" fn querycap(
+    unsafe extern "C" fn dqbuf(
         file: *mut bindings::file,
         _priv: *mut c_void,
-        cap: *mut bindings::v4l2_capability,
+        arg: *mut bindings::v4l2_buffer,
     ) -> c_int {
-        // SAFETY: The V4L2 core calls this for an open file of our node.
-        let node = unsafe { Self::from_file(file) };
-        // SAFETY: `cap` points to the kernel copy of the ioctl argument, valid and exclusive
-        // for the duration of the call; `Capability` is a transparent wrapper around it.
-        let cap = unsafe { &mut *cap.cast::<Capability>() };
-        match node.data.querycap(cap) {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
-        }
+        // SAFETY: `file` is a live file for the duration of the call.
+        let nonblocking = unsafe { (*file).f_flags } & kernel::fs::file::flags::O_NONBLOCK != 0;
+        // SAFETY: The V4L2 core passes its own copy of the argument.
+        let b = unsafe { &mut *arg };
+        // SAFETY: `file` is an open file of our node.
+        unsafe { Self::call(file, |d, f| buffer::dqbuf(d.queue(), f, nonblocking, b)) }
     }
 
-    /// `release` of the `v4l2_device`: frees the node.
+    /// `vidioc_s_input`.
     ///
     /// # Safety
     ///
-    /// Called by the V4L2 core only, when the last reference to `v4l2_dev` goes.
+    /// Called by the V4L2 core only, with an open file of our node.
+    unsafe extern "C" fn s_input(
+        file: *mut bindings::file,
+        _priv: *mut c_void,
+        index: ffi::c_uint,
+    ) -> c_int {
+        // SAFETY: `file` is an open file of our node.
+        unsafe { Self::call(file, |d, _| d.s_input(index)) }
+    }
+
+    /// `vidioc_streamon`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the V4L2 core only, with an open file of our node.
+    unsafe extern "C" fn streamon(
+        file: *mut bindings::file,
+        _priv: *mut c_void,
+        kind: bindings::v4l2_buf_type,
+    ) -> c_int {
+        // SAFETY: `file` is an open file of our node.
+        unsafe { Self::call(file, |d, f| buffer::streamon(d.queue(), f, kind)) }
+    }
+
+    /// `vidioc_streamoff`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the V4L2 core only, with an open file of our node.
+    unsafe extern "C" fn streamoff(
+        file: *mut bindings::file,
+        _priv: *mut c_void,
+        kind: bindings::v4l2_buf_type,
+    ) -> c_int {
+        // SAFETY: `file` is an open file of our node.
+        unsafe { Self::call(file, |d, f| buffer::streamoff(d.queue(), f, kind)) }
+    }
+
+    /// `s_ctrl` of the control operations.
+    ///
+    /// # Safety
+    ///
+    /// Called by the control framework only, for a control of our node's handler.
+    unsafe extern "C" fn s_ctrl(ctrl: *mut bindings::v4l2_ctrl) -> c_int {
+        // SAFETY: `ctrl` is a live control of one of our handlers.
+        let (hdl, id, val) = unsafe { ((*ctrl).handler, (*ctrl).id, (*ctrl).val) };
+        let hdl = Opaque::cast_from(hdl).cast_mut();
+        // SAFETY: Our handlers are the `ctrls` field of a live `Node<T>`.
+        let node = unsafe { &*kernel::container_of!(hdl, Self, ctrls) };
+        ret(node.data.s_ctrl(id, val))
+    }
+
+    /// Called by the V4L2 core when the last reference to `v4l2_dev` goes: frees the node.
+    ///
+    /// # Safety
+    ///
+    /// Called by the V4L2 core only.
     unsafe extern "C" fn release(v4l2_dev: *mut bindings::v4l2_device) {
         let v4l2_dev = Opaque::cast_from(v4l2_dev).cast_mut();
         // SAFETY: `v4l2_dev` is the `v4l2_dev` field of a `Node<T>` leaked by
         // `Registration::new`; this is the last reference to it.
         let node = unsafe { kernel::container_of!(v4l2_dev, Self, v4l2_dev) };
+        // SAFETY: The handler was zeroed or initialised; nothing uses it any more.
+        unsafe { bindings::v4l2_ctrl_handler_free((*node).ctrls.get()) };
         // SAFETY: The allocation came from `KBox::into_raw` in `Registration::new` and nothing
         // uses it any more (type invariant).
         drop(unsafe { KBox::from_raw(node) });
     }
+
+    /// Creates the driver's controls on the node's handler.
+    ///
+    /// # Safety
+    ///
+    /// `node` must be a valid node that is not registered yet.
+    unsafe fn add_controls(node: *mut Self) -> Result {
+        // SAFETY: `node` is valid and not shared yet.
+        let (hdl, controls, menus) = unsafe {
+            (
+                (*node).ctrls.get(),
+                (*node).data.controls(),
+                &mut (*node).menus,
+            )
+        };
+        let n_menu = controls.iter().fold(0usize, |n, c| match c.kind {
+            ControlKind::StdMenu { items, .. } => n.saturating_add(items.len()),
+            _ => n,
+        });
+        // The control framework keeps pointers into `menus`: it must never reallocate.
+        *menus = KVec::with_capacity(n_menu, GFP_KERNEL)?;
+        // SAFETY: `hdl` is zeroed and not shared yet.
+        to_result(unsafe { bindings::rvb2_ctrl_handler_init(hdl, controls.len() as u32) })?;
+        let ops = &Self::CTRL_OPS;
+        for c in controls {
+            // SAFETY: `hdl` is initialised; `ops` and the names and menus are `'static` or
+            // live as long as the node.
+            unsafe {
+                match c.kind {
+                    ControlKind::Std { min, max, step, def } => {
+                        bindings::v4l2_ctrl_new_std(hdl, ops, c.id, min, max, step, def);
+                    }
+                    ControlKind::StdMenu { items, def } => {
+                        let start = menus.len();
+                        for item in items {
+                            menus.push(item.as_char_ptr(), GFP_KERNEL)?;
+                        }
+                        bindings::v4l2_ctrl_new_std_menu_items(
+                            hdl,
+                            ops,
+                            c.id,
+                            (items.len() - 1) as u8,
+                            0,
+                            def,
+                            menus.as_ptr().add(start),
+                        );
+                    }
+                    ControlKind::Integer { name, min, max, def } => {
+                        Self::new_custom(hdl, c.id, name, CtrlType::Integer, min, max, def);
+                    }
+                    ControlKind::Boolean { name, def } => {
+                        Self::new_custom(hdl, c.id, name, CtrlType::Boolean, 0, 1, i64::from(def));
+                    }
+                }
+            }
+        }
+        // SAFETY: `hdl` is initialised.
+        to_result(unsafe { (*hdl).error })
+    }
+
+    /// Adds a driver-specific control.
+    ///
+    /// # Safety
+    ///
+    /// `hdl` must be an initialised handler of a node of this `T`.
+    unsafe fn new_custom(
+        hdl: *mut bindings::v4l2_ctrl_handler,
+        id: u32,
+        name: &'static CStr,
+        kind: CtrlType,
+        min: i64,
+        max: i64,
+        def: i64,
+    ) {
+        let cfg = bindings::v4l2_ctrl_config {
+            ops: &Self::CTRL_OPS,
+            id,
+            name: name.as_char_ptr(),
+            type_: match kind {
+                CtrlType::Integer => bindings::v4l2_ctrl_type_V4L2_CTRL_TYPE_INTEGER,
+                CtrlType::Boolean => bindings::v4l2_ctrl_type_V4L2_CTRL_TYPE_BOOLEAN,
+            },
+            min,
+            max,
+            step: 1,
+            def,
+            // Writing the same value again acts again (e.g. re-arms an error injection).
+            flags: bindings::V4L2_CTRL_FLAG_EXECUTE_ON_WRITE,
+            ..Default::default()
+        };
+        // SAFETY: `hdl` is initialised; `cfg` is only read during the call.
+        unsafe { bindings::v4l2_ctrl_new_custom(hdl, &cfg, core::ptr::null_mut()) };
+    }
+}
+
+/// The types of driver-specific control.
+enum CtrlType {
+    Integer,
+    Boolean,
 }
 
 /// A registered video capture node, with its `v4l2_device`.
@@ -156,8 +600,14 @@ unsafe impl<T: VideoOps> Send for Registration<T> {}
 // SAFETY: See `Send`.
 unsafe impl<T: VideoOps> Sync for Registration<T> {}
 
+// SAFETY: `menus` only holds pointers to `'static` strings.
+unsafe impl<T: VideoOps> Send for Node<T> {}
+// SAFETY: See `Send`; the C structures are used under the V4L2 core's locking.
+unsafe impl<T: VideoOps> Sync for Node<T> {}
+
 impl<T: VideoOps> Registration<T> {
-    /// Registers a `v4l2_device` on `parent` and a video capture node named `name` on it.
+    /// Registers a `v4l2_device` on `parent` and a video capture node named `name` on it,
+    /// with the driver's controls.
     pub(crate) fn new(
         parent: &device::Device,
         name: &CStr,
@@ -175,6 +625,11 @@ impl<T: VideoOps> Registration<T> {
                     // SAFETY: `p` is valid for writes; all-zeroes is a valid `video_device`.
                     unsafe { p.write_bytes(0, 1) };
                 }),
+                ctrls <- Opaque::ffi_init(|p: *mut bindings::v4l2_ctrl_handler| {
+                    // SAFETY: `p` is valid for writes; the handler is initialised later.
+                    unsafe { p.write_bytes(0, 1) };
+                }),
+                menus: KVec::new(),
                 data <- data,
             }),
             GFP_KERNEL,
@@ -198,32 +653,35 @@ impl<T: VideoOps> Registration<T> {
             return Err(e);
         }
         // SAFETY: `v4l2_dev` is registered; from here it owns the node (type invariant of
-        // `Node`). `vdev` is ours to fill until it is registered.
-        unsafe {
-            (*v4l2_dev).release = Some(Node::<T>::release);
-            let v = &mut *vdev;
-            copy_cstr(
-                core::slice::from_raw_parts_mut(v.name.as_mut_ptr().cast(), v.name.len()),
-                name,
-            );
-            v.v4l2_dev = v4l2_dev;
-            v.fops = &Node::<T>::FOPS;
-            v.ioctl_ops = &Node::<T>::IOCTL_OPS;
-            v.release = Some(bindings::video_device_release_empty);
-            v.vfl_dir = bindings::vfl_devnode_direction_VFL_DIR_RX;
-            v.device_caps = device_caps;
-        }
-        // SAFETY: `vdev` is fully set up; `module` is this module, which owns the fops.
-        let ret = unsafe {
-            bindings::__video_register_device(
-                vdev,
-                bindings::vfl_devnode_type_VFL_TYPE_VIDEO,
-                -1,
-                1,
-                module.as_ptr().cast(),
-            )
-        };
-        if let Err(e) = to_result(ret) {
+        // `Node`), and dropping its last reference frees the node and its controls.
+        unsafe { (*v4l2_dev).release = Some(Node::<T>::release) };
+
+        // SAFETY: The node is valid and not registered yet.
+        let r = unsafe { Node::add_controls(node) }.and_then(|()| {
+            // SAFETY: `vdev` is ours to fill until it is registered.
+            unsafe {
+                let v = &mut *vdev;
+                copy_cstr(&mut v.name, name);
+                v.v4l2_dev = v4l2_dev;
+                v.fops = &Node::<T>::FOPS;
+                v.ioctl_ops = &Node::<T>::IOCTL_OPS;
+                v.ctrl_handler = (*node).ctrls.get();
+                v.release = Some(bindings::video_device_release_empty);
+                v.vfl_dir = bindings::vfl_devnode_direction_VFL_DIR_RX;
+                v.device_caps = device_caps;
+            }
+            // SAFETY: `vdev` is fully set up; `module` is this module, which owns the fops.
+            to_result(unsafe {
+                bindings::__video_register_device(
+                    vdev,
+                    bindings::vfl_devnode_type_VFL_TYPE_VIDEO,
+                    -1,
+                    1,
+                    module.as_ptr().cast(),
+                )
+            })
+        });
+        if let Err(e) = r {
             // SAFETY: The node was not registered, so `v4l2_dev` holds the only reference;
             // dropping it frees the node through `Node::release`.
             unsafe {
@@ -239,6 +697,7 @@ impl<T: VideoOps> Registration<T> {
             _p: PhantomData,
         })
     }
+
 }
 
 impl<T: VideoOps> Drop for Registration<T> {

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The V4L2 buffer ioctls on top of the queue core, like videobuf2-v4l2.c.
+//!
+//! Each function checks a UAPI argument the way videobuf2 does (buffer type, memory type,
+//! index, flags), calls the queue core, and fills the argument back with every reserved
+//! field cleared. Queue policy (states, ordering, ownership) stays in [`crate::queue`].
+
+use super::types::BUF_TYPE_VIDEO_CAPTURE;
+use crate::bindings;
+use crate::queue::{BufState, BufferInfo, FileId, Memory, Queue, QueueOps, MAX_BUFFERS};
+use kernel::{prelude::*, sync::Arc};
+
+/// The capabilities REQBUFS and CREATE_BUFS report.
+const BUF_CAPS: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP
+    | bindings::V4L2_BUF_CAP_SUPPORTS_MAX_NUM_BUFFERS
+    | bindings::V4L2_BUF_CAP_SUPPORTS_REMOVE_BUFS;
+
+/// The buffer flags that describe the state, which the core sets and never takes from
+/// userspace (`V4L2_BUFFER_MASK_FLAGS`).
+const TIMESTAMP_FLAGS: u32 =
+    bindings::V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC | bindings::V4L2_BUF_FLAG_TSTAMP_SRC_EOF;
+
+/// Maps a `V4L2_MEMORY_*` value to the memory types the core handles.
+fn memory(memory: u32) -> Result<Memory> {
+    match memory {
+        bindings::v4l2_memory_V4L2_MEMORY_MMAP => Ok(Memory::Mmap),
+        _ => Err(EINVAL),
+    }
+}
+
+/// Checks the buffer type of an argument.
+fn check_type(kind: u32) -> Result {
+    if kind == BUF_TYPE_VIDEO_CAPTURE {
+        Ok(())
+    } else {
+        Err(EINVAL)
+    }
+}
+
+/// `VIDIOC_REQBUFS`.
+pub(crate) fn reqbufs<Q: QueueOps>(
+    q: &Queue<Q>,
+    file: FileId,
+    r: &mut bindings::v4l2_requestbuffers,
+) -> Result {
+    r.capabilities = BUF_CAPS;
+    r.flags = 0;
+    r.reserved = [0; 3];
+    check_type(r.type_)?;
+    let mem = memory(r.memory)?;
+    r.count = q.reqbufs(file, mem, r.count)?;
+    Ok(())
+}
+
+/// `VIDIOC_CREATE_BUFS`.
+pub(crate) fn create_bufs<Q: QueueOps>(
+    q: &Queue<Q>,
+    file: FileId,
+    c: &mut bindings::v4l2_create_buffers,
+) -> Result {
+    c.capabilities = BUF_CAPS;
+    c.flags = 0;
+    c.max_num_buffers = MAX_BUFFERS as u32;
+    c.reserved = [0; 5];
+    c.index = q.num_buffers();
+    check_type(c.format.type_)?;
+    let mem = memory(c.memory)?;
+    q.verify_memory(mem)?;
+    if c.count == 0 {
+        return Ok(());
+    }
+    // SAFETY: The format's type is `V4L2_BUF_TYPE_VIDEO_CAPTURE`, whose member of the union is
+    // `pix`; every bit pattern is a valid `v4l2_pix_format`.
+    let size = unsafe { c.format.fmt.pix.sizeimage };
+    if size == 0 {
+        return Err(EINVAL);
+    }
+    let (first, count) = q.create_bufs(file, mem, c.count, size)?;
+    c.index = first;
+    c.count = count;
+    Ok(())
+}
+
+/// Checks a `struct v4l2_buffer` passed to QBUF or PREPARE_BUF.
+fn check_buffer(b: &bindings::v4l2_buffer) -> Result<Memory> {
+    check_type(b.type_)?;
+    if b.flags & bindings::V4L2_BUF_FLAG_REQUEST_FD != 0 {
+        // The queue does not support requests.
+        return Err(Error::from_errno(-(kernel::bindings::EBADR as i32)));
+    }
+    memory(b.memory)
+}
+
+/// Fills a `struct v4l2_buffer` from what the core reports.
+fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
+    let mut flags = TIMESTAMP_FLAGS;
+    match info.state {
+        BufState::Queued | BufState::Active => flags |= bindings::V4L2_BUF_FLAG_QUEUED,
+        BufState::Error => flags |= bindings::V4L2_BUF_FLAG_ERROR | bindings::V4L2_BUF_FLAG_DONE,
+        BufState::Done => flags |= bindings::V4L2_BUF_FLAG_DONE,
+        BufState::Dequeued => {
+            if info.prepared {
+                flags |= bindings::V4L2_BUF_FLAG_PREPARED;
+            }
+        }
+    }
+    if info.mapped {
+        flags |= bindings::V4L2_BUF_FLAG_MAPPED;
+    }
+    let done = matches!(info.state, BufState::Done | BufState::Error);
+    *b = bindings::v4l2_buffer {
+        index: info.index,
+        type_: BUF_TYPE_VIDEO_CAPTURE,
+        bytesused: info.bytesused,
+        flags,
+        field: super::types::FIELD_NONE,
+        sequence: if done { info.sequence } else { 0 },
+        memory: bindings::v4l2_memory_V4L2_MEMORY_MMAP,
+        m: bindings::v4l2_buffer__bindgen_ty_1 {
+            offset: info.offset,
+        },
+        length: info.length,
+        ..Default::default()
+    };
+    if done {
+        let ns = info.timestamp_ns;
+        b.timestamp.tv_sec = (ns / 1_000_000_000) as _;
+        b.timestamp.tv_usec = ((ns % 1_000_000_000) / 1_000) as _;
+    }
+}
+
+/// `VIDIOC_QUERYBUF`.
+pub(crate) fn querybuf<Q: QueueOps>(q: &Queue<Q>, b: &mut bindings::v4l2_buffer) -> Result {
+    check_type(b.type_)?;
+    let info = q.querybuf(b.index)?;
+    fill(b, &info);
+    Ok(())
+}
+
+/// `VIDIOC_PREPARE_BUF`.
+pub(crate) fn prepare_buf<Q: QueueOps>(
+    q: &Queue<Q>,
+    file: FileId,
+    b: &mut bindings::v4l2_buffer,
+) -> Result {
+    let mem = check_buffer(b)?;
+    let info = q.prepare_buf(file, b.index, mem)?;
+    fill(b, &info);
+    Ok(())
+}
+
+/// `VIDIOC_QBUF`.
+pub(crate) fn qbuf<Q: QueueOps>(
+    q: &Arc<Queue<Q>>,
+    file: FileId,
+    b: &mut bindings::v4l2_buffer,
+) -> Result {
+    let mem = check_buffer(b)?;
+    let info = Queue::qbuf(q, file, b.index, mem)?;
+    fill(b, &info);
+    Ok(())
+}
+
+/// `VIDIOC_DQBUF`.
+pub(crate) fn dqbuf<Q: QueueOps>(
+    q: &Queue<Q>,
+    file: FileId,
+    nonblocking: bool,
+    b: &mut bindings::v4l2_buffer,
+) -> Result {
+    check_type(b.type_)?;
+    let info = q.dqbuf(file, nonblocking)?;
+    fill(b, &info);
+    // DONE describes a buffer waiting to be dequeued, which this one no longer is.
+    b.flags &= !bindings::V4L2_BUF_FLAG_DONE;
+    Ok(())
+}
+
+/// `VIDIOC_STREAMON`.
+pub(crate) fn streamon<Q: QueueOps>(q: &Arc<Queue<Q>>, file: FileId, kind: u32) -> Result {
+    check_type(kind)?;
+    Queue::streamon(q, file)
+}
+
+/// `VIDIOC_STREAMOFF`.
+pub(crate) fn streamoff<Q: QueueOps>(q: &Queue<Q>, file: FileId, kind: u32) -> Result {
+    check_type(kind)?;
+    q.streamoff(file)
+}
+
+/// `VIDIOC_REMOVE_BUFS`.
+pub(crate) fn remove_bufs<Q: QueueOps>(
+    q: &Queue<Q>,
+    file: FileId,
+    d: &mut bindings::v4l2_remove_buffers,
+) -> Result {
+    check_type(d.type_)?;
+    d.reserved = [0; 13];
+    q.remove_bufs(file, d.index, d.count)
+}
