@@ -16,6 +16,7 @@ struct lock_class_key;
 struct v4l2_ctrl_handler;
 struct dma_fence;
 struct vm_area_struct;
+struct sync_file;
 typedef struct spinlock spinlock_t;
 
 const char *rvb2_video_device_node_name(struct video_device *vdev);
@@ -35,6 +36,12 @@ struct delayed_work *rvb2_to_delayed_work(struct work_struct *work);
 int rvb2_ctrl_handler_init(struct v4l2_ctrl_handler *hdl, unsigned int nr_of_controls_hint);
 
 u64 rvb2_ktime_get_ns(void);
+
+struct dma_fence *rvb2_dma_fence_get(struct dma_fence *fence);
+void rvb2_dma_fence_put(struct dma_fence *fence);
+void rvb2_dma_fence_set_error(struct dma_fence *fence, int error);
+bool rvb2_dma_fence_is_signaled(struct dma_fence *fence);
+struct sync_file *rvb2_sync_file_create(struct dma_fence *fence);
 
 unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma);
 

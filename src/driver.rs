@@ -314,6 +314,10 @@ impl QueueOps for Capture {
         Ok(())
     }
 
+    fn is_unordered(&self) -> bool {
+        self.gen.st.lock().unordered
+    }
+
     fn stop_streaming(&self) {
         self.gen.st.lock().streaming = false;
         self.gen.work.cancel_sync();
@@ -480,6 +484,11 @@ impl v4l2::VideoOps for Rvivid {
                 return Ok(());
             }
             RVIVID_CID_UNORDERED => {
+                // The queue takes the ordering when it allocates buffers (it decides how
+                // out-fences are ordered); it cannot change under them.
+                if self.queue.is_busy() {
+                    return Err(EBUSY);
+                }
                 ops.gen.st.lock().unordered = value != 0;
                 return Ok(());
             }
@@ -503,9 +512,21 @@ impl v4l2::VideoOps for Rvivid {
 
 /// The module: one rvivid instance.
 pub(crate) struct RvividModule {
-    // Dropped first: the video node goes before its parent device.
+    // Dropped in this order: the video node goes before its parent device, and the module
+    // waits for fence users to be done with it last.
     _video: v4l2::Registration<Rvivid>,
     _faux: faux::Registration,
+    _fences: FenceQuiesce,
+}
+
+/// Waits, when the module goes, for an RCU grace period: our signalled out-fences may still
+/// be read through RCU (their names and operations live in this module).
+struct FenceQuiesce;
+
+impl Drop for FenceQuiesce {
+    fn drop(&mut self) {
+        crate::fence::rcu_barrier_on_unload();
+    }
 }
 
 impl kernel::Module for RvividModule {
@@ -559,6 +580,7 @@ impl kernel::Module for RvividModule {
         Ok(Self {
             _video: video,
             _faux: faux,
+            _fences: FenceQuiesce,
         })
     }
 }

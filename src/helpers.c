@@ -3,8 +3,11 @@
  * C helpers for the static inline functions and macros rvb2's Rust code needs; see
  * include/rvb2_helpers.h.
  */
+#include <linux/dma-fence.h>
+#include <linux/error-injection.h>
 #include <linux/mm.h>
 #include <linux/spinlock.h>
+#include <linux/sync_file.h>
 #include <linux/timekeeping.h>
 #include <linux/vmalloc.h>
 #include <linux/workqueue.h>
@@ -84,3 +87,33 @@ unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma)
 {
 	return vma->vm_pgoff;
 }
+
+struct dma_fence *rvb2_dma_fence_get(struct dma_fence *fence)
+{
+	return dma_fence_get(fence);
+}
+
+void rvb2_dma_fence_put(struct dma_fence *fence)
+{
+	dma_fence_put(fence);
+}
+
+void rvb2_dma_fence_set_error(struct dma_fence *fence, int error)
+{
+	dma_fence_set_error(fence, error);
+}
+
+bool rvb2_dma_fence_is_signaled(struct dma_fence *fence)
+{
+	return dma_fence_is_signaled(fence);
+}
+
+/*
+ * sync_file_create(), as a function of the module's own so that the fault-injection tests can
+ * make it fail with fail_function (it then returns NULL, as on an allocation failure).
+ */
+noinline struct sync_file *rvb2_sync_file_create(struct dma_fence *fence)
+{
+	return sync_file_create(fence);
+}
+ALLOW_ERROR_INJECTION(rvb2_sync_file_create, NULL);

@@ -10,6 +10,7 @@ use kernel::prelude::*;
 
 mod bindings;
 mod driver;
+mod fence;
 mod mem;
 mod queue;
 mod sync;

@@ -25,11 +25,6 @@ impl IndexList {
         }
     }
 
-    /// Number of entries.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     /// Whether the list is empty.
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0

@@ -35,17 +35,21 @@
 //! Driver callbacks are never called with `state` held, so a driver may take its own locks in
 //! them and complete buffers while holding those.
 
+#[cfg(CONFIG_KUNIT = "y")]
+mod kunit;
 mod list;
 
+use crate::fence::{context_alloc, Fence, FenceNotify, FenceWaiter, OutFence};
 use crate::mem::VmallocBuf;
 use crate::sync::{new_irq_spinlock, IrqSpinLock};
+use crate::work::{DelayedWork, DelayedWorkItem};
 use kernel::{
     fs::File,
     new_mutex, new_poll_condvar,
     prelude::*,
     sync::{
         poll::{PollCondVar, PollTable},
-        Arc, Mutex,
+        Arc, ArcBorrow, Mutex,
     },
 };
 use list::IndexList;
@@ -114,6 +118,23 @@ pub(crate) struct BufferInfo {
     pub(crate) sequence: u32,
     /// The `CLOCK_MONOTONIC` time the buffer was completed, in nanoseconds.
     pub(crate) timestamp_ns: u64,
+    /// The buffer waits for its in-fence.
+    pub(crate) in_fence_pending: bool,
+    /// The buffer's out-fence has not signalled yet.
+    pub(crate) out_fence_pending: bool,
+    /// The buffer was last queued with an in-fence or an out-fence.
+    pub(crate) fenced: bool,
+}
+
+/// The fences of a QBUF.
+pub(crate) struct QbufFences<F> {
+    /// The buffer must not reach the driver before this fence signals.
+    pub(crate) in_fence: Option<Fence>,
+    /// Requests an out-fence: the core creates it and calls this to publish it (e.g. wrap it
+    /// in a sync_file) before the QBUF takes effect. If it fails, the QBUF fails and nothing
+    /// changed; if the QBUF fails after it, the published object is dropped and the
+    /// out-fence signalled with an error.
+    pub(crate) publish: Option<F>,
 }
 
 /// A driver's side of a queue, like `struct vb2_ops`.
@@ -147,6 +168,13 @@ pub(crate) trait QueueOps: Send + Sync + Sized + 'static {
     /// Stops streaming. The driver must give every buffer it holds back (usually with
     /// [`ActiveBuffer::fail`]) before returning.
     fn stop_streaming(&self);
+
+    /// Whether the driver may complete buffers in another order than it got them, for the
+    /// current format. Asked when buffers are allocated: an ordered queue gets one out-fence
+    /// context for its buffers, an unordered one a new context for every out-fence.
+    fn is_unordered(&self) -> bool {
+        false
+    }
 }
 
 /// A buffer and its memory, owned by the queue.
@@ -156,7 +184,6 @@ struct Buffer {
 }
 
 /// The per-buffer state kept under the state spinlock.
-#[derive(Clone, Copy)]
 struct Slot {
     state: BufState,
     prepared: bool,
@@ -166,6 +193,15 @@ struct Slot {
     bytesused: u32,
     sequence: u32,
     timestamp_ns: u64,
+    /// The fence the (queued) buffer waits for; the buffer's waiter is registered on it.
+    in_fence: Option<Fence>,
+    /// The in-fence signalled with an error: the buffer is completed with an error, in its
+    /// turn, without reaching the driver.
+    fence_failed: bool,
+    /// Signalled when the buffer is completed (or with an error when it is taken back).
+    out_fence: Option<OutFence>,
+    /// The last QBUF had a fence.
+    fenced: bool,
 }
 
 impl Slot {
@@ -176,7 +212,16 @@ impl Slot {
         bytesused: 0,
         sequence: 0,
         timestamp_ns: 0,
+        in_fence: None,
+        fence_failed: false,
+        out_fence: None,
+        fenced: false,
     };
+
+    /// Whether the buffer is queued and may go to the driver now.
+    fn ready(&self) -> bool {
+        self.state == BufState::Queued && self.in_fence.is_none() && !self.fence_failed
+    }
 }
 
 /// State protected by the operation mutex.
@@ -188,6 +233,12 @@ struct Inner {
     streaming: bool,
     start_streaming_called: bool,
     waiting_in_dqbuf: bool,
+    /// The out-fence context of an ordered queue, allocated with the buffers.
+    fence_context: u64,
+    /// The last out-fence sequence number used on `fence_context`.
+    fence_seqno: u64,
+    /// The driver said, when the buffers were allocated, that it completes out of order.
+    unordered: bool,
 }
 
 /// State protected by the state spinlock.
@@ -221,8 +272,34 @@ pub(crate) struct Queue<O: QueueOps> {
     state: IrqSpinLock<State>,
     #[pin]
     done_wq: PollCondVar,
+    /// Runs when an in-fence signals: buffers behind it may go to the driver now.
+    #[pin]
+    fence_work: DelayedWork<Self>,
+    /// One in-fence callback per buffer.
+    waiters: [FenceWaiter<Self>; MAX_BUFFERS],
     #[pin]
     ops: O,
+}
+
+impl<O: QueueOps> DelayedWorkItem for Queue<O> {
+    fn delayed_work(&self) -> &DelayedWork<Self> {
+        &self.fence_work
+    }
+
+    fn run(this: Arc<Self>) {
+        let mut inner = this.lock.lock();
+        if Self::advance(&this, &mut inner).is_err() {
+            // `start_streaming()` failed with nobody to tell: the queued buffers come back
+            // with an error, and their out-fences signal one.
+            this.fail_queued();
+        }
+    }
+}
+
+impl<O: QueueOps> FenceNotify for Queue<O> {
+    fn fence_signalled(this: ArcBorrow<'_, Self>) {
+        DelayedWork::enqueue(&Arc::from(this), 0);
+    }
 }
 
 /// Returns `Err(EBUSY)` unless `owner` may use the queue.
@@ -246,10 +323,13 @@ impl<O: QueueOps> Queue<O> {
                     streaming: false,
                     start_streaming_called: false,
                     waiting_in_dqbuf: false,
+                    fence_context: 0,
+                    fence_seqno: 0,
+                    unordered: false,
                 }),
                 state <- new_irq_spinlock!(
                     State {
-                        slots: [Slot::IDLE; MAX_BUFFERS],
+                        slots: [const { Slot::IDLE }; MAX_BUFFERS],
                         queued: IndexList::new(),
                         done: IndexList::new(),
                         streaming: false,
@@ -260,6 +340,8 @@ impl<O: QueueOps> Queue<O> {
                     c"rvb2_queue_state"
                 ),
                 done_wq <- new_poll_condvar!("rvb2_queue_done"),
+                fence_work <- DelayedWork::new(),
+                waiters: [const { FenceWaiter::new() }; MAX_BUFFERS],
                 ops <- ops,
             }? Error),
             GFP_KERNEL,
@@ -292,7 +374,13 @@ impl<O: QueueOps> Queue<O> {
     /// Allocates up to `count` buffers of `size` bytes in the first free range of slots.
     ///
     /// Returns the first index and how many were allocated.
-    fn alloc(inner: &mut Inner, count: u32, size: u32) -> Result<(u32, u32)> {
+    fn alloc(&self, inner: &mut Inner, count: u32, size: u32) -> Result<(u32, u32)> {
+        if inner.num_buffers == 0 {
+            // The format is settled now: it decides how out-fences are ordered.
+            inner.unordered = self.ops.is_unordered();
+            inner.fence_context = context_alloc();
+            inner.fence_seqno = 0;
+        }
         let count = count as usize;
         let first = (0..=MAX_BUFFERS.saturating_sub(count))
             .find(|&s| inner.bufs[s..s + count].iter().all(Option::is_none))
@@ -343,7 +431,7 @@ impl<O: QueueOps> Queue<O> {
         let min = O::MIN_QUEUED_BUFFERS + 1;
         let count = count.max(min).min(MAX_BUFFERS as u32);
         let size = self.ops.buffer_size();
-        let (_, allocated) = Self::alloc(&mut inner, count, size)?;
+        let (_, allocated) = self.alloc(&mut inner, count, size)?;
         if allocated < min {
             let mut st = self.state.lock();
             Self::free_range(&mut inner, &mut st, 0, MAX_BUFFERS);
@@ -390,7 +478,7 @@ impl<O: QueueOps> Queue<O> {
             return Err(EINVAL);
         }
         let count = count.min(MAX_BUFFERS as u32 - inner.num_buffers);
-        let (first, allocated) = Self::alloc(&mut inner, count, size)?;
+        let (first, allocated) = self.alloc(&mut inner, count, size)?;
         if allocated == 0 {
             return Err(ENOMEM);
         }
@@ -417,6 +505,9 @@ impl<O: QueueOps> Queue<O> {
             mapped: buf.mem.mapped() > 0,
             sequence: slot.sequence,
             timestamp_ns: slot.timestamp_ns,
+            in_fence_pending: slot.in_fence.is_some(),
+            out_fence_pending: slot.out_fence.is_some(),
+            fenced: slot.fenced,
         })
     }
 
@@ -449,9 +540,12 @@ impl<O: QueueOps> Queue<O> {
         let inner = self.lock.lock();
         check_owner(&inner, owner)?;
         let index = Self::check_buffer(&inner, index, memory)?;
-        let slot = self.state.lock().slots[index];
-        if slot.state != BufState::Dequeued || slot.prepared {
-            return Err(EINVAL);
+        {
+            let st = self.state.lock();
+            let slot = &st.slots[index];
+            if slot.state != BufState::Dequeued || slot.prepared {
+                return Err(EINVAL);
+            }
         }
         let length = inner.bufs[index].as_ref().map_or(0, |b| b.length);
         self.ops.buf_prepare(length)?;
@@ -460,51 +554,167 @@ impl<O: QueueOps> Queue<O> {
         Self::info(&inner, &st, index)
     }
 
-    /// `VIDIOC_QBUF`.
-    pub(crate) fn qbuf(
+    /// `VIDIOC_QBUF`, with optional fences.
+    ///
+    /// Returns the buffer's state and, if an out-fence was requested, what `publish` made of
+    /// it. On failure nothing changed: no out-fence is left unsignalled, and a published
+    /// object is dropped.
+    pub(crate) fn qbuf<P, F: FnOnce(&OutFence) -> Result<P>>(
         this: &Arc<Self>,
         owner: FileId,
         index: u32,
         memory: Memory,
-    ) -> Result<BufferInfo> {
+        fences: QbufFences<F>,
+    ) -> Result<(BufferInfo, Option<P>)> {
         let mut inner = this.lock.lock();
         check_owner(&inner, owner)?;
         let index = Self::check_buffer(&inner, index, memory)?;
-        let slot = this.state.lock().slots[index];
-        if slot.state != BufState::Dequeued {
-            return Err(EINVAL);
-        }
-        if !slot.prepared {
+        let prepared = {
+            let st = this.state.lock();
+            let slot = &st.slots[index];
+            if slot.state != BufState::Dequeued {
+                return Err(EINVAL);
+            }
+            slot.prepared
+        };
+        if !prepared {
             let length = inner.bufs[index].as_ref().map_or(0, |b| b.length);
             this.ops.buf_prepare(length)?;
         }
 
-        let mut st = this.state.lock();
-        st.queued.push_back(index);
-        st.slots[index].state = BufState::Queued;
-        st.slots[index].prepared = false;
-        st.slots[index].bytesused = 0;
-        st.waiting_for_buffers = false;
-        let queued = st.queued.len() as u32;
-        drop(st);
+        // The out-fence is made and published before anything changes, so that a failure
+        // leaves nothing behind; its fd is installed by the caller only after success.
+        let mut out = None;
+        let mut published = None;
+        if let Some(publish) = fences.publish {
+            let fence = if inner.unordered {
+                OutFence::new(context_alloc(), 1)?
+            } else {
+                OutFence::new(inner.fence_context, inner.fence_seqno + 1)?
+            };
+            // On failure `fence` is dropped here, which signals it (nobody can see it).
+            published = Some(publish(&fence)?);
+            if !inner.unordered {
+                inner.fence_seqno += 1;
+            }
+            out = Some(fence);
+        }
 
-        if inner.start_streaming_called {
-            Self::enqueue_ready(this, &inner);
-        } else if inner.streaming && queued >= O::MIN_QUEUED_BUFFERS {
-            if let Err(e) = Self::start_streaming(this, &mut inner) {
-                // The buffer was not queued after all.
-                let mut st = this.state.lock();
-                st.queued.remove(index);
-                st.slots[index].state = BufState::Dequeued;
-                st.slots[index].prepared = slot.prepared;
+        let fenced = out.is_some() || fences.in_fence.is_some();
+        let in_fence = fences.in_fence;
+        {
+            let mut st = this.state.lock();
+            st.queued.push_back(index);
+            let slot = &mut st.slots[index];
+            slot.state = BufState::Queued;
+            slot.prepared = false;
+            slot.bytesused = 0;
+            slot.fence_failed = false;
+            slot.fenced = fenced;
+            slot.out_fence = out;
+            st.waiting_for_buffers = false;
+        }
+        if let Some(fence) = in_fence {
+            // The waiter kicks `fence_work`, which settles the fence; an already signalled
+            // fence is settled by `advance()` below.
+            // SAFETY: The buffer's waiter is unused (the buffer was dequeued, so its previous
+            // fence was removed), lives in the queue, and `cancel()` removes the callback
+            // before the queue can go away (the owner's release cancels).
+            let added = unsafe { this.waiters[index].add(&fence, this.as_arc_borrow()) };
+            if let Err(e) = added {
+                Self::unqueue(this, index, prepared);
                 return Err(e);
             }
+            this.state.lock().slots[index].in_fence = Some(fence);
+        }
+
+        if let Err(e) = Self::advance(this, &mut inner) {
+            // `start_streaming()` failed: as in videobuf2, this buffer was not queued.
+            Self::unqueue(this, index, prepared);
+            return Err(e);
         }
         let st = this.state.lock();
-        Self::info(&inner, &st, index)
+        Ok((Self::info(&inner, &st, index)?, published))
     }
 
-    /// Hands the buffers at the head of the queued list to the driver, in order.
+    /// Undoes a QBUF of `index` that failed: the buffer is dequeued again, its waiter
+    /// removed and its out-fence signalled with an error.
+    fn unqueue(this: &Arc<Self>, index: usize, prepared: bool) {
+        let (in_fence, out) = {
+            let mut st = this.state.lock();
+            st.queued.remove(index);
+            let slot = &mut st.slots[index];
+            slot.state = BufState::Dequeued;
+            slot.prepared = prepared;
+            slot.fenced = false;
+            (slot.in_fence.take(), slot.out_fence.take())
+        };
+        if let Some(f) = in_fence {
+            this.waiters[index].remove(&f);
+        }
+        if let Some(o) = out {
+            o.signal(Some(crate::fence::ecanceled()));
+        }
+    }
+
+    /// Moves the queue forward: settles signalled in-fences at the head of the queued list,
+    /// starts streaming once enough buffers are ready, hands ready buffers to the driver in
+    /// QBUF order, and completes buffers whose in-fence failed, each in its turn.
+    ///
+    /// Only a failing `start_streaming()` makes it fail.
+    fn advance(this: &Arc<Self>, inner: &mut Inner) -> Result {
+        if !inner.streaming {
+            return Ok(());
+        }
+        let ready = this.settle_fences();
+        if !inner.start_streaming_called {
+            if ready < O::MIN_QUEUED_BUFFERS {
+                this.flush_failed();
+                return Ok(());
+            }
+            return Self::start_streaming(this, inner);
+        }
+        Self::enqueue_ready(this, inner);
+        Ok(())
+    }
+
+    /// Settles the in-fences that signalled, from the head of the queued list up to the first
+    /// pending one. Returns how many buffers there are ready for the driver before it.
+    fn settle_fences(&self) -> u32 {
+        let mut settled: [Option<Fence>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        let mut ready = 0;
+        {
+            let mut st = self.state.lock();
+            let queued = st.queued.clone();
+            for i in queued.iter() {
+                let slot = &mut st.slots[i];
+                if slot.state != BufState::Queued {
+                    continue;
+                }
+                if let Some(fence) = slot.in_fence.as_ref() {
+                    let status = fence.status();
+                    if status == 0 {
+                        break;
+                    }
+                    slot.fence_failed = status < 0;
+                    settled[i] = slot.in_fence.take();
+                }
+                if slot.ready() {
+                    ready += 1;
+                }
+            }
+        }
+        for (i, fence) in settled.iter().enumerate() {
+            if let Some(f) = fence {
+                // The callback ran or is running; this waits for it to finish.
+                self.waiters[i].remove(f);
+            }
+        }
+        ready
+    }
+
+    /// Hands the ready buffers to the driver, in order, up to the first one whose in-fence is
+    /// pending; completes fence-failed buffers in their turn.
     fn enqueue_ready(this: &Arc<Self>, inner: &Inner) {
         let mut ready = IndexList::new();
         let mut gens = [0u32; MAX_BUFFERS];
@@ -513,8 +723,12 @@ impl<O: QueueOps> Queue<O> {
             let queued = st.queued.clone();
             for i in queued.iter() {
                 let slot = &mut st.slots[i];
-                if slot.state != BufState::Queued {
+                if slot.state != BufState::Queued || slot.fence_failed {
                     continue;
+                }
+                if slot.in_fence.is_some() {
+                    // Everything behind a pending in-fence waits: QBUF order is kept.
+                    break;
                 }
                 slot.state = BufState::Active;
                 slot.generation = slot.generation.wrapping_add(1);
@@ -523,6 +737,7 @@ impl<O: QueueOps> Queue<O> {
                 st.owned_by_driver += 1;
             }
         }
+        this.flush_failed();
         for i in ready.iter() {
             let Some(buf) = inner.bufs[i].as_ref() else {
                 continue;
@@ -538,7 +753,70 @@ impl<O: QueueOps> Queue<O> {
         }
     }
 
+    /// Completes `index` as done or failed: gives it its sequence number and timestamp,
+    /// signals its out-fence and adds it to the done list.
+    fn complete(st: &mut State, index: usize, state: BufState, bytesused: u32) {
+        let sequence = st.sequence;
+        st.sequence = st.sequence.wrapping_add(1);
+        let slot = &mut st.slots[index];
+        slot.state = state;
+        slot.bytesused = bytesused;
+        slot.sequence = sequence;
+        slot.timestamp_ns = crate::time::monotonic_ns();
+        if let Some(out) = slot.out_fence.take() {
+            let error = (state == BufState::Error).then_some(EIO);
+            out.signal(error);
+        }
+        st.done.push_back(index);
+    }
+
+    /// Completes, with an error, the fence-failed buffers that have nothing pending before
+    /// them, so that they come back in QBUF order and their out-fences signal in order.
+    fn flush_failed(&self) {
+        let mut any = false;
+        {
+            let mut st = self.state.lock();
+            let queued = st.queued.clone();
+            for i in queued.iter() {
+                let slot = &st.slots[i];
+                match slot.state {
+                    BufState::Done | BufState::Error => continue,
+                    BufState::Queued if slot.fence_failed => {
+                        Self::complete(&mut st, i, BufState::Error, 0);
+                        any = true;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if any {
+            self.done_wq.notify_all();
+        }
+    }
+
+    /// Completes every queued buffer with an error, in order (the driver has none).
+    fn fail_queued(&self) {
+        let mut in_fences: [Option<Fence>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        {
+            let mut st = self.state.lock();
+            for (i, slot) in st.slots.iter_mut().enumerate() {
+                if slot.state == BufState::Queued {
+                    slot.fence_failed = true;
+                    in_fences[i] = slot.in_fence.take();
+                }
+            }
+        }
+        for (i, fence) in in_fences.iter().enumerate() {
+            if let Some(f) = fence {
+                self.waiters[i].remove(f);
+            }
+        }
+        self.flush_failed();
+    }
+
     /// Gives the queued buffers to the driver and starts it.
+    ///
+    /// If the driver refuses, the buffers stay queued and the error is returned.
     fn start_streaming(this: &Arc<Self>, inner: &mut Inner) -> Result {
         Self::enqueue_ready(this, inner);
         inner.start_streaming_called = true;
@@ -564,33 +842,55 @@ impl<O: QueueOps> Queue<O> {
         Err(e)
     }
 
-    /// Stops the driver and takes every buffer back to the dequeued state.
+    /// Stops the driver and takes every buffer back to the dequeued state: pending in-fence
+    /// callbacks are removed, and out-fences not yet signalled signal with `-ECANCELED`.
     fn cancel(&self, inner: &mut Inner) {
         if inner.start_streaming_called {
             self.ops.stop_streaming();
         }
         inner.streaming = false;
         inner.start_streaming_called = false;
-        let mut st = self.state.lock();
-        if st.owned_by_driver > 0 {
-            pr_warn!(
-                "rvb2: stop_streaming left {} buffer(s) with the driver\n",
-                st.owned_by_driver
-            );
-        }
-        st.owned_by_driver = 0;
-        for slot in st.slots.iter_mut() {
-            if slot.state != BufState::Dequeued {
-                slot.generation = slot.generation.wrapping_add(1);
+        let mut in_fences: [Option<Fence>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        {
+            let mut st = self.state.lock();
+            if st.owned_by_driver > 0 {
+                pr_warn!(
+                    "rvb2: stop_streaming left {} buffer(s) with the driver\n",
+                    st.owned_by_driver
+                );
             }
-            slot.state = BufState::Dequeued;
-            slot.prepared = false;
+            st.owned_by_driver = 0;
+            // Out-fences signal in QBUF order, which is their sequence number order.
+            let queued = st.queued.clone();
+            for i in queued.iter() {
+                if let Some(out) = st.slots[i].out_fence.take() {
+                    out.signal(Some(crate::fence::ecanceled()));
+                }
+            }
+            for (i, slot) in st.slots.iter_mut().enumerate() {
+                if slot.state != BufState::Dequeued {
+                    slot.generation = slot.generation.wrapping_add(1);
+                }
+                slot.state = BufState::Dequeued;
+                slot.prepared = false;
+                slot.fence_failed = false;
+                in_fences[i] = slot.in_fence.take();
+                if let Some(out) = slot.out_fence.take() {
+                    out.signal(Some(crate::fence::ecanceled()));
+                }
+            }
+            st.queued.clear();
+            st.done.clear();
+            st.streaming = false;
+            st.waiting_for_buffers = true;
         }
-        st.queued.clear();
-        st.done.clear();
-        st.streaming = false;
-        st.waiting_for_buffers = true;
-        drop(st);
+        for (i, fence) in in_fences.iter().enumerate() {
+            if let Some(f) = fence {
+                // After this the callback cannot run any more; a `fence_work` it queued finds
+                // nothing to do.
+                self.waiters[i].remove(f);
+            }
+        }
         self.done_wq.notify_all();
     }
 
@@ -604,15 +904,12 @@ impl<O: QueueOps> Queue<O> {
         if inner.num_buffers == 0 || inner.num_buffers < O::MIN_QUEUED_BUFFERS {
             return Err(EINVAL);
         }
-        let queued = {
-            let mut st = this.state.lock();
-            st.sequence = 0;
-            st.queued.len() as u32
-        };
-        if queued >= O::MIN_QUEUED_BUFFERS {
-            Self::start_streaming(this, &mut inner)?;
-        }
+        this.state.lock().sequence = 0;
         inner.streaming = true;
+        if let Err(e) = Self::advance(this, &mut inner) {
+            inner.streaming = false;
+            return Err(e);
+        }
         this.state.lock().streaming = true;
         Ok(())
     }
@@ -702,6 +999,9 @@ impl<O: QueueOps> Queue<O> {
         Self::free_range(&mut inner, &mut st, 0, MAX_BUFFERS);
         drop(st);
         inner.owner = None;
+        drop(inner);
+        // No callback is registered any more; wait for a fence work they queued.
+        self.fence_work.cancel_sync();
     }
 
     /// The `mmap()` file operation: maps the buffer whose offset is the VMA's page offset.
@@ -743,29 +1043,22 @@ impl<O: QueueOps> Queue<O> {
     /// A buffer comes back from the driver.
     fn give_back(&self, index: usize, generation: u32, outcome: Outcome) {
         let mut st = self.state.lock();
-        let slot = st.slots[index];
+        let slot = &mut st.slots[index];
         if slot.state != BufState::Active || slot.generation != generation {
             // Taken back already (STREAMOFF reclaimed it); nothing to do.
             return;
         }
         st.owned_by_driver -= 1;
-        let (state, bytesused) = match outcome {
+        match outcome {
             Outcome::Requeue => {
                 st.slots[index].state = BufState::Queued;
                 return;
             }
-            Outcome::Done(bytesused) => (BufState::Done, bytesused),
-            Outcome::Error => (BufState::Error, 0),
-        };
-        let sequence = st.sequence;
-        st.sequence = st.sequence.wrapping_add(1);
-        let slot = &mut st.slots[index];
-        slot.state = state;
-        slot.bytesused = bytesused;
-        slot.sequence = sequence;
-        slot.timestamp_ns = crate::time::monotonic_ns();
-        st.done.push_back(index);
+            Outcome::Done(bytesused) => Self::complete(&mut st, index, BufState::Done, bytesused),
+            Outcome::Error => Self::complete(&mut st, index, BufState::Error, 0),
+        }
         drop(st);
+        self.flush_failed();
         self.done_wq.notify_all();
     }
 }

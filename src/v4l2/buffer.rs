@@ -8,13 +8,30 @@
 
 use super::types::BUF_TYPE_VIDEO_CAPTURE;
 use crate::bindings;
-use crate::queue::{BufState, BufferInfo, FileId, Memory, Queue, QueueOps, MAX_BUFFERS};
-use kernel::{prelude::*, sync::Arc};
+use crate::fence::{Fence, OutFence};
+use crate::queue::{
+    BufState, BufferInfo, FileId, Memory, QbufFences, Queue, QueueOps, MAX_BUFFERS,
+};
+use kernel::{
+    fs::file::{flags::O_CLOEXEC, FileDescriptorReservation},
+    prelude::*,
+    sync::Arc,
+};
+
+/// `V4L2_BUF_FLAG_IN_FENCE` (rvb2's UAPI, `include/uapi/linux/rvb2-fences.h`): `fence_fd` is a
+/// sync_file the buffer must wait for before it reaches the driver.
+pub(crate) const BUF_FLAG_IN_FENCE: u32 = 0x0020_0000;
+/// `V4L2_BUF_FLAG_OUT_FENCE`: QBUF returns, in `fence_fd`, a sync_file that signals when the
+/// buffer is done.
+pub(crate) const BUF_FLAG_OUT_FENCE: u32 = 0x0040_0000;
+/// `V4L2_BUF_CAP_SUPPORTS_FENCES`, in the capabilities of REQBUFS and CREATE_BUFS.
+pub(crate) const BUF_CAP_SUPPORTS_FENCES: u32 = 1 << 15;
 
 /// The capabilities REQBUFS and CREATE_BUFS report.
 const BUF_CAPS: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP
     | bindings::V4L2_BUF_CAP_SUPPORTS_MAX_NUM_BUFFERS
-    | bindings::V4L2_BUF_CAP_SUPPORTS_REMOVE_BUFS;
+    | bindings::V4L2_BUF_CAP_SUPPORTS_REMOVE_BUFS
+    | BUF_CAP_SUPPORTS_FENCES;
 
 /// The buffer flags that describe the state, which the core sets and never takes from
 /// userspace (`V4L2_BUFFER_MASK_FLAGS`).
@@ -108,6 +125,12 @@ fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
     if info.mapped {
         flags |= bindings::V4L2_BUF_FLAG_MAPPED;
     }
+    if info.in_fence_pending {
+        flags |= BUF_FLAG_IN_FENCE;
+    }
+    if info.out_fence_pending {
+        flags |= BUF_FLAG_OUT_FENCE;
+    }
     let done = matches!(info.state, BufState::Done | BufState::Error);
     *b = bindings::v4l2_buffer {
         index: info.index,
@@ -121,6 +144,9 @@ fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
             offset: info.offset,
         },
         length: info.length,
+        // `fence_fd`: never an fd here (only QBUF returns one, see `qbuf()`), -1 for a buffer
+        // queued with a fence, 0 otherwise (what applications that zero `reserved2` expect).
+        reserved2: if info.fenced { -1i32 as u32 } else { 0 },
         ..Default::default()
     };
     if done {
@@ -138,27 +164,68 @@ pub(crate) fn querybuf<Q: QueueOps>(q: &Queue<Q>, b: &mut bindings::v4l2_buffer)
     Ok(())
 }
 
-/// `VIDIOC_PREPARE_BUF`.
+/// Reads `fence_fd` (`reserved2`).
+fn fence_fd(b: &bindings::v4l2_buffer) -> i32 {
+    b.reserved2 as i32
+}
+
+/// Checks `fence_fd` of a buffer without `V4L2_BUF_FLAG_IN_FENCE`: 0 or -1.
+fn check_no_fence_fd(b: &bindings::v4l2_buffer) -> Result {
+    match fence_fd(b) {
+        0 | -1 => Ok(()),
+        _ => Err(EINVAL),
+    }
+}
+
+/// `VIDIOC_PREPARE_BUF`. Fences belong to QBUF: PREPARE_BUF takes no fence flag.
 pub(crate) fn prepare_buf<Q: QueueOps>(
     q: &Queue<Q>,
     file: FileId,
     b: &mut bindings::v4l2_buffer,
 ) -> Result {
     let mem = check_buffer(b)?;
+    if b.flags & (BUF_FLAG_IN_FENCE | BUF_FLAG_OUT_FENCE) != 0 {
+        return Err(EINVAL);
+    }
+    check_no_fence_fd(b)?;
     let info = q.prepare_buf(file, b.index, mem)?;
     fill(b, &info);
     Ok(())
 }
 
-/// `VIDIOC_QBUF`.
+/// `VIDIOC_QBUF`, with the in-fence and the out-fence as separate arguments of the core.
+///
+/// The out-fence's fd is reserved before the core queues the buffer and installed only once
+/// everything succeeded, as the very last step: a failing QBUF leaves no fd and no fence.
 pub(crate) fn qbuf<Q: QueueOps>(
     q: &Arc<Queue<Q>>,
     file: FileId,
     b: &mut bindings::v4l2_buffer,
 ) -> Result {
     let mem = check_buffer(b)?;
-    let info = Queue::qbuf(q, file, b.index, mem)?;
+    let flags = b.flags;
+    let in_fence = if flags & BUF_FLAG_IN_FENCE != 0 {
+        // Any fd that is not a sync_file (negative, closed, another kind of file) is EINVAL.
+        Some(Fence::from_sync_file(fence_fd(b))?)
+    } else {
+        check_no_fence_fd(b)?;
+        None
+    };
+    let reservation = if flags & BUF_FLAG_OUT_FENCE != 0 {
+        Some(FileDescriptorReservation::get_unused_fd_flags(O_CLOEXEC)?)
+    } else {
+        None
+    };
+    let fences = QbufFences {
+        in_fence,
+        publish: reservation.as_ref().map(|_| |out: &OutFence| out.sync_file()),
+    };
+    let (info, sync_file) = Queue::qbuf(q, file, b.index, mem, fences)?;
     fill(b, &info);
+    if let (Some(reservation), Some(sync_file)) = (reservation, sync_file) {
+        b.reserved2 = reservation.reserved_fd();
+        reservation.fd_install(sync_file);
+    }
     Ok(())
 }
 

@@ -1,0 +1,421 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit tests of the queue core's state machine, run when the module is loaded.
+//!
+//! They drive a [`Queue`] with a test driver that keeps the buffers it is given and completes
+//! them when told to, so every transition is observable without a device.
+
+use super::*;
+use crate::fence::{context_alloc, Fence, OutFence};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+#[kunit_tests(rvb2_queue)]
+mod tests {
+    use super::*;
+
+    const SIZE: u32 = 8192;
+    const OWNER: FileId = FileId(1);
+    const OTHER: FileId = FileId(2);
+
+    /// A driver that holds the buffers it gets, oldest first.
+    #[pin_data]
+    struct TestOps {
+        #[pin]
+        held: Mutex<KVec<ActiveBuffer<TestOps>>>,
+        #[pin]
+        starts: Mutex<u32>,
+        fail_start: AtomicBool,
+    }
+
+    impl QueueOps for TestOps {
+        const MIN_QUEUED_BUFFERS: u32 = 2;
+
+        fn buffer_size(&self) -> u32 {
+            SIZE
+        }
+
+        fn buf_queue(&self, buf: ActiveBuffer<Self>) {
+            let _ = self.held.lock().push(buf, GFP_KERNEL);
+        }
+
+        fn start_streaming(&self, _count: u32) -> Result {
+            if self.fail_start.load(Ordering::Relaxed) {
+                let mut held = self.held.lock();
+                while let Some(b) = held.pop() {
+                    b.requeue();
+                }
+                return Err(EIO);
+            }
+            *self.starts.lock() += 1;
+            Ok(())
+        }
+
+        fn stop_streaming(&self) {
+            let mut held = self.held.lock();
+            while let Some(b) = held.pop() {
+                b.fail();
+            }
+        }
+    }
+
+    fn new_queue() -> Result<Arc<Queue<TestOps>>> {
+        Queue::new(try_pin_init!(TestOps {
+            held <- new_mutex!(KVec::new()),
+            starts <- new_mutex!(0),
+            fail_start: AtomicBool::new(false),
+        }))
+    }
+
+    /// The indices the driver holds, oldest first.
+    fn held(q: &Queue<TestOps>) -> KVec<u32> {
+        let mut v = KVec::new();
+        for b in q.ops().held.lock().iter() {
+            let _ = v.push(b.index(), GFP_KERNEL);
+        }
+        v
+    }
+
+    /// The driver completes its oldest buffer, writing into it.
+    fn complete_oldest(q: &Queue<TestOps>, fail: bool) -> Option<u32> {
+        let mut held = q.ops().held.lock();
+        if held.is_empty() {
+            return None;
+        }
+        let mut b = held.remove(0).ok()?;
+        drop(held);
+        let index = b.index();
+        b.data_mut()[0] = index as u8;
+        if fail {
+            b.fail();
+        } else {
+            b.done(SIZE);
+        }
+        Some(index)
+    }
+
+    /// No fences.
+    fn none() -> QbufFences<fn(&OutFence) -> Result<()>> {
+        QbufFences {
+            in_fence: None,
+            publish: None,
+        }
+    }
+
+    fn qbuf(q: &Arc<Queue<TestOps>>, index: u32) -> Result<BufferInfo> {
+        Ok(Queue::qbuf(q, OWNER, index, Memory::Mmap, none())?.0)
+    }
+
+    #[test]
+    fn qbuf_order_reaches_driver_and_dqbuf() -> Result {
+        let q = new_queue()?;
+        assert_eq!(q.reqbufs(OWNER, Memory::Mmap, 4)?, 4);
+        assert_eq!(qbuf(&q, 2)?.state, BufState::Queued);
+        qbuf(&q, 0)?;
+        // Not streaming: nothing reaches the driver.
+        assert_eq!(held(&q).len(), 0);
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(*q.ops().starts.lock(), 1);
+        qbuf(&q, 3)?;
+        qbuf(&q, 1)?;
+        assert_eq!(&held(&q)[..], &[2, 0, 3, 1]);
+        for expected in [2, 0, 3, 1] {
+            assert_eq!(complete_oldest(&q, false), Some(expected));
+        }
+        for (seq, expected) in [2u32, 0, 3, 1].into_iter().enumerate() {
+            let info = q.dqbuf(OWNER, true)?;
+            assert_eq!(info.index, expected);
+            assert_eq!(info.state, BufState::Done);
+            assert_eq!(info.sequence, seq as u32);
+            assert_eq!(info.bytesused, SIZE);
+            assert_eq!(q.querybuf(expected)?.state, BufState::Dequeued);
+        }
+        assert_eq!(q.dqbuf(OWNER, true).err(), Some(EAGAIN));
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn start_waits_for_min_queued_buffers() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(*q.ops().starts.lock(), 0);
+        qbuf(&q, 0)?;
+        assert_eq!(*q.ops().starts.lock(), 0);
+        assert_eq!(held(&q).len(), 0);
+        qbuf(&q, 1)?;
+        assert_eq!(*q.ops().starts.lock(), 1);
+        assert_eq!(&held(&q)[..], &[0, 1]);
+        q.streamoff(OWNER)?;
+        assert_eq!(held(&q).len(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_operations_fail() -> Result {
+        let q = new_queue()?;
+        assert_eq!(q.dqbuf(OWNER, true).err(), Some(EINVAL));
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        assert_eq!(qbuf(&q, 4).err(), Some(EINVAL));
+        assert_eq!(qbuf(&q, 40).err(), Some(EINVAL));
+        qbuf(&q, 0)?;
+        assert_eq!(qbuf(&q, 0).err(), Some(EINVAL));
+        assert_eq!(q.prepare_buf(OWNER, 0, Memory::Mmap).err(), Some(EINVAL));
+        assert_eq!(q.prepare_buf(OWNER, 1, Memory::Mmap)?.prepared, true);
+        assert_eq!(q.prepare_buf(OWNER, 1, Memory::Mmap).err(), Some(EINVAL));
+        // Only the owner may use the queue.
+        assert_eq!(q.reqbufs(OTHER, Memory::Mmap, 2).err(), Some(EBUSY));
+        assert_eq!(Queue::qbuf(&q, OTHER, 2, Memory::Mmap, none()).err().map(|e| e), Some(EBUSY));
+        assert_eq!(Queue::streamon(&q, OTHER).err(), Some(EBUSY));
+        // DQBUF before STREAMON.
+        assert_eq!(q.dqbuf(OWNER, true).err(), Some(EINVAL));
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(q.reqbufs(OWNER, Memory::Mmap, 0).err(), Some(EBUSY));
+        q.streamoff(OWNER)?;
+        assert_eq!(q.reqbufs(OWNER, Memory::Mmap, 0)?, 0);
+        // The queue is free again.
+        assert_eq!(q.reqbufs(OTHER, Memory::Mmap, 2)?, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn failed_start_keeps_buffers_queued() -> Result {
+        let q = new_queue()?;
+        q.ops().fail_start.store(true, Ordering::Relaxed);
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        qbuf(&q, 0)?;
+        qbuf(&q, 1)?;
+        assert_eq!(Queue::streamon(&q, OWNER).err(), Some(EIO));
+        assert_eq!(q.querybuf(0)?.state, BufState::Queued);
+        assert_eq!(q.querybuf(1)?.state, BufState::Queued);
+        // Not streaming after the failure.
+        assert_eq!(q.dqbuf(OWNER, true).err(), Some(EINVAL));
+        q.ops().fail_start.store(false, Ordering::Relaxed);
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(&held(&q)[..], &[0, 1]);
+        q.streamoff(OWNER)?;
+        assert_eq!(q.querybuf(0)?.state, BufState::Dequeued);
+        Ok(())
+    }
+
+    #[test]
+    fn errors_and_streamoff_reclaim() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        for i in 0..3 {
+            qbuf(&q, i)?;
+        }
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(complete_oldest(&q, true), Some(0));
+        let info = q.dqbuf(OWNER, true)?;
+        assert_eq!((info.index, info.state), (0, BufState::Error));
+        // STREAMOFF takes back what the driver and the done list hold.
+        assert_eq!(complete_oldest(&q, false), Some(1));
+        q.streamoff(OWNER)?;
+        for i in 0..3 {
+            assert_eq!(q.querybuf(i)?.state, BufState::Dequeued);
+        }
+        assert_eq!(q.dqbuf(OWNER, true).err(), Some(EINVAL));
+        // A new stream starts its sequence again.
+        qbuf(&q, 2)?;
+        qbuf(&q, 1)?;
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(complete_oldest(&q, false), Some(2));
+        assert_eq!(q.dqbuf(OWNER, true)?.sequence, 0);
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn stale_buffer_cannot_complete_a_later_use() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        qbuf(&q, 0)?;
+        qbuf(&q, 1)?;
+        Queue::streamon(&q, OWNER)?;
+        // A driver that keeps a buffer past stop_streaming.
+        let kept = q.ops().held.lock().remove(0).map_err(|_| EINVAL)?;
+        q.streamoff(OWNER)?;
+        qbuf(&q, 0)?;
+        kept.done(SIZE);
+        assert_eq!(q.querybuf(0)?.state, BufState::Queued);
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn remove_bufs_and_create_bufs_reuse_slots() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        assert_eq!(q.remove_bufs(OWNER, 1, 0), Ok(()));
+        q.remove_bufs(OWNER, 1, 2)?;
+        assert_eq!(q.querybuf(1).err(), Some(EINVAL));
+        assert_eq!(q.querybuf(2).err(), Some(EINVAL));
+        assert_eq!(q.num_buffers(), 2);
+        assert_eq!(q.remove_bufs(OWNER, 1, 1).err(), Some(EINVAL));
+        assert_eq!(q.remove_bufs(OWNER, 31, 2).err(), Some(EINVAL));
+        qbuf(&q, 3)?;
+        assert_eq!(q.remove_bufs(OWNER, 3, 1).err(), Some(EBUSY));
+        assert_eq!(
+            q.create_bufs(OWNER, Memory::Mmap, 1, SIZE - 1).err(),
+            Some(EINVAL)
+        );
+        assert_eq!(q.create_bufs(OWNER, Memory::Mmap, 2, SIZE * 2)?, (1, 2));
+        assert_eq!(q.querybuf(2)?.length, SIZE * 2);
+        assert_eq!(q.create_bufs(OTHER, Memory::Mmap, 1, SIZE).err(), Some(EBUSY));
+        q.release(OWNER);
+        assert_eq!(q.num_buffers(), 0);
+        Ok(())
+    }
+
+    /// Waits (up to 2 s) for `cond`, which the fence work makes true.
+    fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if cond() {
+                return true;
+            }
+            kernel::time::delay::fsleep(kernel::time::Delta::from_millis(10));
+        }
+        cond()
+    }
+
+    /// QBUF with an in-fence and, if `out`, an out-fence (returned).
+    fn qbuf_fenced(
+        q: &Arc<Queue<TestOps>>,
+        index: u32,
+        in_fence: Option<Fence>,
+        out: bool,
+    ) -> Result<Option<Fence>> {
+        let publish = |o: &OutFence| -> Result<Fence> { Ok(o.fence().clone()) };
+        let fences = QbufFences {
+            in_fence,
+            publish: out.then_some(publish),
+        };
+        Ok(Queue::qbuf(q, OWNER, index, Memory::Mmap, fences)?.1)
+    }
+
+    #[test]
+    fn in_fence_holds_back_later_buffers() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        let producer = OutFence::new(context_alloc(), 1)?;
+        qbuf_fenced(&q, 0, Some(producer.fence().clone()), false)?;
+        qbuf(&q, 1)?;
+        qbuf(&q, 2)?;
+        Queue::streamon(&q, OWNER)?;
+        // Buffer 0 waits for its fence, and 1 and 2 wait behind it.
+        assert_eq!(*q.ops().starts.lock(), 0);
+        assert_eq!(held(&q).len(), 0);
+        assert!(q.querybuf(0)?.in_fence_pending);
+        producer.signal(None);
+        assert!(wait_for(|| held(&q).len() == 3));
+        assert_eq!(&held(&q)[..], &[0, 1, 2]);
+        assert_eq!(*q.ops().starts.lock(), 1);
+        assert!(!q.querybuf(0)?.in_fence_pending);
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn failed_in_fence_completes_in_order_with_error() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        let producer = OutFence::new(context_alloc(), 1)?;
+        qbuf(&q, 0)?;
+        let out1 = qbuf_fenced(&q, 1, Some(producer.fence().clone()), true)?.ok_or(EINVAL)?;
+        qbuf(&q, 2)?;
+        Queue::streamon(&q, OWNER)?;
+        // Only one buffer is ready at the head: not enough to start.
+        assert_eq!(held(&q).len(), 0);
+        producer.signal(Some(EIO));
+        // 1 never reaches the driver; 0 and 2 do, and streaming starts.
+        assert!(wait_for(|| held(&q).len() == 2));
+        assert_eq!(&held(&q)[..], &[0, 2]);
+        // 1 waits for 0 to complete, so that DQBUF order and out-fence order are kept.
+        assert_eq!(out1.status(), 0);
+        assert_eq!(q.dqbuf(OWNER, true).err(), Some(EAGAIN));
+        assert_eq!(complete_oldest(&q, false), Some(0));
+        assert_eq!(out1.status(), EIO.to_errno());
+        assert_eq!(complete_oldest(&q, false), Some(2));
+        let order = [(0, BufState::Done), (1, BufState::Error), (2, BufState::Done)];
+        for (seq, (index, state)) in order.into_iter().enumerate() {
+            let info = q.dqbuf(OWNER, true)?;
+            assert_eq!((info.index, info.state, info.sequence), (index, state, seq as u32));
+        }
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn out_fences_signal_in_order_on_one_context() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        let mut outs = KVec::new();
+        for i in 0..3 {
+            outs.push(qbuf_fenced(&q, i, None, true)?.ok_or(EINVAL)?, GFP_KERNEL)?;
+        }
+        assert_eq!(outs[0].context(), outs[2].context());
+        assert!(outs[0].seqno() < outs[1].seqno() && outs[1].seqno() < outs[2].seqno());
+        assert!(q.querybuf(0)?.out_fence_pending && q.querybuf(0)?.fenced);
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(outs[0].status(), 0);
+        assert_eq!(complete_oldest(&q, false), Some(0));
+        assert_eq!(complete_oldest(&q, true), Some(1));
+        assert_eq!((outs[0].status(), outs[1].status()), (1, EIO.to_errno()));
+        assert_eq!(outs[2].status(), 0);
+        // STREAMOFF: the driver gives back what it holds, with an error.
+        q.streamoff(OWNER)?;
+        assert_eq!(outs[2].status(), EIO.to_errno());
+        // A new allocation gets a new context.
+        q.reqbufs(OWNER, Memory::Mmap, 0)?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        let next = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
+        assert!(next.context() != outs[0].context());
+        q.release(OWNER);
+        assert!(next.status() < 0);
+        Ok(())
+    }
+
+    #[test]
+    fn failing_qbuf_leaves_no_fence_and_no_state() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        let failing = |_: &OutFence| -> Result<()> { Err(ENOMEM) };
+        let fences = QbufFences {
+            in_fence: None,
+            publish: Some(failing),
+        };
+        assert_eq!(
+            Queue::qbuf(&q, OWNER, 0, Memory::Mmap, fences).err(),
+            Some(ENOMEM)
+        );
+        let info = q.querybuf(0)?;
+        assert_eq!((info.state, info.fenced, info.out_fence_pending), (BufState::Dequeued, false, false));
+        // A failed start_streaming() from QBUF takes the buffer and its out-fence back.
+        Queue::streamon(&q, OWNER)?;
+        q.ops().fail_start.store(true, Ordering::Relaxed);
+        let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
+        assert_eq!(qbuf_fenced(&q, 1, None, true).err(), Some(EIO));
+        assert_eq!(q.querybuf(1)?.state, BufState::Dequeued);
+        assert_eq!(out0.status(), 0);
+        q.ops().fail_start.store(false, Ordering::Relaxed);
+        q.streamoff(OWNER)?;
+        assert!(out0.status() < 0);
+        Ok(())
+    }
+
+    #[test]
+    fn never_signalled_in_fence_is_cancelled() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        let producer = OutFence::new(context_alloc(), 1)?;
+        let out = qbuf_fenced(&q, 0, Some(producer.fence().clone()), true)?.ok_or(EINVAL)?;
+        Queue::streamon(&q, OWNER)?;
+        q.release(OWNER);
+        assert_eq!(out.status(), crate::fence::ecanceled().to_errno());
+        // Signalling the in-fence now reaches nothing.
+        producer.signal(None);
+        assert_eq!(q.num_buffers(), 0);
+        Ok(())
+    }
+}
