@@ -349,10 +349,7 @@ impl v4l2::VideoOps for Rvivid {
     }
 
     fn enum_fmt(&self, index: u32) -> Result<u32> {
-        FORMATS
-            .get(index as usize)
-            .map(|f| f.0)
-            .ok_or(EINVAL)
+        FORMATS.get(index as usize).map(|f| f.0).ok_or(EINVAL)
     }
 
     fn g_fmt(&self) -> PixFormat {

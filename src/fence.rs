@@ -249,8 +249,9 @@ impl<T: FenceNotify> FenceWaiter<T> {
             .store(core::ptr::from_ref(owner).cast_mut(), Ordering::Release);
         // INVARIANT: The caller keeps the owner alive while the callback is registered.
         // SAFETY: The fence is live; the storage is unused and stays put (caller's promise).
-        let ret =
-            unsafe { bindings::dma_fence_add_callback(fence.as_ptr(), self.cb.get(), Some(Self::func)) };
+        let ret = unsafe {
+            bindings::dma_fence_add_callback(fence.as_ptr(), self.cb.get(), Some(Self::func))
+        };
         match ret {
             0 => Ok(true),
             r if r == ENOENT.to_errno() => Ok(false),

@@ -40,7 +40,7 @@ impl VmallocBuf {
     /// Allocates `size` bytes (rounded up to whole pages by `vmalloc_user()`).
     pub(crate) fn new(size: usize) -> Result<Arc<Self>> {
         // SAFETY: `vmalloc_user()` may be called with any size.
-        let ptr = unsafe { bindings::rvb2_vmalloc_user(size as _) };
+        let ptr = unsafe { bindings::rvb2_vmalloc_user(size as kernel::ffi::c_ulong) };
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(ENOMEM)?;
         // INVARIANT: `ptr` is a `vmalloc_user()` allocation of `size` bytes.
         Ok(Arc::new(
@@ -58,16 +58,14 @@ impl VmallocBuf {
         self.mapped.load(Ordering::Relaxed)
     }
 
-    /// Returns the memory as a mutable slice.
-    ///
-    /// # Safety
-    ///
-    /// No other reference to the contents may exist while the slice is used (userspace may
-    /// access its own mappings, which the kernel does not order against).
-    pub(crate) unsafe fn as_mut_slice(&self) -> &mut [u8] {
-        // SAFETY: `ptr` is valid for `size` bytes (type invariant); exclusivity is the
-        // caller's promise.
-        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.size) }
+    /// Returns the start of the memory (valid for `size` bytes while `self` lives).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Returns the size in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.size
     }
 
     /// Maps the memory into `vma` (from the start of the buffer), for the `mmap()` file

@@ -165,7 +165,10 @@ mod tests {
         assert_eq!(q.prepare_buf(OWNER, 1, Memory::Mmap).err(), Some(EINVAL));
         // Only the owner may use the queue.
         assert_eq!(q.reqbufs(OTHER, Memory::Mmap, 2).err(), Some(EBUSY));
-        assert_eq!(Queue::qbuf(&q, OTHER, 2, Memory::Mmap, none()).err().map(|e| e), Some(EBUSY));
+        assert_eq!(
+            Queue::qbuf(&q, OTHER, 2, Memory::Mmap, none()).err(),
+            Some(EBUSY)
+        );
         assert_eq!(Queue::streamon(&q, OTHER).err(), Some(EBUSY));
         // DQBUF before STREAMON.
         assert_eq!(q.dqbuf(OWNER, true).err(), Some(EINVAL));
@@ -262,7 +265,10 @@ mod tests {
         );
         assert_eq!(q.create_bufs(OWNER, Memory::Mmap, 2, SIZE * 2)?, (1, 2));
         assert_eq!(q.querybuf(2)?.length, SIZE * 2);
-        assert_eq!(q.create_bufs(OTHER, Memory::Mmap, 1, SIZE).err(), Some(EBUSY));
+        assert_eq!(
+            q.create_bufs(OTHER, Memory::Mmap, 1, SIZE).err(),
+            Some(EBUSY)
+        );
         q.release(OWNER);
         assert_eq!(q.num_buffers(), 0);
         Ok(())
@@ -337,10 +343,17 @@ mod tests {
         assert_eq!(complete_oldest(&q, false), Some(0));
         assert_eq!(out1.status(), EIO.to_errno());
         assert_eq!(complete_oldest(&q, false), Some(2));
-        let order = [(0, BufState::Done), (1, BufState::Error), (2, BufState::Done)];
+        let order = [
+            (0, BufState::Done),
+            (1, BufState::Error),
+            (2, BufState::Done),
+        ];
         for (seq, (index, state)) in order.into_iter().enumerate() {
             let info = q.dqbuf(OWNER, true)?;
-            assert_eq!((info.index, info.state, info.sequence), (index, state, seq as u32));
+            assert_eq!(
+                (info.index, info.state, info.sequence),
+                (index, state, seq as u32)
+            );
         }
         q.streamoff(OWNER)?;
         Ok(())
@@ -390,7 +403,10 @@ mod tests {
             Some(ENOMEM)
         );
         let info = q.querybuf(0)?;
-        assert_eq!((info.state, info.fenced, info.out_fence_pending), (BufState::Dequeued, false, false));
+        assert_eq!(
+            (info.state, info.fenced, info.out_fence_pending),
+            (BufState::Dequeued, false, false)
+        );
         // A failed start_streaming() from QBUF takes the buffer and its out-fence back.
         Queue::streamon(&q, OWNER)?;
         q.ops().fail_start.store(true, Ordering::Relaxed);

@@ -1083,11 +1083,12 @@ impl<O: QueueOps> ActiveBuffer<O> {
 
     /// The buffer's memory, to fill.
     pub(crate) fn data_mut(&mut self) -> &mut [u8] {
-        // SAFETY: The driver owns the buffer through this unique token, so there is no other
-        // reference to its contents in the kernel.
-        let all = unsafe { self.mem.as_mut_slice() };
-        let len = (self.length as usize).min(all.len());
-        &mut all[..len]
+        let len = (self.length as usize).min(self.mem.size());
+        // SAFETY: The memory is valid for `size` bytes while `self.mem` lives; the driver owns
+        // the buffer through this unique token, so there is no other reference to its
+        // contents in the kernel (userspace may access its mappings, which the kernel never
+        // orders against).
+        unsafe { core::slice::from_raw_parts_mut(self.mem.as_ptr(), len) }
     }
 
     fn give_back(mut self, outcome: Outcome) {

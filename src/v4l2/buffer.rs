@@ -151,8 +151,8 @@ fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
     };
     if done {
         let ns = info.timestamp_ns;
-        b.timestamp.tv_sec = (ns / 1_000_000_000) as _;
-        b.timestamp.tv_usec = ((ns % 1_000_000_000) / 1_000) as _;
+        b.timestamp.tv_sec = (ns / 1_000_000_000) as kernel::ffi::c_longlong;
+        b.timestamp.tv_usec = ((ns % 1_000_000_000) / 1_000) as kernel::ffi::c_longlong;
     }
 }
 
@@ -218,7 +218,9 @@ pub(crate) fn qbuf<Q: QueueOps>(
     };
     let fences = QbufFences {
         in_fence,
-        publish: reservation.as_ref().map(|_| |out: &OutFence| out.sync_file()),
+        publish: reservation
+            .as_ref()
+            .map(|_| |out: &OutFence| out.sync_file()),
     };
     let (info, sync_file) = Queue::qbuf(q, file, b.index, mem, fences)?;
     fill(b, &info);

@@ -204,8 +204,12 @@ impl<T: VideoOps> Node<T> {
     ) -> bindings::__poll_t {
         // SAFETY: `file` is an open file of our node.
         let node = unsafe { Self::from_file(file) };
-        // SAFETY: `wait` is null or a valid poll table (`poll_requested_events()`).
-        let requested = if wait.is_null() { !0 } else { unsafe { (*wait)._key } };
+        let requested = if wait.is_null() {
+            !0
+        } else {
+            // SAFETY: A non-null `wait` is a valid poll table (`poll_requested_events()`).
+            unsafe { (*wait)._key }
+        };
         // SAFETY: The V4L2 core passes a live file and poll table for the duration of the
         // call; the casts are between two bindings of the same C types.
         let (f, table) = unsafe {
@@ -224,7 +228,10 @@ impl<T: VideoOps> Node<T> {
     /// # Safety
     ///
     /// Called by the V4L2 core only, for an open file of our node and a new VMA.
-    unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area_struct) -> c_int {
+    unsafe extern "C" fn mmap(
+        file: *mut bindings::file,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
         // SAFETY: `file` is an open file of our node.
         let node = unsafe { Self::from_file(file) };
         // SAFETY: `vma` is the new VMA of this `mmap()` call; the cast is between two bindings
@@ -259,15 +266,14 @@ macro_rules! ioctls {
                     _priv: *mut c_void,
                     arg: *mut $arg,
                 ) -> c_int {
+                    fn body<T: VideoOps>($d: &T, $f: FileId, $a: &mut $arg) -> Result $body
+
                     // SAFETY: The V4L2 core passes its own copy of the argument, valid and
                     // exclusive for this call.
-                    let $a = unsafe { &mut *arg };
+                    let arg = unsafe { &mut *arg };
                     // SAFETY: `file` is an open file of our node.
                     let node = unsafe { Self::from_file(file) };
-                    let $d = &node.data;
-                    let $f = FileId(file as usize);
-                    let _ = $f;
-                    ret((|| -> Result { $body })())
+                    ret(body(&node.data, FileId(file as usize), arg))
                 }
             )*
         }
@@ -508,7 +514,12 @@ impl<T: VideoOps> Node<T> {
             // live as long as the node.
             unsafe {
                 match c.kind {
-                    ControlKind::Std { min, max, step, def } => {
+                    ControlKind::Std {
+                        min,
+                        max,
+                        step,
+                        def,
+                    } => {
                         bindings::v4l2_ctrl_new_std(hdl, ops, c.id, min, max, step, def);
                     }
                     ControlKind::StdMenu { items, def } => {
@@ -526,7 +537,12 @@ impl<T: VideoOps> Node<T> {
                             menus.as_ptr().add(start),
                         );
                     }
-                    ControlKind::Integer { name, min, max, def } => {
+                    ControlKind::Integer {
+                        name,
+                        min,
+                        max,
+                        def,
+                    } => {
                         Self::new_custom(hdl, c.id, name, CtrlType::Integer, min, max, def);
                     }
                     ControlKind::Boolean { name, def } => {
@@ -697,7 +713,6 @@ impl<T: VideoOps> Registration<T> {
             _p: PhantomData,
         })
     }
-
 }
 
 impl<T: VideoOps> Drop for Registration<T> {
