@@ -16,7 +16,7 @@ LLVM ?= -19
 export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all modules setup kernel run check shell clean rustfmt rustfmtcheck clippy tests
+.PHONY: all modules setup kernel run check shell clean rustfmt rustfmtcheck clippy tests samples
 
 all: modules
 
@@ -30,8 +30,14 @@ modules: setup
 	@kdir=$${KDIR:-$$($(TOOLS)/kernel/build.sh)} && \
 	$(MAKE) --no-print-directory -C "$$kdir" M=$(CURDIR) LLVM=$(LLVM) $(if $(CLIPPY),CLIPPY=1) W=1 modules
 
-tests: setup
+tests: setup samples
 	@cd $(TOOLS)/tests && cargo build --release --quiet
+
+samples: build/samples/fence-capture
+
+build/samples/fence-capture: samples/fence-capture.c include/uapi/linux/rvb2-fences.h
+	@mkdir -p $(@D)
+	$(CC) -O2 -Wall -Wextra -Werror -I include/uapi -o $@ $<
 
 run: modules
 	@$(TOOLS)/demo.sh
