@@ -18,12 +18,12 @@ for dir in /sys/kernel/debug/kunit/rvb2_*; do
 	suite=${dir##*/}
 	cp "$dir/results" "$logs/kunit-$suite.txt"
 	# Test case lines are indented once: "    ok 1 name" / "    not ok 2 name".
-	while read -r status rest; do
+	grep -E '^    (not )?ok [0-9]+ ' "$dir/results" | while read -r status rest; do
 		case "$status" in
 		ok) record PASS "kunit.$suite.${rest#* }" ;;
 		not) record FAIL "kunit.$suite.${rest#ok * }" "see build/logs/kunit-$suite.txt" ;;
 		esac
-	done < <(grep -E '^    (not )?ok [0-9]+ ' "$dir/results")
+	done
 done
 [ "$suites" -gt 0 ] || record FAIL kunit_suites_present "no rvb2 KUnit suite in /sys/kernel/debug/kunit"
 

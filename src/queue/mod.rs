@@ -359,16 +359,24 @@ impl<O: QueueOps> Queue<O> {
     }
 
     /// Frees buffers `start..start + count` (all must exist, be dequeued and unmapped).
-    fn free_range(inner: &mut Inner, st: &mut State, start: usize, count: usize) {
-        for i in start..start + count {
-            if inner.bufs[i].take().is_some() {
-                inner.num_buffers -= 1;
+    ///
+    /// The memory is released (`vfree()` may sleep) after the state lock is dropped.
+    fn free_range(&self, inner: &mut Inner, start: usize, count: usize) {
+        let mut freed: [Option<Buffer>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        {
+            let mut st = self.state.lock();
+            for i in start..start + count {
+                freed[i] = inner.bufs[i].take();
+                if freed[i].is_some() {
+                    inner.num_buffers -= 1;
+                }
+                st.slots[i] = Slot::IDLE;
             }
-            st.slots[i] = Slot::IDLE;
         }
         if inner.num_buffers == 0 {
             inner.memory = None;
         }
+        drop(freed);
     }
 
     /// Allocates up to `count` buffers of `size` bytes in the first free range of slots.
@@ -420,9 +428,7 @@ impl<O: QueueOps> Queue<O> {
                 return Err(EBUSY);
             }
             self.cancel(&mut inner);
-            let mut st = self.state.lock();
-            Self::free_range(&mut inner, &mut st, 0, MAX_BUFFERS);
-            drop(st);
+            self.free_range(&mut inner, 0, MAX_BUFFERS);
             if count == 0 {
                 inner.owner = None;
                 return Ok(0);
@@ -433,8 +439,7 @@ impl<O: QueueOps> Queue<O> {
         let size = self.ops.buffer_size();
         let (_, allocated) = self.alloc(&mut inner, count, size)?;
         if allocated < min {
-            let mut st = self.state.lock();
-            Self::free_range(&mut inner, &mut st, 0, MAX_BUFFERS);
+            self.free_range(&mut inner, 0, MAX_BUFFERS);
             return Err(ENOMEM);
         }
         inner.memory = Some(memory);
@@ -974,16 +979,18 @@ impl<O: QueueOps> Queue<O> {
         if count > inner.num_buffers as usize || start > MAX_BUFFERS - count {
             return Err(EINVAL);
         }
-        let mut st = self.state.lock();
-        for i in start..start + count {
-            let Some(buf) = inner.bufs[i].as_ref() else {
-                return Err(EINVAL);
-            };
-            if st.slots[i].state != BufState::Dequeued || buf.mem.mapped() > 0 {
-                return Err(EBUSY);
+        {
+            let st = self.state.lock();
+            for i in start..start + count {
+                let Some(buf) = inner.bufs[i].as_ref() else {
+                    return Err(EINVAL);
+                };
+                if st.slots[i].state != BufState::Dequeued || buf.mem.mapped() > 0 {
+                    return Err(EBUSY);
+                }
             }
         }
-        Self::free_range(&mut inner, &mut st, start, count);
+        self.free_range(&mut inner, start, count);
         Ok(())
     }
 
@@ -995,9 +1002,7 @@ impl<O: QueueOps> Queue<O> {
             return;
         }
         self.cancel(&mut inner);
-        let mut st = self.state.lock();
-        Self::free_range(&mut inner, &mut st, 0, MAX_BUFFERS);
-        drop(st);
+        self.free_range(&mut inner, 0, MAX_BUFFERS);
         inner.owner = None;
         drop(inner);
         // No callback is registered any more; wait for a fence work they queued.
