@@ -434,4 +434,34 @@ mod tests {
         assert_eq!(q.num_buffers(), 0);
         Ok(())
     }
+
+    #[test]
+    fn start_failure_from_the_fence_path_errors_the_buffers() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        let producer = OutFence::new(context_alloc(), 1)?;
+        let out0 = qbuf_fenced(&q, 0, Some(producer.fence().clone()), true)?.ok_or(EINVAL)?;
+        let out1 = qbuf_fenced(&q, 1, None, true)?.ok_or(EINVAL)?;
+        Queue::streamon(&q, OWNER)?;
+        q.ops().fail_start.store(true, Ordering::Relaxed);
+        // The fence work tries to start streaming; nobody can be told it failed, so the
+        // buffers come back with an error, in order.
+        producer.signal(None);
+        assert!(wait_for(|| out1.status() != 0));
+        assert_eq!(
+            (out0.status(), out1.status()),
+            (EIO.to_errno(), EIO.to_errno())
+        );
+        for index in [0, 1] {
+            let info = q.dqbuf(OWNER, true)?;
+            assert_eq!((info.index, info.state), (index, BufState::Error));
+        }
+        // Still streaming: the next buffers start it.
+        q.ops().fail_start.store(false, Ordering::Relaxed);
+        qbuf(&q, 0)?;
+        qbuf(&q, 1)?;
+        assert_eq!(*q.ops().starts.lock(), 1);
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
 }
