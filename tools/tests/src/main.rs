@@ -13,7 +13,10 @@
 //! appends `PASS NAME` / `FAIL NAME REASON` to `DIR/results.txt`, and the run ends with
 //! `N passed, N failed` (exit status 1 if any failed).
 
+mod formats;
+mod frame;
 mod harness;
+mod streaming;
 mod v4l2;
 
 use std::fs::OpenOptions;
@@ -31,6 +34,76 @@ static TESTS: &[Test] = &[
     ("querycap_fields", querycap_fields),
     ("v4l2_ctl_all", v4l2_ctl_all),
     ("insmod_rmmod_cycle", insmod_rmmod_cycle),
+    // Formats, parameters, inputs, controls (formats.rs).
+    ("enum_fmt_lists_formats", formats::enum_fmt_lists_formats),
+    ("g_fmt_default", formats::g_fmt_default),
+    (
+        "try_fmt_clamps_and_rounds",
+        formats::try_fmt_clamps_and_rounds,
+    ),
+    ("s_fmt_round_trip", formats::s_fmt_round_trip),
+    ("s_fmt_busy_with_buffers", formats::s_fmt_busy_with_buffers),
+    (
+        "enum_framesizes_stepwise",
+        formats::enum_framesizes_stepwise,
+    ),
+    (
+        "enum_frameintervals_discrete",
+        formats::enum_frameintervals_discrete,
+    ),
+    ("g_s_parm_timeperframe", formats::g_s_parm_timeperframe),
+    ("inputs_enum_g_s", formats::inputs_enum_g_s),
+    ("controls_query", formats::controls_query),
+    ("controls_set_get", formats::controls_set_get),
+    ("controls_out_of_range", formats::controls_out_of_range),
+    ("test_pattern_menu", formats::test_pattern_menu),
+    // Buffers and streaming (streaming.rs).
+    ("reqbufs_basics", streaming::reqbufs_basics),
+    ("querybuf_fields", streaming::querybuf_fields),
+    (
+        "create_bufs_count_and_sizes",
+        streaming::create_bufs_count_and_sizes,
+    ),
+    ("prepare_buf_then_qbuf", streaming::prepare_buf_then_qbuf),
+    ("qbuf_errors", streaming::qbuf_errors),
+    (
+        "dqbuf_not_streaming_and_nonblock",
+        streaming::dqbuf_not_streaming_and_nonblock,
+    ),
+    (
+        "streamon_streamoff_rules",
+        streaming::streamon_streamoff_rules,
+    ),
+    ("mmap_flags_and_offsets", streaming::mmap_flags_and_offsets),
+    (
+        "reqbufs_orphans_mapped_buffers",
+        streaming::reqbufs_orphans_mapped_buffers,
+    ),
+    ("capture_frames", streaming::capture_frames),
+    ("capture_each_format", streaming::capture_each_format),
+    ("v4l2_ctl_stream", streaming::v4l2_ctl_stream),
+    ("poll_states", streaming::poll_states),
+    ("queue_ownership", streaming::queue_ownership),
+    ("close_while_streaming", streaming::close_while_streaming),
+    (
+        "dqbuf_interrupted_by_signal",
+        streaming::dqbuf_interrupted_by_signal,
+    ),
+    ("inject_buffer_error", streaming::inject_buffer_error),
+    (
+        "inject_start_streaming_failure",
+        streaming::inject_start_streaming_failure,
+    ),
+    (
+        "inject_start_failure_on_qbuf",
+        streaming::inject_start_failure_on_qbuf,
+    ),
+    ("remove_bufs", streaming::remove_bufs),
+    (
+        "sequence_restarts_after_restream",
+        streaming::sequence_restarts_after_restream,
+    ),
+    ("v4l2_compliance", v4l2_compliance),
     // Must stay last.
     ("dmesg_clean", dmesg_clean),
 ];
@@ -75,6 +148,20 @@ fn ensure(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
 fn open_rvivid(ctx: &Ctx) -> Result<Device, String> {
     let node = ctx.find_rvivid()?;
     Device::open(&node).map_err(|e| format!("open {}: {e}", node.display()))
+}
+
+/// The value of a call that must succeed, or an error naming the call and its errno.
+fn ok<T>(what: impl std::fmt::Display, r: Result<T, Errno>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// Fails unless `r` is the error `want` (named, with the errno got, in the message).
+fn expect_errno<T>(what: impl std::fmt::Display, r: Result<T, Errno>, want: i32) -> TestResult {
+    match r {
+        Err(e) if e.0 == want => Ok(()),
+        Err(e) => Err(format!("{what}: got {e}, want {}", errno_name(want))),
+        Ok(_) => Err(format!("{what}: succeeded, want {}", errno_name(want))),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -145,6 +232,50 @@ fn querycap_fields(ctx: &mut Ctx) -> TestResult {
 }
 
 /// `v4l2-ctl -d NODE --all` succeeds and shows rvivid's driver name (saved to v4l2-ctl-all.txt).
+/// The number of tests `v4l2-compliance -s -f` (v4l-utils 1.32) ran on rvivid when this
+/// test was written: fewer means some stopped running.
+const COMPLIANCE_TESTS: u32 = 95;
+
+/// `v4l2-compliance -d NODE -s -f` reports no failure and no warning over at least
+/// [`COMPLIANCE_TESTS`] tests; its output is kept in v4l2-compliance.txt.
+fn v4l2_compliance(ctx: &mut Ctx) -> TestResult {
+    let node = ctx.find_rvivid()?;
+    let node = node.to_string_lossy();
+    let args = ["-d", &*node, "-s", "-f"];
+    let out = ctx.run("v4l2-compliance", &args)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ctx.save_log(
+        "v4l2-compliance.txt",
+        format!(
+            "$ {}\n{stdout}\n--- stderr ---\n{stderr}\n--- {} ---\n",
+            harness::command_line("v4l2-compliance", &args),
+            out.status
+        ),
+    )?;
+    // "Total for rvivid device /dev/video0: 95, Succeeded: 95, Failed: 0, Warnings: 0"
+    let total = stdout
+        .lines()
+        .find(|l| l.starts_with("Total for "))
+        .ok_or_else(|| format!("no \"Total for\" line ({})", out.status))?;
+    let field = |name: &str| -> Option<u32> {
+        let rest = &total[total.find(name)? + name.len()..];
+        rest.trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let (ok_count, failed, warnings) = (field("Succeeded:"), field("Failed:"), field("Warnings:"));
+    ensure(
+        failed == Some(0) && warnings == Some(0) && ok_count >= Some(COMPLIANCE_TESTS),
+        || format!("{total} (want 0 failed, 0 warnings, >= {COMPLIANCE_TESTS} succeeded)"),
+    )?;
+    ensure(out.status.success(), || {
+        format!("v4l2-compliance exited with {}", out.status)
+    })
+}
+
 fn v4l2_ctl_all(ctx: &mut Ctx) -> TestResult {
     let node = ctx.find_rvivid()?;
     let node = node.to_string_lossy();

@@ -90,9 +90,16 @@ pub const V4L2_PIX_FMT_GREY: u32 = fourcc(b"GREY");
 // enum v4l2_field
 pub const V4L2_FIELD_ANY: u32 = 0;
 pub const V4L2_FIELD_NONE: u32 = 1;
+pub const V4L2_FIELD_TOP: u32 = 2;
+pub const V4L2_FIELD_INTERLACED: u32 = 4;
+
+// v4l2_fmtdesc flags
+pub const V4L2_FMT_FLAG_COMPRESSED: u32 = 0x0001;
 
 // enum v4l2_buf_type
 pub const V4L2_BUF_TYPE_VIDEO_CAPTURE: u32 = 1;
+pub const V4L2_BUF_TYPE_VIDEO_OUTPUT: u32 = 2;
+pub const V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE: u32 = 9;
 
 // enum v4l2_memory
 pub const V4L2_MEMORY_MMAP: u32 = 1;
@@ -156,6 +163,7 @@ pub const V4L2_INPUT_TYPE_TOUCH: u32 = 3;
 
 // v4l2_captureparm capability
 pub const V4L2_CAP_TIMEPERFRAME: u32 = 0x1000;
+pub const V4L2_MODE_HIGHQUALITY: u32 = 0x0001;
 
 // enum v4l2_frmsizetypes / v4l2_frmivaltypes
 pub const V4L2_FRMSIZE_TYPE_DISCRETE: u32 = 1;
@@ -178,6 +186,24 @@ pub const V4L2_CTRL_FLAG_NEXT_CTRL: u32 = 0x8000_0000;
 pub const V4L2_CTRL_FLAG_NEXT_COMPOUND: u32 = 0x4000_0000;
 pub const V4L2_CTRL_FLAG_DISABLED: u32 = 0x0001;
 pub const V4L2_CTRL_FLAG_READ_ONLY: u32 = 0x0004;
+pub const V4L2_CTRL_FLAG_INACTIVE: u32 = 0x0010;
+pub const V4L2_CTRL_FLAG_WRITE_ONLY: u32 = 0x0040;
+pub const V4L2_CTRL_FLAG_VOLATILE: u32 = 0x0080;
+pub const V4L2_CTRL_FLAG_EXECUTE_ON_WRITE: u32 = 0x0200;
+pub const V4L2_CTRL_CLASS_IMAGE_PROC: u32 = 0x009f_0000;
+pub const V4L2_CID_IMAGE_PROC_CLASS_BASE: u32 = V4L2_CTRL_CLASS_IMAGE_PROC | 0x900;
+pub const V4L2_CID_TEST_PATTERN: u32 = V4L2_CID_IMAGE_PROC_CLASS_BASE + 3;
+
+// rvivid's private controls (not UAPI: the driver's contract; see the tests in formats.rs)
+pub const RVIVID_CID_BASE: u32 = V4L2_CID_USER_BASE | 0xf100;
+/// Integer 0..32: the next N buffers the driver completes carry `V4L2_BUF_FLAG_ERROR`.
+pub const RVIVID_CID_FAIL_NEXT_BUFFERS: u32 = RVIVID_CID_BASE;
+/// Button: the next `start_streaming` fails (STREAMON returns EIO).
+pub const RVIVID_CID_FAIL_START_STREAMING: u32 = RVIVID_CID_BASE + 1;
+/// Integer 0..10000: each buffer is held that many ms longer in the driver.
+pub const RVIVID_CID_HOLD_MS: u32 = RVIVID_CID_BASE + 2;
+/// Boolean: complete buffers out of order (for the fence tests).
+pub const RVIVID_CID_UNORDERED: u32 = RVIVID_CID_BASE + 3;
 
 // enum v4l2_ctrl_type (the simple ones)
 pub const V4L2_CTRL_TYPE_INTEGER: u32 = 1;
@@ -638,6 +664,26 @@ pub struct v4l2_remove_buffers {
     pub reserved: [u32; 13],
 }
 
+/// `struct v4l2_querymenu` (packed in the UAPI header: 44 bytes, alignment 1). The header's
+/// `union { __u8 name[32]; __s64 value; }` is kept as its bytes (see [`v4l2_querymenu::value`]).
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug)]
+pub struct v4l2_querymenu {
+    pub id: u32,
+    pub index: u32,
+    pub name: [u8; 32],
+    pub reserved: u32,
+}
+
+impl v4l2_querymenu {
+    /// The `value` member (integer menus), the union's first 8 bytes.
+    pub fn value(&self) -> i64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.name[..8]);
+        i64::from_ne_bytes(b)
+    }
+}
+
 uapi!(
     v4l2_capability,
     v4l2_fmtdesc,
@@ -658,6 +704,7 @@ uapi!(
     v4l2_control,
     v4l2_queryctrl,
     v4l2_remove_buffers,
+    v4l2_querymenu,
     i32,
     u32,
 );
@@ -682,6 +729,8 @@ const _: () = assert!(size_of::<v4l2_frmivalenum>() == 52);
 const _: () = assert!(size_of::<v4l2_control>() == 8);
 const _: () = assert!(size_of::<v4l2_queryctrl>() == 68);
 const _: () = assert!(size_of::<v4l2_remove_buffers>() == 64);
+const _: () = assert!(size_of::<v4l2_querymenu>() == 44);
+const _: () = assert!(std::mem::align_of::<v4l2_querymenu>() == 1);
 
 const _: () = assert!(offset_of!(v4l2_format, fmt) == 8);
 const _: () = assert!(offset_of!(v4l2_fmtdesc, pixelformat) == 44);
@@ -703,6 +752,8 @@ const _: () = assert!(offset_of!(v4l2_streamparm, parm) == 4);
 const _: () = assert!(offset_of!(v4l2_frmsizeenum, u) == 12);
 const _: () = assert!(offset_of!(v4l2_frmivalenum, u) == 20);
 const _: () = assert!(offset_of!(v4l2_queryctrl, minimum) == 40);
+const _: () = assert!(offset_of!(v4l2_querymenu, name) == 8);
+const _: () = assert!(offset_of!(v4l2_querymenu, reserved) == 40);
 
 // ---------------------------------------------------------------------------------------------
 // ioctl request numbers
@@ -727,6 +778,7 @@ pub const VIDIOC_ENUMINPUT: u32 = iowr::<v4l2_input>(V, 26);
 pub const VIDIOC_G_CTRL: u32 = iowr::<v4l2_control>(V, 27);
 pub const VIDIOC_S_CTRL: u32 = iowr::<v4l2_control>(V, 28);
 pub const VIDIOC_QUERYCTRL: u32 = iowr::<v4l2_queryctrl>(V, 36);
+pub const VIDIOC_QUERYMENU: u32 = iowr::<v4l2_querymenu>(V, 37);
 pub const VIDIOC_G_INPUT: u32 = ior::<libc::c_int>(V, 38);
 pub const VIDIOC_S_INPUT: u32 = iowr::<libc::c_int>(V, 39);
 pub const VIDIOC_TRY_FMT: u32 = iowr::<v4l2_format>(V, 64);
@@ -763,6 +815,9 @@ const _: () = assert!(VIDIOC_ENUM_FRAMEINTERVALS == 0xc034_564b);
 const _: () = assert!(VIDIOC_G_CTRL == 0xc008_561b);
 const _: () = assert!(VIDIOC_S_CTRL == 0xc008_561c);
 const _: () = assert!(VIDIOC_QUERYCTRL == 0xc044_5624);
+const _: () = assert!(VIDIOC_QUERYMENU == 0xc02c_5625);
+const _: () = assert!(V4L2_CID_TEST_PATTERN == 0x009f_0903);
+const _: () = assert!(RVIVID_CID_BASE == 0x0098_f900);
 
 const _: () = assert!(V4L2_PIX_FMT_YUYV == 0x5659_5559);
 const _: () = assert!(V4L2_PIX_FMT_RGB24 == 0x3342_4752);
@@ -842,6 +897,9 @@ pub fn errno_name(e: i32) -> String {
         libc::ETIMEDOUT => "ETIMEDOUT",
         libc::ECANCELED => "ECANCELED",
         libc::ENOLINK => "ENOLINK",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::EBADR => "EBADR",
+        libc::ESRCH => "ESRCH",
         _ => return format!("errno {e}"),
     };
     name.to_string()
@@ -915,11 +973,222 @@ impl Device {
         }
     }
 
+    /// Issues `ioctl(fd, req, arg)` once: unlike [`Device::ioctl`], an `EINTR` is returned to
+    /// the caller (for the tests of blocking calls and signals). Same contract on `req`.
+    pub fn ioctl_once<T>(&self, req: u32, arg: &mut T) -> Result<(), Errno> {
+        // SAFETY: as in `ioctl`.
+        let r = unsafe { libc::ioctl(self.fd, req as libc::Ioctl, arg as *mut T) };
+        if r >= 0 {
+            Ok(())
+        } else {
+            Err(Errno::last())
+        }
+    }
+
     /// `VIDIOC_QUERYCAP`.
     pub fn querycap(&self) -> Result<v4l2_capability, Errno> {
         let mut cap: v4l2_capability = zeroed();
         self.ioctl(VIDIOC_QUERYCAP, &mut cap)?;
         Ok(cap)
+    }
+
+    /// Sets or clears `O_NONBLOCK` on the open file (DQBUF honours the file's current flags).
+    pub fn set_nonblocking(&self, nonblock: bool) -> Result<(), Errno> {
+        // SAFETY: plain fcntl calls on our fd.
+        let flags = unsafe { libc::fcntl(self.fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(Errno::last());
+        }
+        let flags = if nonblock {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(self.fd, libc::F_SETFL, flags) } < 0 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
+
+    /// `VIDIOC_G_FMT` for the video capture type.
+    pub fn g_fmt(&self) -> Result<v4l2_format, Errno> {
+        let mut f = v4l2_format::new(V4L2_BUF_TYPE_VIDEO_CAPTURE);
+        self.ioctl(VIDIOC_G_FMT, &mut f)?;
+        Ok(f)
+    }
+
+    /// `VIDIOC_S_FMT` (or `VIDIOC_TRY_FMT` if `try_only`) of a single-planar capture format
+    /// with `pixelformat`, `width`, `height` and `field`, the rest zero; returns what the driver
+    /// made of it.
+    pub fn set_pix(
+        &self,
+        try_only: bool,
+        pixelformat: u32,
+        width: u32,
+        height: u32,
+        field: u32,
+    ) -> Result<v4l2_format, Errno> {
+        let mut f = v4l2_format::new(V4L2_BUF_TYPE_VIDEO_CAPTURE);
+        let p = f.pix_mut();
+        p.pixelformat = pixelformat;
+        p.width = width;
+        p.height = height;
+        p.field = field;
+        let req = if try_only {
+            VIDIOC_TRY_FMT
+        } else {
+            VIDIOC_S_FMT
+        };
+        self.ioctl(req, &mut f)?;
+        Ok(f)
+    }
+
+    /// `VIDIOC_REQBUFS` of `count` MMAP video capture buffers; returns the driver's answer.
+    pub fn reqbufs(&self, count: u32) -> Result<v4l2_requestbuffers, Errno> {
+        self.reqbufs_with(count, V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP)
+    }
+
+    /// `VIDIOC_REQBUFS` with any type and memory.
+    pub fn reqbufs_with(
+        &self,
+        count: u32,
+        type_: u32,
+        memory: u32,
+    ) -> Result<v4l2_requestbuffers, Errno> {
+        let mut rb: v4l2_requestbuffers = zeroed();
+        rb.count = count;
+        rb.type_ = type_;
+        rb.memory = memory;
+        self.ioctl(VIDIOC_REQBUFS, &mut rb)?;
+        Ok(rb)
+    }
+
+    /// `VIDIOC_QUERYBUF` of MMAP video capture buffer `index`.
+    pub fn querybuf(&self, index: u32) -> Result<v4l2_buffer, Errno> {
+        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, index);
+        self.ioctl(VIDIOC_QUERYBUF, &mut b)?;
+        Ok(b)
+    }
+
+    /// `VIDIOC_QBUF` of MMAP video capture buffer `index`; returns the driver's update.
+    pub fn qbuf(&self, index: u32) -> Result<v4l2_buffer, Errno> {
+        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, index);
+        self.ioctl(VIDIOC_QBUF, &mut b)?;
+        Ok(b)
+    }
+
+    /// `VIDIOC_PREPARE_BUF` of MMAP video capture buffer `index`.
+    pub fn prepare_buf(&self, index: u32) -> Result<v4l2_buffer, Errno> {
+        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, index);
+        self.ioctl(VIDIOC_PREPARE_BUF, &mut b)?;
+        Ok(b)
+    }
+
+    /// `VIDIOC_DQBUF` of an MMAP video capture buffer (blocking unless the file is
+    /// `O_NONBLOCK`; an interrupted wait is restarted, see [`Device::ioctl`]).
+    pub fn dqbuf(&self) -> Result<v4l2_buffer, Errno> {
+        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, 0);
+        self.ioctl(VIDIOC_DQBUF, &mut b)?;
+        Ok(b)
+    }
+
+    /// `VIDIOC_STREAMON` of `type_`.
+    pub fn streamon_type(&self, type_: u32) -> Result<(), Errno> {
+        let mut t = type_ as libc::c_int;
+        self.ioctl(VIDIOC_STREAMON, &mut t)
+    }
+
+    /// `VIDIOC_STREAMOFF` of `type_`.
+    pub fn streamoff_type(&self, type_: u32) -> Result<(), Errno> {
+        let mut t = type_ as libc::c_int;
+        self.ioctl(VIDIOC_STREAMOFF, &mut t)
+    }
+
+    /// `VIDIOC_STREAMON` of the video capture type.
+    pub fn streamon(&self) -> Result<(), Errno> {
+        self.streamon_type(V4L2_BUF_TYPE_VIDEO_CAPTURE)
+    }
+
+    /// `VIDIOC_STREAMOFF` of the video capture type.
+    pub fn streamoff(&self) -> Result<(), Errno> {
+        self.streamoff_type(V4L2_BUF_TYPE_VIDEO_CAPTURE)
+    }
+
+    /// `VIDIOC_CREATE_BUFS` of `count` MMAP buffers for `format`; returns the driver's answer.
+    pub fn create_bufs(
+        &self,
+        count: u32,
+        memory: u32,
+        format: &v4l2_format,
+    ) -> Result<v4l2_create_buffers, Errno> {
+        let mut cb: v4l2_create_buffers = zeroed();
+        cb.count = count;
+        cb.memory = memory;
+        cb.format = *format;
+        self.ioctl(VIDIOC_CREATE_BUFS, &mut cb)?;
+        Ok(cb)
+    }
+
+    /// `VIDIOC_REMOVE_BUFS` of buffers `index..index + count` of `type_`.
+    pub fn remove_bufs(&self, index: u32, count: u32, type_: u32) -> Result<(), Errno> {
+        let mut rb: v4l2_remove_buffers = zeroed();
+        rb.index = index;
+        rb.count = count;
+        rb.type_ = type_;
+        self.ioctl(VIDIOC_REMOVE_BUFS, &mut rb)
+    }
+
+    /// `VIDIOC_G_CTRL`.
+    pub fn g_ctrl(&self, id: u32) -> Result<i32, Errno> {
+        let mut c = v4l2_control { id, value: 0 };
+        self.ioctl(VIDIOC_G_CTRL, &mut c)?;
+        Ok(c.value)
+    }
+
+    /// `VIDIOC_S_CTRL`; returns the value the driver wrote back.
+    pub fn s_ctrl(&self, id: u32, value: i32) -> Result<i32, Errno> {
+        let mut c = v4l2_control { id, value };
+        self.ioctl(VIDIOC_S_CTRL, &mut c)?;
+        Ok(c.value)
+    }
+
+    /// `VIDIOC_QUERYCTRL`.
+    pub fn queryctrl(&self, id: u32) -> Result<v4l2_queryctrl, Errno> {
+        let mut q: v4l2_queryctrl = zeroed();
+        q.id = id;
+        self.ioctl(VIDIOC_QUERYCTRL, &mut q)?;
+        Ok(q)
+    }
+
+    /// `VIDIOC_QUERYMENU`.
+    pub fn querymenu(&self, id: u32, index: u32) -> Result<v4l2_querymenu, Errno> {
+        let mut q: v4l2_querymenu = zeroed();
+        q.id = id;
+        q.index = index;
+        self.ioctl(VIDIOC_QUERYMENU, &mut q)?;
+        Ok(q)
+    }
+
+    /// `poll()` of this fd for `events`, waiting up to `timeout_ms` (restarted on EINTR with
+    /// the full timeout); returns `revents` (0 on timeout).
+    pub fn poll(&self, events: i16, timeout_ms: i32) -> Result<i16, Errno> {
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: self.fd,
+                events,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+            if r >= 0 {
+                return Ok(pfd.revents);
+            }
+            let e = Errno::last();
+            if e.0 != libc::EINTR {
+                return Err(e);
+            }
+        }
     }
 }
 
@@ -936,4 +1205,104 @@ impl Drop for Device {
             libc::close(self.fd);
         }
     }
+}
+
+/// A `mmap()`ed region of a device's buffer; unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    /// `mmap(NULL, len, prot, flags, fd, offset)`.
+    pub fn new(
+        fd: &impl AsRawFd,
+        offset: u32,
+        len: usize,
+        prot: libc::c_int,
+        flags: libc::c_int,
+    ) -> Result<Self, Errno> {
+        // SAFETY: a fresh mapping chosen by the kernel (no fixed address); checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                flags,
+                fd.as_raw_fd(),
+                libc::off_t::from(offset),
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        Ok(Mapping { ptr: p.cast(), len })
+    }
+
+    /// A `MAP_SHARED`, `PROT_READ | PROT_WRITE` mapping (what V4L2 MMAP streaming uses).
+    pub fn shared(fd: &impl AsRawFd, offset: u32, len: usize) -> Result<Self, Errno> {
+        Self::new(
+            fd,
+            offset,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+        )
+    }
+
+    /// The mapping's size in bytes.
+    pub fn size(&self) -> usize {
+        self.len
+    }
+
+    /// The mapped bytes. Only meaningful while userspace owns the buffer (dequeued): the
+    /// device writes into it while it is queued.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr + len` stays mapped until drop; u8 has no invalid values.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The mapped bytes, mutably (the mapping must have been made with `PROT_WRITE`).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above; `&mut self` makes this the only Rust view of the mapping.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: we own this mapping and unmap it exactly once.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// The page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).ok().filter(|&p| p > 0).unwrap_or(4096)
+}
+
+/// `CLOCK_MONOTONIC` now.
+pub fn monotonic_now() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A `v4l2_buffer` timestamp as a duration since the clock's epoch (`None` if negative or
+/// `tv_usec` is out of range).
+pub fn timeval_duration(tv: &v4l2_timeval) -> Option<std::time::Duration> {
+    let sec = u64::try_from(tv.tv_sec).ok()?;
+    let usec = u32::try_from(tv.tv_usec).ok().filter(|&u| u < 1_000_000)?;
+    Some(std::time::Duration::new(sec, usec * 1000))
 }

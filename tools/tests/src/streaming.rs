@@ -1,0 +1,1821 @@
+//! Buffer and streaming tests: REQBUFS, QUERYBUF, CREATE_BUFS, PREPARE_BUF, QBUF/DQBUF,
+//! STREAMON/STREAMOFF, mmap, poll, queue ownership, signals, rvivid's error injection,
+//! REMOVE_BUFS, and capturing frames (checked with [`crate::frame::check_color_bars`]).
+//!
+//! Where the V4L2 specification leaves the behaviour open, the tests expect what videobuf2
+//! (drivers/media/common/videobuf2) does.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use crate::formats::{set_format, RestoreDefaults};
+use crate::frame::{check_color_bars, FrameFormat, FORMATS};
+use crate::harness::{first_lines, Ctx, TestResult};
+use crate::v4l2::*;
+use crate::{ensure, expect_errno, ok, open_rvivid};
+
+const CAPTURE: u32 = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+
+/// rvivid's maximum number of buffers per queue.
+const MAX_BUFFERS: u32 = 32;
+
+/// Buffers rvivid needs queued before frames flow.
+const MIN_QUEUED: u32 = 2;
+
+/// How long a test waits for one frame (the guest runs under TCG, with debug options on).
+const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a call that must not block may take before it counts as blocked.
+const NO_BLOCK_LIMIT: Duration = Duration::from_secs(5);
+
+/// Capabilities REQBUFS and CREATE_BUFS must report, and the ones they must not.
+/// rvivid keeps mapped buffers (REQBUFS(0) is EBUSY then), so it does not report
+/// SUPPORTS_ORPHANED_BUFS; it reports fences (rvb2's `V4L2_BUF_CAP_SUPPORTS_FENCES`, 1 << 15).
+const REQUIRED_CAPS: u32 =
+    V4L2_BUF_CAP_SUPPORTS_MMAP | V4L2_BUF_CAP_SUPPORTS_REMOVE_BUFS | (1 << 15);
+const FORBIDDEN_CAPS: u32 = V4L2_BUF_CAP_SUPPORTS_USERPTR
+    | V4L2_BUF_CAP_SUPPORTS_DMABUF
+    | V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS;
+
+const POLL_IN: i16 = libc::POLLIN | libc::POLLRDNORM;
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A set of MMAP capture buffers on one fd: REQBUFS, QUERYBUF, mmap, queueing and dequeueing.
+/// On drop it unmaps its mappings, then (best effort) STREAMOFF and REQBUFS(0).
+pub struct Queue<'d> {
+    dev: &'d Device,
+    /// QUERYBUF of each buffer, by index (indices 0..count).
+    bufs: Vec<v4l2_buffer>,
+    maps: Vec<Option<Mapping>>,
+    /// The capabilities REQBUFS reported.
+    pub caps: u32,
+}
+
+impl<'d> Queue<'d> {
+    /// REQBUFS(`count`) of MMAP buffers and QUERYBUF of each (not mapped yet).
+    pub fn request(dev: &'d Device, count: u32) -> Result<Self, String> {
+        let rb = ok(format!("VIDIOC_REQBUFS({count})"), dev.reqbufs(count))?;
+        let mut q = Queue {
+            dev,
+            bufs: Vec::new(),
+            maps: Vec::new(),
+            caps: rb.capabilities,
+        };
+        ensure(rb.count >= count.min(MAX_BUFFERS) && rb.count > 0, || {
+            format!("VIDIOC_REQBUFS({count}) granted only {} buffers", rb.count)
+        })?;
+        q.add_buffers(0, rb.count)?;
+        Ok(q)
+    }
+
+    /// Takes buffers `first..first + count` (made by CREATE_BUFS) into the set.
+    pub fn add_buffers(&mut self, first: u32, count: u32) -> TestResult {
+        ensure(first == self.count(), || {
+            format!(
+                "new buffers start at index {first}, not after the {} known ones",
+                self.count()
+            )
+        })?;
+        for i in first..first + count {
+            let b = ok(format!("VIDIOC_QUERYBUF {i}"), self.dev.querybuf(i))?;
+            self.bufs.push(b);
+            self.maps.push(None);
+        }
+        Ok(())
+    }
+
+    /// The number of buffers.
+    pub fn count(&self) -> u32 {
+        self.bufs.len() as u32
+    }
+
+    /// QUERYBUF of buffer `index` as it was when the set learnt of it.
+    pub fn buffer(&self, index: u32) -> &v4l2_buffer {
+        &self.bufs[index as usize]
+    }
+
+    /// Maps every buffer (shared, read/write, its whole length).
+    pub fn map_all(&mut self) -> TestResult {
+        for (b, m) in self.bufs.iter().zip(self.maps.iter_mut()) {
+            if m.is_none() {
+                *m = Some(ok(
+                    format!(
+                        "mmap of buffer {} (offset {:#x}, length {})",
+                        b.index,
+                        b.offset(),
+                        b.length
+                    ),
+                    Mapping::shared(self.dev, b.offset(), b.length as usize),
+                )?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every buffer is mapped.
+    pub fn all_mapped(&self) -> bool {
+        self.maps.iter().all(Option::is_some)
+    }
+
+    /// QBUF of buffer `index`.
+    pub fn qbuf(&self, index: u32) -> TestResult {
+        ok(format!("VIDIOC_QBUF {index}"), self.dev.qbuf(index)).map(drop)
+    }
+
+    /// QBUF of every buffer.
+    pub fn queue_all(&self) -> TestResult {
+        (0..self.count()).try_for_each(|i| self.qbuf(i))
+    }
+
+    pub fn streamon(&self) -> TestResult {
+        ok("VIDIOC_STREAMON", self.dev.streamon())
+    }
+
+    pub fn streamoff(&self) -> TestResult {
+        ok("VIDIOC_STREAMOFF", self.dev.streamoff())
+    }
+
+    /// Waits (poll) up to `timeout` for a done buffer and dequeues it.
+    pub fn next_buffer(&self, timeout: Duration) -> Result<v4l2_buffer, String> {
+        next_buffer(self.dev, timeout)
+    }
+
+    /// The mapped bytes of dequeued buffer `b`, up to its `bytesused`.
+    pub fn data(&self, b: &v4l2_buffer) -> Result<&[u8], String> {
+        let m = self
+            .maps
+            .get(b.index as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| format!("buffer {} is not mapped", b.index))?;
+        m.bytes().get(..b.bytesused as usize).ok_or_else(|| {
+            format!(
+                "buffer {}: bytesused {} exceeds the mapping ({} bytes)",
+                b.index,
+                b.bytesused,
+                m.size()
+            )
+        })
+    }
+}
+
+impl Drop for Queue<'_> {
+    fn drop(&mut self) {
+        self.maps.clear();
+        let _ = self.dev.streamoff();
+        let _ = self.dev.reqbufs(0);
+    }
+}
+
+/// Waits (poll) up to `timeout` for a done buffer on `dev` and dequeues it.
+fn next_buffer(dev: &Device, timeout: Duration) -> Result<v4l2_buffer, String> {
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let revents = ok("poll", dev.poll(POLL_IN, ms))?;
+    if revents == 0 {
+        return Err(format!(
+            "no buffer was done within {timeout:?} (poll timed out)"
+        ));
+    }
+    if revents & libc::POLLIN == 0 {
+        return Err(format!(
+            "poll while waiting for a buffer: revents {revents:#x} without POLLIN"
+        ));
+    }
+    ok("VIDIOC_DQBUF", dev.dqbuf())
+}
+
+/// Checks the buffers a capture stream dequeues: each one's fields, the sequence (consecutive
+/// from 0 after each STREAMON) and the timestamps (increasing, near CLOCK_MONOTONIC now).
+pub struct FrameChecker {
+    fmt: FrameFormat,
+    count: u32,
+    mapped: bool,
+    next_seq: u32,
+    last_ts: Option<Duration>,
+    /// The next buffer is the first after a restart: its timestamp may equal the last one.
+    restarted: bool,
+}
+
+impl FrameChecker {
+    pub fn new(fmt: FrameFormat, q: &Queue) -> Self {
+        FrameChecker {
+            fmt,
+            count: q.count(),
+            mapped: q.all_mapped(),
+            next_seq: 0,
+            last_ts: None,
+            restarted: false,
+        }
+    }
+
+    /// After a new STREAMON: the sequence starts at 0 again; timestamps may not go back (the
+    /// first one may equal the previous stream's last, as vivid's does), then increase.
+    pub fn restart(&mut self) {
+        self.next_seq = 0;
+        self.restarted = true;
+    }
+
+    /// Checks dequeued buffer `b`. With `allow_error`, a buffer flagged ERROR is accepted (its
+    /// bytesused and timestamp are then not checked, its sequence is). Returns whether it
+    /// was flagged ERROR.
+    pub fn check(&mut self, b: &v4l2_buffer, allow_error: bool) -> Result<bool, String> {
+        let seq = self.next_seq;
+        self.next_seq = b.sequence.wrapping_add(1);
+        let what = format!("dequeued buffer {} (sequence {})", b.index, b.sequence);
+        let error = b.flags & V4L2_BUF_FLAG_ERROR != 0;
+        ensure(b.index < self.count, || {
+            format!("{what}: index out of range 0..{}", self.count)
+        })?;
+        ensure(b.type_ == CAPTURE && b.memory == V4L2_MEMORY_MMAP, || {
+            format!("{what}: type {} memory {}, want 1 and 1", b.type_, b.memory)
+        })?;
+        ensure(b.sequence == seq, || {
+            format!("{what}: sequence {}, want {seq}", b.sequence)
+        })?;
+        ensure(allow_error || !error, || {
+            format!("{what}: flags {:#x} include ERROR", b.flags)
+        })?;
+        ensure(
+            b.flags & (V4L2_BUF_FLAG_QUEUED | V4L2_BUF_FLAG_DONE) == 0,
+            || format!("{what}: flags {:#x} include QUEUED or DONE", b.flags),
+        )?;
+        ensure(
+            b.flags & V4L2_BUF_FLAG_TIMESTAMP_MASK == V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC,
+            || format!("{what}: flags {:#x} lack TIMESTAMP_MONOTONIC", b.flags),
+        )?;
+        ensure(!self.mapped || b.flags & V4L2_BUF_FLAG_MAPPED != 0, || {
+            format!("{what}: flags {:#x} lack MAPPED (it is mapped)", b.flags)
+        })?;
+        ensure(b.field == V4L2_FIELD_NONE, || {
+            format!("{what}: field {}, want V4L2_FIELD_NONE (1)", b.field)
+        })?;
+        ensure(b.length >= self.fmt.sizeimage, || {
+            format!(
+                "{what}: length {} < sizeimage {}",
+                b.length, self.fmt.sizeimage
+            )
+        })?;
+        ensure(
+            b.reserved2 == 0 && b.request_fd == 0 && b.flags & V4L2_BUF_FLAG_REQUEST_FD == 0,
+            || {
+                format!(
+                    "{what}: reserved2 {} request_fd {} flags {:#x}: want 0, 0, no REQUEST_FD",
+                    b.reserved2, b.request_fd, b.flags
+                )
+            },
+        )?;
+        if error {
+            return Ok(true);
+        }
+        ensure(b.bytesused == self.fmt.sizeimage, || {
+            format!(
+                "{what}: bytesused {}, want sizeimage {} ({})",
+                b.bytesused,
+                self.fmt.sizeimage,
+                self.fmt.describe()
+            )
+        })?;
+        let ts = timeval_duration(&b.timestamp)
+            .ok_or_else(|| format!("{what}: invalid timestamp {:?}", b.timestamp))?;
+        // Close to now; a driver may stamp a frame with the (computed) end of its period, a
+        // little after the moment it is dequeued, hence no "not after now" check.
+        let now = monotonic_now();
+        let skew = Duration::from_secs(5);
+        ensure(ts.abs_diff(now) < skew, || {
+            format!(
+                "{what}: timestamp {ts:?} is not within {skew:?} of CLOCK_MONOTONIC now {now:?}"
+            )
+        })?;
+        if let Some(last) = self.last_ts {
+            if self.restarted {
+                ensure(ts >= last, || {
+                    format!(
+                        "{what}: first timestamp {ts:?} after the restart is before the previous \
+                         stream's last {last:?}"
+                    )
+                })?;
+            } else {
+                ensure(ts > last, || {
+                    format!("{what}: timestamp {ts:?} not after the previous one {last:?}")
+                })?;
+            }
+        }
+        self.restarted = false;
+        self.last_ts = Some(ts);
+        Ok(false)
+    }
+}
+
+/// What [`capture`] keeps.
+pub struct Captured {
+    pub first: Vec<u8>,
+    pub last: Vec<u8>,
+}
+
+/// Dequeues `frames` buffers from a streaming, mapped queue, checking each with `checker` and
+/// requeueing it; returns copies of the first and last frames.
+pub fn capture(q: &Queue, checker: &mut FrameChecker, frames: u32) -> Result<Captured, String> {
+    let mut first = Vec::new();
+    let mut last = Vec::new();
+    for n in 0..frames {
+        let b = q
+            .next_buffer(FRAME_TIMEOUT)
+            .map_err(|e| format!("frame {n}: {e}"))?;
+        checker
+            .check(&b, false)
+            .map_err(|e| format!("frame {n}: {e}"))?;
+        let data = q.data(&b)?;
+        if n == 0 {
+            first = data.to_vec();
+        }
+        if n + 1 == frames {
+            last = data.to_vec();
+        }
+        q.qbuf(b.index)?;
+    }
+    Ok(Captured { first, last })
+}
+
+/// The current format's layout, which must be one of rvivid's.
+fn current_format(dev: &Device) -> Result<FrameFormat, String> {
+    let f = ok("VIDIOC_G_FMT", dev.g_fmt())?;
+    let fmt = FrameFormat::from_pix(f.pix());
+    ensure(
+        FrameFormat::packed(fmt.fourcc, fmt.width, fmt.height).is_some(),
+        || format!("VIDIOC_G_FMT: unexpected format {}", fmt.describe()),
+    )?;
+    Ok(fmt)
+}
+
+/// Fails unless every buffer of `dev` in `indices` is neither QUEUED nor DONE.
+fn all_dequeued(dev: &Device, indices: impl IntoIterator<Item = u32>, when: &str) -> TestResult {
+    for i in indices {
+        let b = ok(format!("VIDIOC_QUERYBUF {i} {when}"), dev.querybuf(i))?;
+        ensure(
+            b.flags & (V4L2_BUF_FLAG_QUEUED | V4L2_BUF_FLAG_DONE) == 0,
+            || {
+                format!(
+                    "buffer {i} {when}: flags {:#x} still include QUEUED or DONE",
+                    b.flags
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Fails unless REQBUFS/CREATE_BUFS `capabilities` are rvivid's.
+fn check_caps(what: &str, caps: u32) -> TestResult {
+    ensure(
+        caps & REQUIRED_CAPS == REQUIRED_CAPS && caps & FORBIDDEN_CAPS == 0,
+        || {
+            format!(
+                "{what}: capabilities {caps:#x}, want SUPPORTS_MMAP|REMOVE_BUFS|FENCES \
+                 ({REQUIRED_CAPS:#x}) set and SUPPORTS_USERPTR|DMABUF|ORPHANED_BUFS \
+                 ({FORBIDDEN_CAPS:#x}) clear"
+            )
+        },
+    )
+}
+
+/// DQBUF without retrying on EINTR.
+fn dqbuf_once(dev: &Device) -> Result<v4l2_buffer, Errno> {
+    let mut b = v4l2_buffer::new(CAPTURE, V4L2_MEMORY_MMAP, 0);
+    dev.ioctl_once(VIDIOC_DQBUF, &mut b).map(|()| b)
+}
+
+/// A DQBUF that must not block: if it is still waiting after [`NO_BLOCK_LIMIT`], a SIGALRM
+/// interrupts it and this reports it as blocked.
+fn dqbuf_must_not_block(dev: &Device, what: &str) -> Result<Result<v4l2_buffer, Errno>, String> {
+    let alarm = Alarm::arm(NO_BLOCK_LIMIT)?;
+    let r = dqbuf_once(dev);
+    drop(alarm);
+    match r {
+        Err(Errno(libc::EINTR)) => Err(format!(
+            "{what}: blocked (interrupted by SIGALRM after {NO_BLOCK_LIMIT:?})"
+        )),
+        r => Ok(r),
+    }
+}
+
+extern "C" fn on_sigalrm(_: libc::c_int) {}
+
+/// A one-shot SIGALRM with a handler installed without SA_RESTART, so a blocking system call
+/// of this (the only) thread returns EINTR; drop disarms the timer and restores the old
+/// handler.
+struct Alarm {
+    old: libc::sigaction,
+}
+
+impl Alarm {
+    fn arm(after: Duration) -> Result<Self, String> {
+        // SAFETY: zeroed sigaction structs are valid; sigemptyset/sigaction/setitimer get valid
+        // pointers; the handler is async-signal-safe (it does nothing).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_sigalrm as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = 0; // no SA_RESTART
+            libc::sigemptyset(&mut sa.sa_mask);
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGALRM, &sa, &mut old) != 0 {
+                return Err(format!("sigaction(SIGALRM): {}", Errno::last()));
+            }
+            let alarm = Alarm { old };
+            let it = libc::itimerval {
+                it_interval: libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 0,
+                },
+                it_value: libc::timeval {
+                    tv_sec: after.as_secs() as libc::time_t,
+                    tv_usec: after.subsec_micros() as libc::suseconds_t,
+                },
+            };
+            if libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) != 0 {
+                return Err(format!("setitimer: {}", Errno::last()));
+            }
+            Ok(alarm)
+        }
+    }
+}
+
+impl Drop for Alarm {
+    fn drop(&mut self) {
+        // SAFETY: as in `arm`. The timer is disarmed before the old handler (perhaps SIG_DFL,
+        // which would end the process) comes back.
+        unsafe {
+            let zero: libc::itimerval = std::mem::zeroed();
+            libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut());
+            libc::sigaction(libc::SIGALRM, &self.old, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Runs `f`; if it has not returned after `after`, a helper thread (which never takes
+/// SIGALRM) issues STREAMOFF on `fd` to wake a stuck DQBUF. Returns `f`'s result and whether
+/// the watchdog had to act.
+fn with_streamoff_watchdog<R>(fd: RawFd, after: Duration, f: impl FnOnce() -> R) -> (R, bool) {
+    let fired = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<()>();
+    // The thread inherits the signal mask: block SIGALRM around the spawn so that it is only
+    // ever delivered to this thread.
+    // SAFETY: plain signal mask manipulation with valid sigset pointers.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+    }
+    let flag = Arc::clone(&fired);
+    let handle = std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(after) {
+            flag.store(true, Ordering::SeqCst);
+            let mut t = CAPTURE as libc::c_int;
+            // SAFETY: STREAMOFF with a valid int argument on an fd the caller keeps open
+            // until this thread is joined.
+            unsafe {
+                libc::ioctl(fd, VIDIOC_STREAMOFF as libc::Ioctl, &mut t);
+            }
+        }
+    });
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    let r = f();
+    let _ = tx.send(());
+    let _ = handle.join();
+    (r, fired.load(Ordering::SeqCst))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Buffer management tests
+// ---------------------------------------------------------------------------------------------
+
+/// VIDIOC_REQBUFS: capabilities, count 4 gives 4..32 buffers, 0 frees, 100 gives 32, USERPTR,
+/// DMABUF, other memory types and wrong buffer types are EINVAL.
+pub fn reqbufs_basics(ctx: &mut Ctx) -> TestResult {
+    let dev = open_rvivid(ctx)?;
+    let rb = ok("VIDIOC_REQBUFS(0)", dev.reqbufs(0))?;
+    ensure(rb.count == 0, || {
+        format!("VIDIOC_REQBUFS(0): count {}, want 0", rb.count)
+    })?;
+    check_caps("VIDIOC_REQBUFS(0)", rb.capabilities)?;
+
+    let rb = ok("VIDIOC_REQBUFS(4)", dev.reqbufs(4))?;
+    ensure((4..=MAX_BUFFERS).contains(&rb.count), || {
+        format!("VIDIOC_REQBUFS(4): count {}, want 4..=32", rb.count)
+    })?;
+    check_caps("VIDIOC_REQBUFS(4)", rb.capabilities)?;
+    for i in 0..rb.count {
+        ok(format!("VIDIOC_QUERYBUF {i}"), dev.querybuf(i))?;
+    }
+    let rb = ok("VIDIOC_REQBUFS(0)", dev.reqbufs(0))?;
+    ensure(rb.count == 0, || {
+        format!("VIDIOC_REQBUFS(0) after 4: count {}", rb.count)
+    })?;
+    expect_errno(
+        "VIDIOC_QUERYBUF 0 after REQBUFS(0)",
+        dev.querybuf(0),
+        libc::EINVAL,
+    )?;
+
+    let rb = ok("VIDIOC_REQBUFS(1)", dev.reqbufs(1))?;
+    ensure((MIN_QUEUED..=MAX_BUFFERS).contains(&rb.count), || {
+        format!(
+            "VIDIOC_REQBUFS(1): count {}, want at least the {MIN_QUEUED} buffers streaming needs",
+            rb.count
+        )
+    })?;
+
+    let rb = ok("VIDIOC_REQBUFS(100)", dev.reqbufs(100))?;
+    ensure(rb.count == MAX_BUFFERS, || {
+        format!(
+            "VIDIOC_REQBUFS(100): count {}, want the maximum 32",
+            rb.count
+        )
+    })?;
+    ok("VIDIOC_QUERYBUF 31", dev.querybuf(MAX_BUFFERS - 1))?;
+    expect_errno(
+        "VIDIOC_QUERYBUF 32 of 32",
+        dev.querybuf(MAX_BUFFERS),
+        libc::EINVAL,
+    )?;
+    ok("VIDIOC_REQBUFS(0)", dev.reqbufs(0))?;
+
+    for (memory, name) in [
+        (V4L2_MEMORY_USERPTR, "USERPTR"),
+        (V4L2_MEMORY_DMABUF, "DMABUF"),
+        (V4L2_MEMORY_OVERLAY, "OVERLAY"),
+        (0, "0"),
+        (99, "99"),
+    ] {
+        expect_errno(
+            format!("VIDIOC_REQBUFS(4) memory {name}"),
+            dev.reqbufs_with(4, CAPTURE, memory),
+            libc::EINVAL,
+        )?;
+        expect_errno(
+            format!("VIDIOC_QUERYBUF 0 after REQBUFS memory {name}"),
+            dev.querybuf(0),
+            libc::EINVAL,
+        )?;
+    }
+    for (type_, name) in [
+        (V4L2_BUF_TYPE_VIDEO_OUTPUT, "VIDEO_OUTPUT"),
+        (V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE, "VIDEO_CAPTURE_MPLANE"),
+    ] {
+        expect_errno(
+            format!("VIDIOC_REQBUFS(4) type {name}"),
+            dev.reqbufs_with(4, type_, V4L2_MEMORY_MMAP),
+            libc::EINVAL,
+        )?;
+    }
+    Ok(())
+}
+
+/// VIDIOC_QUERYBUF of each buffer: index, type, MMAP, length = sizeimage, distinct
+/// page-aligned offsets, no state flags; index = count and wrong type are EINVAL.
+pub fn querybuf_fields(ctx: &mut Ctx) -> TestResult {
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let q = Queue::request(&dev, 4)?;
+    check_caps("VIDIOC_REQBUFS(4)", q.caps)?;
+    let page = page_size() as u32;
+    let mut offsets = Vec::new();
+    for i in 0..q.count() {
+        let what = format!("VIDIOC_QUERYBUF {i}");
+        let b = ok(&what, dev.querybuf(i))?;
+        ensure(
+            b.index == i && b.type_ == CAPTURE && b.memory == V4L2_MEMORY_MMAP,
+            || {
+                format!(
+                    "{what}: index {} type {} memory {}, want {i}, 1, 1",
+                    b.index, b.type_, b.memory
+                )
+            },
+        )?;
+        ensure(b.length == fmt.sizeimage, || {
+            format!(
+                "{what}: length {}, want sizeimage {} ({})",
+                b.length,
+                fmt.sizeimage,
+                fmt.describe()
+            )
+        })?;
+        ensure(b.offset() % page == 0, || {
+            format!("{what}: m.offset {:#x} is not page aligned", b.offset())
+        })?;
+        ensure(!offsets.contains(&b.offset()), || {
+            format!(
+                "{what}: m.offset {:#x} repeats another buffer's",
+                b.offset()
+            )
+        })?;
+        offsets.push(b.offset());
+        let state = V4L2_BUF_FLAG_QUEUED
+            | V4L2_BUF_FLAG_DONE
+            | V4L2_BUF_FLAG_ERROR
+            | V4L2_BUF_FLAG_MAPPED
+            | V4L2_BUF_FLAG_PREPARED;
+        ensure(b.flags & state == 0, || {
+            format!(
+                "{what}: flags {:#x} of a new, unmapped buffer include QUEUED/DONE/ERROR/\
+                 MAPPED/PREPARED",
+                b.flags
+            )
+        })?;
+    }
+    for index in [q.count(), MAX_BUFFERS, u32::MAX] {
+        expect_errno(
+            format!("VIDIOC_QUERYBUF {index} of {}", q.count()),
+            dev.querybuf(index),
+            libc::EINVAL,
+        )?;
+    }
+    let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_OUTPUT, V4L2_MEMORY_MMAP, 0);
+    expect_errno(
+        "VIDIOC_QUERYBUF 0 type VIDEO_OUTPUT",
+        dev.ioctl(VIDIOC_QUERYBUF, &mut b),
+        libc::EINVAL,
+    )
+}
+
+/// VIDIOC_CREATE_BUFS: count 0 only reports (index = number of buffers), new buffers follow
+/// the REQBUFS ones, a too small sizeimage is EINVAL, a larger one gives longer buffers that
+/// stream; past 32 buffers ENOBUFS.
+pub fn create_bufs_count_and_sizes(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = set_format(&dev, V4L2_PIX_FMT_YUYV, 640, 480)?;
+    let f = ok("VIDIOC_G_FMT", dev.g_fmt())?;
+    let with_size = |size: u32| {
+        let mut g = f;
+        g.pix_mut().sizeimage = size;
+        g
+    };
+
+    let cb = ok(
+        "VIDIOC_CREATE_BUFS count 0",
+        dev.create_bufs(0, V4L2_MEMORY_MMAP, &f),
+    )?;
+    ensure(cb.index == 0 && cb.count == 0, || {
+        format!(
+            "VIDIOC_CREATE_BUFS count 0 without buffers: index {} count {}, want 0 and 0",
+            cb.index, cb.count
+        )
+    })?;
+    check_caps("VIDIOC_CREATE_BUFS count 0", cb.capabilities)?;
+    ensure(
+        cb.capabilities & V4L2_BUF_CAP_SUPPORTS_MAX_NUM_BUFFERS != 0
+            && cb.max_num_buffers == MAX_BUFFERS,
+        || {
+            format!(
+                "VIDIOC_CREATE_BUFS: capabilities {:#x} max_num_buffers {}, want \
+                 SUPPORTS_MAX_NUM_BUFFERS and 32",
+                cb.capabilities, cb.max_num_buffers
+            )
+        },
+    )?;
+    expect_errno(
+        "VIDIOC_QUERYBUF 0 after CREATE_BUFS count 0",
+        dev.querybuf(0),
+        libc::EINVAL,
+    )?;
+
+    let mut q = Queue::request(&dev, 2)?;
+    let n = q.count();
+    let cb = ok(
+        "VIDIOC_CREATE_BUFS count 0",
+        dev.create_bufs(0, V4L2_MEMORY_MMAP, &f),
+    )?;
+    ensure(cb.index == n && cb.count == 0, || {
+        format!(
+            "VIDIOC_CREATE_BUFS count 0 after REQBUFS gave {n}: index {} count {}, want {n} and 0",
+            cb.index, cb.count
+        )
+    })?;
+    expect_errno(
+        format!("VIDIOC_QUERYBUF {n} after CREATE_BUFS count 0"),
+        dev.querybuf(n),
+        libc::EINVAL,
+    )?;
+
+    let cb = ok(
+        "VIDIOC_CREATE_BUFS count 2",
+        dev.create_bufs(2, V4L2_MEMORY_MMAP, &f),
+    )?;
+    ensure(cb.index == n && cb.count == 2, || {
+        format!(
+            "VIDIOC_CREATE_BUFS count 2 after {n} buffers: index {} count {}, want {n} and 2",
+            cb.index, cb.count
+        )
+    })?;
+    check_caps("VIDIOC_CREATE_BUFS count 2", cb.capabilities)?;
+    q.add_buffers(n, 2)?;
+    for i in n..n + 2 {
+        let len = q.buffer(i).length;
+        ensure(len == fmt.sizeimage, || {
+            format!(
+                "created buffer {i}: length {len}, want sizeimage {}",
+                fmt.sizeimage
+            )
+        })?;
+    }
+
+    let next = n + 2;
+    for (size, why) in [
+        (fmt.sizeimage - 1, "sizeimage - 1"),
+        (fmt.sizeimage / 2, "sizeimage / 2"),
+        (0, "0"),
+    ] {
+        expect_errno(
+            format!("VIDIOC_CREATE_BUFS count 1 with sizeimage {why}"),
+            dev.create_bufs(1, V4L2_MEMORY_MMAP, &with_size(size)),
+            libc::EINVAL,
+        )?;
+    }
+    expect_errno(
+        "VIDIOC_CREATE_BUFS count 1 memory USERPTR",
+        dev.create_bufs(1, V4L2_MEMORY_USERPTR, &f),
+        libc::EINVAL,
+    )?;
+    let mut out = f;
+    out.type_ = V4L2_BUF_TYPE_VIDEO_OUTPUT;
+    expect_errno(
+        "VIDIOC_CREATE_BUFS count 1 type VIDEO_OUTPUT",
+        dev.create_bufs(1, V4L2_MEMORY_MMAP, &out),
+        libc::EINVAL,
+    )?;
+    expect_errno(
+        format!("VIDIOC_QUERYBUF {next} after the failed CREATE_BUFS"),
+        dev.querybuf(next),
+        libc::EINVAL,
+    )?;
+
+    let big = fmt.sizeimage * 2;
+    let cb = ok(
+        "VIDIOC_CREATE_BUFS count 1 with sizeimage * 2",
+        dev.create_bufs(1, V4L2_MEMORY_MMAP, &with_size(big)),
+    )?;
+    ensure(cb.index == next && cb.count == 1, || {
+        format!(
+            "VIDIOC_CREATE_BUFS (big): index {} count {}, want {next} and 1",
+            cb.index, cb.count
+        )
+    })?;
+    q.add_buffers(next, 1)?;
+    let len = q.buffer(next).length;
+    ensure(len == big, || {
+        format!("buffer {next} created with sizeimage {big}: length {len}")
+    })?;
+
+    // All of them, the bigger one included, stream (bytesused stays sizeimage).
+    q.map_all()?;
+    q.queue_all()?;
+    q.streamon()?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    let cap = capture(&q, &mut checker, q.count() + 2)?;
+    check_color_bars(&cap.last, &fmt)?;
+    q.streamoff()?;
+    drop(q);
+
+    // The limit: after REQBUFS(max - 2), CREATE_BUFS(5) gets 2 and then there is no room.
+    let q = Queue::request(&dev, MAX_BUFFERS - 2)?;
+    let n = q.count();
+    let room = MAX_BUFFERS.saturating_sub(n);
+    if room > 0 {
+        let cb = ok(
+            format!("VIDIOC_CREATE_BUFS count 5 after {n} buffers"),
+            dev.create_bufs(5, V4L2_MEMORY_MMAP, &f),
+        )?;
+        ensure(cb.index == n && cb.count == room.min(5), || {
+            format!(
+                "VIDIOC_CREATE_BUFS count 5 after {n} buffers: index {} count {}, want {n} and {}",
+                cb.index,
+                cb.count,
+                room.min(5)
+            )
+        })?;
+    }
+    expect_errno(
+        format!("VIDIOC_CREATE_BUFS count 1 with the maximum {MAX_BUFFERS} buffers allocated"),
+        dev.create_bufs(1, V4L2_MEMORY_MMAP, &f),
+        libc::ENOBUFS,
+    )?;
+    drop(q);
+    Ok(())
+}
+
+/// VIDIOC_PREPARE_BUF sets PREPARED and the buffer then queues and streams; preparing it
+/// again, or once queued, is EINVAL, as are a bad index, type or memory.
+pub fn prepare_buf_then_qbuf(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+
+    let b = ok("VIDIOC_PREPARE_BUF 0", dev.prepare_buf(0))?;
+    ensure(
+        b.flags & V4L2_BUF_FLAG_PREPARED != 0 && b.flags & V4L2_BUF_FLAG_QUEUED == 0,
+        || {
+            format!(
+                "VIDIOC_PREPARE_BUF 0: flags {:#x}, want PREPARED and not QUEUED",
+                b.flags
+            )
+        },
+    )?;
+    let b = ok("VIDIOC_QUERYBUF 0", dev.querybuf(0))?;
+    ensure(b.flags & V4L2_BUF_FLAG_PREPARED != 0, || {
+        format!(
+            "VIDIOC_QUERYBUF 0 after PREPARE_BUF: flags {:#x} lack PREPARED",
+            b.flags
+        )
+    })?;
+    expect_errno(
+        "VIDIOC_PREPARE_BUF 0 again (already prepared)",
+        dev.prepare_buf(0),
+        libc::EINVAL,
+    )?;
+    let b = ok("VIDIOC_QBUF 0 (prepared)", dev.qbuf(0))?;
+    ensure(b.flags & V4L2_BUF_FLAG_QUEUED != 0, || {
+        format!("VIDIOC_QBUF 0: flags {:#x} lack QUEUED", b.flags)
+    })?;
+    expect_errno(
+        "VIDIOC_PREPARE_BUF 0 while queued",
+        dev.prepare_buf(0),
+        libc::EINVAL,
+    )?;
+    for index in [q.count(), u32::MAX] {
+        expect_errno(
+            format!("VIDIOC_PREPARE_BUF {index}"),
+            dev.prepare_buf(index),
+            libc::EINVAL,
+        )?;
+    }
+    let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_OUTPUT, V4L2_MEMORY_MMAP, 1);
+    expect_errno(
+        "VIDIOC_PREPARE_BUF 1 type VIDEO_OUTPUT",
+        dev.ioctl(VIDIOC_PREPARE_BUF, &mut b),
+        libc::EINVAL,
+    )?;
+    let mut b = v4l2_buffer::new(CAPTURE, V4L2_MEMORY_USERPTR, 1);
+    expect_errno(
+        "VIDIOC_PREPARE_BUF 1 memory USERPTR",
+        dev.ioctl(VIDIOC_PREPARE_BUF, &mut b),
+        libc::EINVAL,
+    )?;
+
+    ok("VIDIOC_PREPARE_BUF 1", dev.prepare_buf(1))?;
+    q.qbuf(1)?;
+    q.streamon()?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    let mut seen = Vec::new();
+    for n in 0..2 {
+        let b = q
+            .next_buffer(FRAME_TIMEOUT)
+            .map_err(|e| format!("frame {n} from the prepared buffers: {e}"))?;
+        checker.check(&b, false)?;
+        check_color_bars(q.data(&b)?, &fmt)?;
+        seen.push(b.index);
+    }
+    seen.sort_unstable();
+    ensure(seen == [0, 1], || {
+        format!("dequeued buffers {seen:?}, want the prepared 0 and 1")
+    })?;
+    q.streamoff()
+}
+
+/// VIDIOC_QBUF errors: no buffers, index out of range, wrong type or memory, queueing a
+/// queued buffer: all EINVAL.
+pub fn qbuf_errors(ctx: &mut Ctx) -> TestResult {
+    let dev = open_rvivid(ctx)?;
+    expect_errno("VIDIOC_QBUF 0 with no buffers", dev.qbuf(0), libc::EINVAL)?;
+    let q = Queue::request(&dev, 4)?;
+    for index in [q.count(), MAX_BUFFERS, u32::MAX] {
+        expect_errno(
+            format!("VIDIOC_QBUF {index} of {}", q.count()),
+            dev.qbuf(index),
+            libc::EINVAL,
+        )?;
+    }
+    for (type_, memory, what) in [
+        (
+            V4L2_BUF_TYPE_VIDEO_OUTPUT,
+            V4L2_MEMORY_MMAP,
+            "type VIDEO_OUTPUT",
+        ),
+        (CAPTURE, V4L2_MEMORY_USERPTR, "memory USERPTR"),
+        (CAPTURE, V4L2_MEMORY_DMABUF, "memory DMABUF"),
+    ] {
+        let mut b = v4l2_buffer::new(type_, memory, 0);
+        expect_errno(
+            format!("VIDIOC_QBUF 0 {what}"),
+            dev.ioctl(VIDIOC_QBUF, &mut b),
+            libc::EINVAL,
+        )?;
+    }
+    let b = ok("VIDIOC_QBUF 0", dev.qbuf(0))?;
+    ensure(b.flags & V4L2_BUF_FLAG_QUEUED != 0, || {
+        format!("VIDIOC_QBUF 0: flags {:#x} lack QUEUED", b.flags)
+    })?;
+    let b = ok("VIDIOC_QUERYBUF 0", dev.querybuf(0))?;
+    ensure(b.flags & V4L2_BUF_FLAG_QUEUED != 0, || {
+        format!(
+            "VIDIOC_QUERYBUF 0 after QBUF: flags {:#x} lack QUEUED",
+            b.flags
+        )
+    })?;
+    expect_errno("VIDIOC_QBUF 0 twice", dev.qbuf(0), libc::EINVAL)?;
+    ok("VIDIOC_QBUF 1", dev.qbuf(1))?;
+    Ok(())
+}
+
+/// VIDIOC_DQBUF while not streaming is EINVAL at once (blocking or not); streaming with only
+/// one buffer queued (frames need two), an O_NONBLOCK DQBUF is EAGAIN; wrong type EINVAL.
+pub fn dqbuf_not_streaming_and_nonblock(ctx: &mut Ctx) -> TestResult {
+    let dev = open_rvivid(ctx)?;
+    let q = Queue::request(&dev, 4)?;
+    q.queue_all()?;
+    expect_errno(
+        "blocking VIDIOC_DQBUF with buffers queued but no STREAMON",
+        dqbuf_must_not_block(&dev, "blocking VIDIOC_DQBUF without STREAMON")?,
+        libc::EINVAL,
+    )?;
+    ok("fcntl O_NONBLOCK", dev.set_nonblocking(true))?;
+    expect_errno(
+        "O_NONBLOCK VIDIOC_DQBUF without STREAMON",
+        dev.dqbuf(),
+        libc::EINVAL,
+    )?;
+    let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_OUTPUT, V4L2_MEMORY_MMAP, 0);
+    expect_errno(
+        "VIDIOC_DQBUF type VIDEO_OUTPUT",
+        dev.ioctl(VIDIOC_DQBUF, &mut b),
+        libc::EINVAL,
+    )?;
+
+    q.streamoff()?;
+    q.qbuf(0)?;
+    ok(
+        "VIDIOC_STREAMON with 1 buffer queued (fewer than the 2 needed)",
+        dev.streamon(),
+    )?;
+    expect_errno(
+        "O_NONBLOCK VIDIOC_DQBUF streaming with 1 buffer queued",
+        dev.dqbuf(),
+        libc::EAGAIN,
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    expect_errno(
+        "O_NONBLOCK VIDIOC_DQBUF 300 ms later (1 buffer queued: nothing may complete)",
+        dev.dqbuf(),
+        libc::EAGAIN,
+    )?;
+    q.streamoff()?;
+    ok("fcntl ~O_NONBLOCK", dev.set_nonblocking(false))
+}
+
+/// STREAMON without buffers or of a wrong type is EINVAL; STREAMON/STREAMOFF twice succeed;
+/// REQBUFS while streaming is EBUSY; STREAMOFF returns every buffer, after which a blocking
+/// DQBUF is EINVAL at once.
+pub fn streamon_streamoff_rules(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    expect_errno(
+        "VIDIOC_STREAMON before any REQBUFS",
+        dev.streamon(),
+        libc::EINVAL,
+    )?;
+    ok("VIDIOC_REQBUFS(4)", dev.reqbufs(4))?;
+    ok("VIDIOC_REQBUFS(0)", dev.reqbufs(0))?;
+    expect_errno(
+        "VIDIOC_STREAMON after REQBUFS(0)",
+        dev.streamon(),
+        libc::EINVAL,
+    )?;
+
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+    for (type_, name) in [
+        (V4L2_BUF_TYPE_VIDEO_OUTPUT, "VIDEO_OUTPUT"),
+        (V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE, "VIDEO_CAPTURE_MPLANE"),
+    ] {
+        expect_errno(
+            format!("VIDIOC_STREAMON type {name}"),
+            dev.streamon_type(type_),
+            libc::EINVAL,
+        )?;
+        expect_errno(
+            format!("VIDIOC_STREAMOFF type {name}"),
+            dev.streamoff_type(type_),
+            libc::EINVAL,
+        )?;
+    }
+
+    // STREAMOFF without STREAMON still returns queued buffers.
+    q.qbuf(0)?;
+    q.qbuf(1)?;
+    ok("VIDIOC_STREAMOFF before STREAMON", dev.streamoff())?;
+    all_dequeued(&dev, 0..q.count(), "after STREAMOFF without STREAMON")?;
+
+    q.queue_all()?;
+    ok("VIDIOC_STREAMON", dev.streamon())?;
+    ok("VIDIOC_STREAMON again while streaming", dev.streamon())?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    capture(&q, &mut checker, 2)?;
+    expect_errno(
+        "VIDIOC_REQBUFS(4) while streaming",
+        dev.reqbufs(4),
+        libc::EBUSY,
+    )?;
+
+    ok("VIDIOC_STREAMOFF", dev.streamoff())?;
+    all_dequeued(&dev, 0..q.count(), "after STREAMOFF")?;
+    ok("VIDIOC_STREAMOFF again", dev.streamoff())?;
+    expect_errno(
+        "blocking VIDIOC_DQBUF after STREAMOFF",
+        dqbuf_must_not_block(&dev, "blocking VIDIOC_DQBUF after STREAMOFF")?,
+        libc::EINVAL,
+    )
+}
+
+/// mmap: MAP_PRIVATE is EINVAL; MAP_SHARED read/write works for each buffer (QUERYBUF then
+/// shows MAPPED); an unknown offset or a length past the buffer is EINVAL.
+pub fn mmap_flags_and_offsets(ctx: &mut Ctx) -> TestResult {
+    let dev = open_rvivid(ctx)?;
+    let q = Queue::request(&dev, 4)?;
+    let page = page_size();
+    let mut maps = Vec::new();
+    for i in 0..q.count() {
+        let b = *q.buffer(i);
+        let len = b.length as usize;
+        expect_errno(
+            format!("mmap MAP_PRIVATE of buffer {i}"),
+            Mapping::new(
+                &dev,
+                b.offset(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+            ),
+            libc::EINVAL,
+        )?;
+        let mut m = ok(
+            format!("mmap MAP_SHARED of buffer {i} (offset {:#x})", b.offset()),
+            Mapping::shared(&dev, b.offset(), len),
+        )?;
+        let bytes = m.bytes_mut();
+        bytes[0] = 0x5a;
+        bytes[len - 1] = 0xa5;
+        ensure(m.bytes()[0] == 0x5a && m.bytes()[len - 1] == 0xa5, || {
+            format!("buffer {i}: bytes written through the mapping do not read back")
+        })?;
+        maps.push(m);
+        let qb = ok(format!("VIDIOC_QUERYBUF {i}"), dev.querybuf(i))?;
+        ensure(qb.flags & V4L2_BUF_FLAG_MAPPED != 0, || {
+            format!(
+                "VIDIOC_QUERYBUF {i} while mapped: flags {:#x} lack MAPPED",
+                qb.flags
+            )
+        })?;
+    }
+
+    // Far past any buffer in any sane offset scheme (and not videobuf2's cookie of a buffer).
+    let bad = 0x3fff_8000u32;
+    ensure((0..q.count()).all(|i| q.buffer(i).offset() != bad), || {
+        "the bad offset chosen is a buffer's".into()
+    })?;
+    expect_errno(
+        format!("mmap of unknown offset {bad:#x}"),
+        Mapping::shared(&dev, bad, page),
+        libc::EINVAL,
+    )?;
+    let b = *q.buffer(0);
+    let too_long = (b.length as usize).div_ceil(page) * page + page;
+    expect_errno(
+        format!(
+            "mmap of buffer 0 with length {too_long} (> its {} bytes)",
+            b.length
+        ),
+        Mapping::shared(&dev, b.offset(), too_long),
+        libc::EINVAL,
+    )?;
+
+    drop(maps);
+    for i in 0..q.count() {
+        let qb = ok(format!("VIDIOC_QUERYBUF {i}"), dev.querybuf(i))?;
+        ensure(qb.flags & V4L2_BUF_FLAG_MAPPED == 0, || {
+            format!(
+                "VIDIOC_QUERYBUF {i} after munmap: flags {:#x} still MAPPED",
+                qb.flags
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// REQBUFS(0) while a buffer is mapped: with SUPPORTS_ORPHANED_BUFS it succeeds and the
+/// mapping stays usable until munmap (else EBUSY); afterwards REQBUFS allocates again.
+pub fn reqbufs_orphans_mapped_buffers(ctx: &mut Ctx) -> TestResult {
+    let dev = open_rvivid(ctx)?;
+    let rb = ok("VIDIOC_REQBUFS(2)", dev.reqbufs(2))?;
+    let b = ok("VIDIOC_QUERYBUF 0", dev.querybuf(0))?;
+    let len = b.length as usize;
+    let mut m = ok("mmap of buffer 0", Mapping::shared(&dev, b.offset(), len))?;
+    m.bytes_mut()[..4].copy_from_slice(&[1, 2, 3, 4]);
+    m.bytes_mut()[len - 1] = 9;
+
+    if rb.capabilities & V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS != 0 {
+        ok(
+            "VIDIOC_REQBUFS(0) while buffer 0 is mapped (SUPPORTS_ORPHANED_BUFS is set)",
+            dev.reqbufs(0),
+        )?;
+        expect_errno(
+            "VIDIOC_QUERYBUF 0 after REQBUFS(0)",
+            dev.querybuf(0),
+            libc::EINVAL,
+        )?;
+        ensure(
+            m.bytes()[..4] == [1, 2, 3, 4] && m.bytes()[len - 1] == 9,
+            || "the orphaned buffer's mapping lost its contents".into(),
+        )?;
+        m.bytes_mut()[len / 2] = 7;
+        ensure(m.bytes()[len / 2] == 7, || {
+            "the orphaned buffer's mapping is not writable".into()
+        })?;
+    } else {
+        expect_errno(
+            "VIDIOC_REQBUFS(0) while mapped, without SUPPORTS_ORPHANED_BUFS",
+            dev.reqbufs(0),
+            libc::EBUSY,
+        )?;
+    }
+    drop(m);
+    ok("VIDIOC_REQBUFS(0) after munmap", dev.reqbufs(0))?;
+    let mut q = Queue::request(&dev, 4).map_err(|e| format!("after the orphaning: {e}"))?;
+    q.map_all()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Capture tests
+// ---------------------------------------------------------------------------------------------
+
+/// Streams 10 frames of the current format with 4 buffers: consecutive sequence from 0,
+/// increasing monotonic timestamps, bytesused, flags, field; colour bars in the first frame.
+pub fn capture_frames(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+    q.queue_all()?;
+    q.streamon()?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    let cap = capture(&q, &mut checker, 10)?;
+    check_color_bars(&cap.first, &fmt).map_err(|e| format!("first frame: {e}"))?;
+    q.streamoff()
+}
+
+/// Each format at 640x480 and 320x240: S_FMT, REQBUFS(3), 5 checked frames, colour bars in
+/// the last one, STREAMOFF, REQBUFS(0).
+pub fn capture_each_format(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    for fourcc in FORMATS {
+        for (w, h) in [(640, 480), (320, 240)] {
+            let fmt = set_format(&dev, fourcc, w, h)?;
+            let at = fmt.describe();
+            (|| {
+                let mut q = Queue::request(&dev, 3)?;
+                q.map_all()?;
+                q.queue_all()?;
+                q.streamon()?;
+                let mut checker = FrameChecker::new(fmt, &q);
+                let cap = capture(&q, &mut checker, 5)?;
+                check_color_bars(&cap.last, &fmt).map_err(|e| format!("last frame: {e}"))?;
+                q.streamoff()?;
+                drop(q);
+                ok("VIDIOC_REQBUFS(0)", dev.reqbufs(0)).map(drop)
+            })()
+            .map_err(|e: String| format!("{at}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `v4l2-ctl --stream-mmap --stream-count=60 --stream-to=FILE` at 640x480 for each format
+/// exits 0, writes 60 frames of sizeimage bytes, and the last shows the colour bars.
+pub fn v4l2_ctl_stream(ctx: &mut Ctx) -> TestResult {
+    const FRAMES: u64 = 60;
+    let _restore = RestoreDefaults::new(ctx)?;
+    let node = ctx.find_rvivid()?;
+    let node = node.to_string_lossy().into_owned();
+    let mut notes = String::new();
+    for fourcc in FORMATS {
+        let name = fourcc_str(fourcc);
+        let fmt = FrameFormat::packed(fourcc, 640, 480).ok_or("unknown format")?;
+        let file = ctx.logs.join(format!("stream-{name}.raw"));
+        let file_s = file.to_string_lossy().into_owned();
+        let _ = std::fs::remove_file(&file);
+        let set_fmt = format!("--set-fmt-video=width=640,height=480,pixelformat={name}");
+        let count = format!("--stream-count={FRAMES}");
+        let to = format!("--stream-to={file_s}");
+        let args = ["-d", &*node, &*set_fmt, "--stream-mmap", &*count, &*to];
+        let out = ctx.run("v4l2-ctl", &args)?;
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        let result = (|| {
+            ensure(out.status.success(), || {
+                format!(
+                    "`{}` failed ({}): {}",
+                    crate::harness::command_line("v4l2-ctl", &args),
+                    out.status,
+                    first_lines(&String::from_utf8_lossy(&out.stderr), 5)
+                )
+            })?;
+            let want = FRAMES * u64::from(fmt.sizeimage);
+            ensure(size == want, || {
+                format!(
+                    "{name}: {file_s} has {size} bytes, want {FRAMES} frames of {} = {want}",
+                    fmt.sizeimage
+                )
+            })?;
+            let mut last = vec![0u8; fmt.sizeimage as usize];
+            let mut f = std::fs::File::open(&file).map_err(|e| format!("{file_s}: {e}"))?;
+            f.seek(SeekFrom::Start(size - u64::from(fmt.sizeimage)))
+                .and_then(|_| f.read_exact(&mut last))
+                .map_err(|e| format!("{file_s}: reading the last frame: {e}"))?;
+            check_color_bars(&last, &fmt).map_err(|e| format!("{name}: last frame: {e}"))
+        })();
+        let _ = std::fs::remove_file(&file);
+        notes.push_str(&format!(
+            "$ {}\n{}\nfile: {size} bytes (deleted); check: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n\n",
+            crate::harness::command_line("v4l2-ctl", &args),
+            out.status,
+            match &result {
+                Ok(()) => "ok".to_string(),
+                Err(e) => e.clone(),
+            },
+            first_lines(&String::from_utf8_lossy(&out.stdout), 10),
+            first_lines(&String::from_utf8_lossy(&out.stderr), 10),
+        ));
+        if let Err(e) = result {
+            let _ = ctx.save_log("v4l2-ctl-stream.txt", &notes);
+            return Err(e);
+        }
+    }
+    ctx.save_log("v4l2-ctl-stream.txt", &notes)
+}
+
+/// poll: POLLERR with no buffers, with buffers but no STREAMON, and after STREAMON with none
+/// queued; POLLIN within 2 s once buffers are queued; POLLERR again after STREAMOFF.
+pub fn poll_states(ctx: &mut Ctx) -> TestResult {
+    let dev = open_rvivid(ctx)?;
+    let expect_err = |when: &str| -> TestResult {
+        let r = ok(format!("poll {when}"), dev.poll(POLL_IN, 0))?;
+        ensure(r & libc::POLLERR != 0, || {
+            format!("poll {when}: revents {r:#x}, want POLLERR")
+        })
+    };
+    expect_err("with no buffers and not streaming")?;
+    let q = Queue::request(&dev, 4)?;
+    expect_err("with buffers but no STREAMON")?;
+    q.streamon()?;
+    expect_err("after STREAMON with no buffer queued")?;
+    q.queue_all()?;
+    let r = ok("poll streaming", dev.poll(POLL_IN, 2000))?;
+    ensure(r & libc::POLLIN != 0 && r & libc::POLLERR == 0, || {
+        format!(
+            "poll streaming with {} buffers queued: revents {r:#x} within 2 s, want POLLIN",
+            q.count()
+        )
+    })?;
+    ok("fcntl O_NONBLOCK", dev.set_nonblocking(true))?;
+    ok("VIDIOC_DQBUF after POLLIN", dev.dqbuf())?;
+    q.streamoff()?;
+    expect_err("after STREAMOFF")
+}
+
+/// While one fd owns the buffers, another gets EBUSY for REQBUFS, CREATE_BUFS, QBUF,
+/// PREPARE_BUF, DQBUF, STREAMON, STREAMOFF, REMOVE_BUFS and S_FMT (QUERYBUF works); once the
+/// owner closes, the other can allocate and stream.
+pub fn queue_ownership(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let other = open_rvivid(ctx)?;
+    let fmt = current_format(&other)?;
+    {
+        let owner = open_rvivid(ctx)?;
+        let mut q = Queue::request(&owner, 4)?;
+        let f = ok("VIDIOC_G_FMT", other.g_fmt())?;
+        let busy = |what: &str, r: Result<(), Errno>| {
+            expect_errno(format!("{what} from a second fd"), r, libc::EBUSY)
+        };
+        busy("VIDIOC_REQBUFS(4)", other.reqbufs(4).map(drop))?;
+        busy("VIDIOC_REQBUFS(0)", other.reqbufs(0).map(drop))?;
+        busy(
+            "VIDIOC_CREATE_BUFS count 1",
+            other.create_bufs(1, V4L2_MEMORY_MMAP, &f).map(drop),
+        )?;
+        ok(
+            "VIDIOC_CREATE_BUFS count 0 (a query) from a second fd",
+            other.create_bufs(0, V4L2_MEMORY_MMAP, &f),
+        )?;
+        ok("VIDIOC_QUERYBUF 0 from a second fd", other.querybuf(0))?;
+        busy("VIDIOC_QBUF 0", other.qbuf(0).map(drop))?;
+        busy("VIDIOC_PREPARE_BUF 0", other.prepare_buf(0).map(drop))?;
+        busy("VIDIOC_STREAMON", other.streamon())?;
+        busy("VIDIOC_REMOVE_BUFS 0,1", other.remove_bufs(0, 1, CAPTURE))?;
+        busy(
+            "VIDIOC_S_FMT",
+            other
+                .set_pix(false, V4L2_PIX_FMT_GREY, 320, 240, V4L2_FIELD_NONE)
+                .map(drop),
+        )?;
+
+        q.map_all()?;
+        q.queue_all()?;
+        q.streamon()?;
+        let mut checker = FrameChecker::new(fmt, &q);
+        capture(&q, &mut checker, 1)?;
+        ok("fcntl O_NONBLOCK", other.set_nonblocking(true))?;
+        busy("VIDIOC_DQBUF", other.dqbuf().map(drop))?;
+        busy("VIDIOC_STREAMOFF", other.streamoff())?;
+        ok("fcntl ~O_NONBLOCK", other.set_nonblocking(false))?;
+        capture(&q, &mut checker, 1).map_err(|e| format!("after the second fd's tries: {e}"))?;
+    }
+    let mut q =
+        Queue::request(&other, 4).map_err(|e| format!("second fd, after the owner closed: {e}"))?;
+    q.map_all()?;
+    q.queue_all()?;
+    q.streamon()?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    capture(&q, &mut checker, 2).map_err(|e| format!("second fd streaming: {e}"))?;
+    q.streamoff()
+}
+
+/// Closing an fd while streaming (buffers unmapped; then buffers still mapped, unmapped only
+/// after the close) frees the queue: a new open streams again.
+pub fn close_while_streaming(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    // Round 1: nothing mapped.
+    {
+        let dev = open_rvivid(ctx)?;
+        let rb = ok("VIDIOC_REQBUFS(4)", dev.reqbufs(4))?;
+        for i in 0..rb.count {
+            ok(format!("VIDIOC_QBUF {i}"), dev.qbuf(i))?;
+        }
+        ok("VIDIOC_STREAMON", dev.streamon())?;
+        std::thread::sleep(Duration::from_millis(100));
+        // Closed here without STREAMOFF.
+    }
+    // Round 2: mapped, and the mappings outlive the fd.
+    {
+        let mut maps = Vec::new();
+        {
+            let dev =
+                open_rvivid(ctx).map_err(|e| format!("after closing while streaming: {e}"))?;
+            let rb = ok(
+                "VIDIOC_REQBUFS(4) after closing while streaming",
+                dev.reqbufs(4),
+            )?;
+            for i in 0..rb.count {
+                let b = ok(format!("VIDIOC_QUERYBUF {i}"), dev.querybuf(i))?;
+                maps.push(ok(
+                    format!("mmap of buffer {i}"),
+                    Mapping::shared(&dev, b.offset(), b.length as usize),
+                )?);
+                ok(format!("VIDIOC_QBUF {i}"), dev.qbuf(i))?;
+            }
+            ok("VIDIOC_STREAMON", dev.streamon())?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        // The buffers stay readable until the last munmap, which releases the file.
+        for m in &maps {
+            std::hint::black_box(m.bytes()[m.size() - 1]);
+        }
+    }
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let mut q = Queue::request(&dev, 4)
+        .map_err(|e| format!("after closing while streaming and mapped: {e}"))?;
+    q.map_all()?;
+    q.queue_all()?;
+    q.streamon()?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    let cap = capture(&q, &mut checker, 3)
+        .map_err(|e| format!("streaming after closing while streaming: {e}"))?;
+    check_color_bars(&cap.last, &fmt)?;
+    q.streamoff()
+}
+
+/// A blocking DQBUF (streaming, one buffer queued so nothing completes) interrupted by a
+/// SIGALRM whose handler lacks SA_RESTART returns EINTR; the queue then still works.
+pub fn dqbuf_interrupted_by_signal(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+    q.qbuf(0)?;
+    q.streamon()?;
+
+    let start = Instant::now();
+    let (r, watchdog) = with_streamoff_watchdog(dev.as_raw_fd(), Duration::from_secs(10), || {
+        let alarm = Alarm::arm(Duration::from_millis(200))?;
+        let r = dqbuf_once(&dev);
+        drop(alarm);
+        Ok::<_, String>(r)
+    });
+    let elapsed = start.elapsed();
+    let r = r?;
+    ensure(!watchdog, || {
+        format!(
+            "blocking VIDIOC_DQBUF did not return on SIGALRM (200 ms); a STREAMOFF after 10 s \
+             ended it with {:?}",
+            r.map(|b| b.index)
+        )
+    })?;
+    expect_errno(
+        "blocking VIDIOC_DQBUF interrupted by SIGALRM (no SA_RESTART)",
+        r,
+        libc::EINTR,
+    )?;
+    ensure(elapsed >= Duration::from_millis(150), || {
+        format!("VIDIOC_DQBUF returned after only {elapsed:?}, before the signal")
+    })?;
+
+    // Not broken by the interruption: a second buffer starts the stream.
+    q.qbuf(1)?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    let b = q
+        .next_buffer(FRAME_TIMEOUT)
+        .map_err(|e| format!("after the interrupted DQBUF: {e}"))?;
+    checker.check(&b, false)?;
+    q.streamoff()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error injection, REMOVE_BUFS, restarting
+// ---------------------------------------------------------------------------------------------
+
+/// RVIVID_CID_FAIL_NEXT_BUFFERS=1 while streaming: exactly one of the next buffers comes back
+/// with V4L2_BUF_FLAG_ERROR, the sequence stays consecutive and streaming goes on.
+pub fn inject_buffer_error(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+    q.queue_all()?;
+    q.streamon()?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    capture(&q, &mut checker, 3)?;
+
+    ok(
+        "VIDIOC_S_CTRL RVIVID_CID_FAIL_NEXT_BUFFERS = 1",
+        dev.s_ctrl(RVIVID_CID_FAIL_NEXT_BUFFERS, 1),
+    )?;
+    let mut errors = Vec::new();
+    let after = 12;
+    for n in 0..after {
+        let b = q
+            .next_buffer(FRAME_TIMEOUT)
+            .map_err(|e| format!("frame {n} after FAIL_NEXT_BUFFERS=1: {e}"))?;
+        if checker
+            .check(&b, true)
+            .map_err(|e| format!("frame {n} after FAIL_NEXT_BUFFERS=1: {e}"))?
+        {
+            errors.push((n, b.sequence));
+        } else if n + 1 == after {
+            check_color_bars(q.data(&b)?, &fmt)?;
+        }
+        q.qbuf(b.index)?;
+    }
+    ensure(errors.len() == 1, || {
+        format!(
+            "after FAIL_NEXT_BUFFERS=1, {} of the next {after} buffers had ERROR (at \
+             (frame, sequence) {errors:?}), want exactly 1",
+            errors.len()
+        )
+    })?;
+    // The buffers already done when the control was set come first.
+    let (n, _) = errors[0];
+    ensure(n <= q.count(), || {
+        format!(
+            "the ERROR buffer came {n} buffers after FAIL_NEXT_BUFFERS=1, later than the {} \
+             already queued",
+            q.count()
+        )
+    })?;
+    q.streamoff()
+}
+
+/// With RVIVID_CID_FAIL_START_STREAMING set, STREAMON (4 buffers queued) is EIO, the buffers
+/// stay QUEUED and streaming is off; STREAMOFF returns them, and once the control is cleared
+/// a new STREAMON streams.
+pub fn inject_start_streaming_failure(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+    q.queue_all()?;
+    ok(
+        "VIDIOC_S_CTRL RVIVID_CID_FAIL_START_STREAMING",
+        dev.s_ctrl(RVIVID_CID_FAIL_START_STREAMING, 1),
+    )?;
+    expect_errno(
+        "VIDIOC_STREAMON after RVIVID_CID_FAIL_START_STREAMING",
+        dev.streamon(),
+        libc::EIO,
+    )?;
+    for i in 0..q.count() {
+        let b = ok(format!("VIDIOC_QUERYBUF {i}"), dev.querybuf(i))?;
+        ensure(
+            b.flags & V4L2_BUF_FLAG_QUEUED != 0
+                && b.flags & (V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_ERROR) == 0,
+            || {
+                format!(
+                    "buffer {i} after the failed STREAMON: flags {:#x}, want QUEUED (and not \
+                     DONE/ERROR)",
+                    b.flags
+                )
+            },
+        )?;
+    }
+    ok("fcntl O_NONBLOCK", dev.set_nonblocking(true))?;
+    expect_errno(
+        "VIDIOC_DQBUF after the failed STREAMON (not streaming)",
+        dev.dqbuf(),
+        libc::EINVAL,
+    )?;
+    ok("fcntl ~O_NONBLOCK", dev.set_nonblocking(false))?;
+    let r = ok("poll after the failed STREAMON", dev.poll(POLL_IN, 0))?;
+    ensure(r & libc::POLLERR != 0, || {
+        format!("poll after the failed STREAMON: revents {r:#x}, want POLLERR")
+    })?;
+
+    ok(
+        "VIDIOC_STREAMOFF after the failed STREAMON",
+        dev.streamoff(),
+    )?;
+    all_dequeued(
+        &dev,
+        0..q.count(),
+        "after the failed STREAMON and STREAMOFF",
+    )?;
+    q.queue_all()?;
+    ok(
+        "VIDIOC_S_CTRL RVIVID_CID_FAIL_START_STREAMING = 0",
+        dev.s_ctrl(RVIVID_CID_FAIL_START_STREAMING, 0),
+    )?;
+    ok(
+        "VIDIOC_STREAMON after the failed one, with the control cleared",
+        dev.streamon(),
+    )?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    let cap = capture(&q, &mut checker, 3)?;
+    check_color_bars(&cap.last, &fmt)?;
+    q.streamoff()
+}
+
+/// With STREAMON done before enough buffers were queued, the start happens in QBUF: after
+/// RVIVID_CID_FAIL_START_STREAMING the QBUF reaching 2 buffers is EIO and that buffer is not
+/// queued; queueing it again starts streaming (videobuf2's behaviour).
+pub fn inject_start_failure_on_qbuf(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+    q.streamon()?;
+    q.qbuf(0)?;
+    ok(
+        "VIDIOC_S_CTRL RVIVID_CID_FAIL_START_STREAMING",
+        dev.s_ctrl(RVIVID_CID_FAIL_START_STREAMING, 1),
+    )?;
+    expect_errno(
+        "VIDIOC_QBUF 1 (the 2nd queued: starts streaming, which is made to fail)",
+        dev.qbuf(1),
+        libc::EIO,
+    )?;
+    let b0 = ok("VIDIOC_QUERYBUF 0", dev.querybuf(0))?;
+    let b1 = ok("VIDIOC_QUERYBUF 1", dev.querybuf(1))?;
+    ensure(
+        b0.flags & V4L2_BUF_FLAG_QUEUED != 0 && b1.flags & V4L2_BUF_FLAG_QUEUED == 0,
+        || {
+            format!(
+                "after the failed QBUF 1: flags of buffer 0 {:#x} (want QUEUED), of buffer 1 \
+                 {:#x} (want not QUEUED)",
+                b0.flags, b1.flags
+            )
+        },
+    )?;
+    ok(
+        "VIDIOC_S_CTRL RVIVID_CID_FAIL_START_STREAMING = 0",
+        dev.s_ctrl(RVIVID_CID_FAIL_START_STREAMING, 0),
+    )?;
+    ok("VIDIOC_QBUF 1 again", dev.qbuf(1))?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    let b = q
+        .next_buffer(FRAME_TIMEOUT)
+        .map_err(|e| format!("after QBUF 1 again: {e}"))?;
+    checker.check(&b, false)?;
+    q.streamoff()
+}
+
+/// VIDIOC_REMOVE_BUFS: removes 1..=2 of 4 (QUERYBUF then EINVAL there, 0 and 3 intact),
+/// CREATE_BUFS refills from index 1, a queued buffer is EBUSY, count 0 is a no-op, missing
+/// buffers or out-of-range index/count or a wrong type are EINVAL and remove nothing.
+pub fn remove_bufs(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let f = ok("VIDIOC_G_FMT", dev.g_fmt())?;
+    ok(
+        "VIDIOC_REMOVE_BUFS count 0 with no buffers",
+        dev.remove_bufs(0, 0, CAPTURE),
+    )?;
+    let rb = ok("VIDIOC_REQBUFS(4)", dev.reqbufs(4))?;
+    ensure(rb.count == 4, || {
+        format!("VIDIOC_REQBUFS(4): count {}, this test wants 4", rb.count)
+    })?;
+    ensure(
+        rb.capabilities & V4L2_BUF_CAP_SUPPORTS_REMOVE_BUFS != 0,
+        || {
+            format!(
+                "VIDIOC_REQBUFS: capabilities {:#x} lack SUPPORTS_REMOVE_BUFS",
+                rb.capabilities
+            )
+        },
+    )?;
+    let offset = |i: u32| dev.querybuf(i).map(|b| b.offset());
+    let off0 = ok("VIDIOC_QUERYBUF 0", offset(0))?;
+    let off3 = ok("VIDIOC_QUERYBUF 3", offset(3))?;
+
+    ok(
+        "VIDIOC_REMOVE_BUFS index 1 count 2",
+        dev.remove_bufs(1, 2, CAPTURE),
+    )?;
+    for i in [1, 2] {
+        expect_errno(
+            format!("VIDIOC_QUERYBUF {i} after removing 1..=2"),
+            dev.querybuf(i),
+            libc::EINVAL,
+        )?;
+    }
+    for (i, off) in [(0, off0), (3, off3)] {
+        let b = ok(
+            format!("VIDIOC_QUERYBUF {i} after removing 1..=2"),
+            dev.querybuf(i),
+        )?;
+        ensure(
+            b.index == i && b.offset() == off && b.length == fmt.sizeimage,
+            || format!("buffer {i} changed when 1..=2 were removed: {b:?}"),
+        )?;
+    }
+
+    for (index, count, why) in [
+        (1, 1, "an already removed buffer"),
+        (0, 2, "a range with a removed buffer"),
+        (4, 1, "a never allocated index"),
+        (MAX_BUFFERS, 1, "index 32"),
+        (u32::MAX, 1, "index u32::MAX"),
+        (0, MAX_BUFFERS + 1, "count 33"),
+        (3, u32::MAX, "count u32::MAX"),
+    ] {
+        expect_errno(
+            format!("VIDIOC_REMOVE_BUFS index {index} count {count} ({why})"),
+            dev.remove_bufs(index, count, CAPTURE),
+            libc::EINVAL,
+        )?;
+    }
+    ok(
+        "VIDIOC_QUERYBUF 0 after the failed REMOVE_BUFS (nothing may be removed on error)",
+        dev.querybuf(0),
+    )?;
+    for (count, what) in [(1, "count 1"), (0, "count 0")] {
+        expect_errno(
+            format!("VIDIOC_REMOVE_BUFS type VIDEO_OUTPUT {what}"),
+            dev.remove_bufs(0, count, V4L2_BUF_TYPE_VIDEO_OUTPUT),
+            libc::EINVAL,
+        )?;
+    }
+    ok(
+        "VIDIOC_REMOVE_BUFS count 0",
+        dev.remove_bufs(99, 0, CAPTURE),
+    )?;
+
+    let cb = ok(
+        "VIDIOC_CREATE_BUFS count 2 after removing 1..=2",
+        dev.create_bufs(2, V4L2_MEMORY_MMAP, &f),
+    )?;
+    ensure(cb.index == 1 && cb.count == 2, || {
+        format!(
+            "VIDIOC_CREATE_BUFS count 2: index {} count {}, want the freed slots: index 1 count 2",
+            cb.index, cb.count
+        )
+    })?;
+    let mut offsets = vec![off0, off3];
+    for i in [1, 2] {
+        let b = ok(format!("VIDIOC_QUERYBUF {i} (re-created)"), dev.querybuf(i))?;
+        ensure(
+            !offsets.contains(&b.offset()) && b.length == fmt.sizeimage,
+            || {
+                format!(
+                    "re-created buffer {i}: offset {:#x} length {}",
+                    b.offset(),
+                    b.length
+                )
+            },
+        )?;
+        offsets.push(b.offset());
+    }
+
+    ok("VIDIOC_QBUF 0", dev.qbuf(0))?;
+    expect_errno(
+        "VIDIOC_REMOVE_BUFS index 0 count 1 of a queued buffer",
+        dev.remove_bufs(0, 1, CAPTURE),
+        libc::EBUSY,
+    )?;
+    let b = ok("VIDIOC_QUERYBUF 0", dev.querybuf(0))?;
+    ensure(b.flags & V4L2_BUF_FLAG_QUEUED != 0, || {
+        format!(
+            "buffer 0 after the refused REMOVE_BUFS: flags {:#x}, want QUEUED",
+            b.flags
+        )
+    })?;
+
+    // The re-created set streams.
+    let mut maps = Vec::new();
+    for i in 0..4 {
+        let b = ok(format!("VIDIOC_QUERYBUF {i}"), dev.querybuf(i))?;
+        maps.push(ok(
+            format!("mmap of buffer {i}"),
+            Mapping::shared(&dev, b.offset(), b.length as usize),
+        )?);
+        if i > 0 {
+            ok(format!("VIDIOC_QBUF {i}"), dev.qbuf(i))?;
+        }
+    }
+    ok("VIDIOC_STREAMON", dev.streamon())?;
+    let mut seen = Vec::new();
+    for n in 0..4u32 {
+        let b = next_buffer(&dev, FRAME_TIMEOUT).map_err(|e| format!("frame {n}: {e}"))?;
+        ensure(b.sequence == n && b.bytesused == fmt.sizeimage, || {
+            format!(
+                "frame {n}: sequence {} bytesused {}",
+                b.sequence, b.bytesused
+            )
+        })?;
+        check_color_bars(
+            &maps[b.index as usize].bytes()[..b.bytesused as usize],
+            &fmt,
+        )?;
+        seen.push(b.index);
+    }
+    seen.sort_unstable();
+    ensure(seen == [0, 1, 2, 3], || {
+        format!("dequeued buffers {seen:?}, want each of 0..=3 once")
+    })?;
+    ok("VIDIOC_STREAMOFF", dev.streamoff())?;
+    drop(maps);
+    ok(
+        "VIDIOC_REMOVE_BUFS index 0 count 4 (all)",
+        dev.remove_bufs(0, 4, CAPTURE),
+    )?;
+    expect_errno(
+        "VIDIOC_QUERYBUF 0 after removing all",
+        dev.querybuf(0),
+        libc::EINVAL,
+    )
+}
+
+/// After STREAMOFF and a new STREAMON the sequence starts at 0 again and the timestamps keep
+/// increasing.
+pub fn sequence_restarts_after_restream(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+    let mut checker = FrameChecker::new(fmt, &q);
+    for round in 1..=3 {
+        q.queue_all()?;
+        q.streamon()?;
+        checker.restart();
+        capture(&q, &mut checker, 3).map_err(|e| format!("stream {round}: {e}"))?;
+        q.streamoff()?;
+        all_dequeued(&dev, 0..q.count(), &format!("after STREAMOFF {round}"))?;
+    }
+    Ok(())
+}
