@@ -231,7 +231,6 @@ fn querycap_fields(ctx: &mut Ctx) -> TestResult {
     })
 }
 
-/// `v4l2-ctl -d NODE --all` succeeds and shows rvivid's driver name (saved to v4l2-ctl-all.txt).
 /// The number of tests `v4l2-compliance -s -f` (v4l-utils 1.32) ran on rvivid when this
 /// test was written: fewer means some stopped running.
 const COMPLIANCE_TESTS: u32 = 95;
@@ -276,6 +275,7 @@ fn v4l2_compliance(ctx: &mut Ctx) -> TestResult {
     })
 }
 
+/// `v4l2-ctl -d NODE --all` succeeds and shows rvivid's driver name (saved to v4l2-ctl-all.txt).
 fn v4l2_ctl_all(ctx: &mut Ctx) -> TestResult {
     let node = ctx.find_rvivid()?;
     let node = node.to_string_lossy();
