@@ -23,7 +23,8 @@
 //! - the bars, solid colours and checkerboard cover the whole frame;
 //! - the frame counter is drawn in the top `height / 8` lines, at least 8 pixels from the
 //!   top and left edges (skipped when the frame is too small for it);
-//! - the moving box (side `height / 8`, at least 2) lies in the bottom `side` lines.
+//! - the moving box (side `height / 8`, at least 2; white, black on the solid white pattern)
+//!   lies in the bottom `side` lines.
 //!
 //! So for any `height >= 8` the lines `height / 4 .. 3 * height / 4` show the pattern alone.
 
@@ -297,8 +298,9 @@ const SIN_Q12: [i32; 65] = [
 
 /// `n / d` rounded to nearest, halves away from zero; `d` must be positive.
 ///
-/// The callers only pass small values (bounded by the clamped adjustments), far from
-/// overflow.
+/// The callers only pass small values (bounded by the colours and the clamped adjustments,
+/// `|n| < 2^28`), far from overflow; the host tests sweep every adjustment with overflow
+/// checks on.
 fn div_round(n: i32, d: i32) -> i32 {
     let half = d / 2;
     if n >= 0 {
@@ -416,7 +418,8 @@ fn fill_repeat(dst: &mut [u8], pat: &[u8]) {
 }
 
 /// Paints the pixels `x0..x1` of `row` (a line laid out as `layout`) with `px`, which holds
-/// `[Y, U, V]` or `[R, G, B]`. Pixels beyond the end of `row` are ignored.
+/// `[Y, U, V]` or `[R, G, B]`. Pixels beyond the end of `row` are ignored. (The arithmetic
+/// saturates: callers pass `x1 <= width`, but this must not panic whatever they pass.)
 fn write_run(layout: Layout, row: &mut [u8], x0: usize, x1: usize, px: [u8; 3]) {
     if x0 >= x1 {
         return;
@@ -424,11 +427,11 @@ fn write_run(layout: Layout, row: &mut [u8], x0: usize, x1: usize, px: [u8; 3]) 
     let [a, b, c] = px;
     match layout {
         Layout::Luma => span(row, x0, x1).fill(a),
-        Layout::Rgb => fill_repeat(span(row, x0 * 3, x1 * 3), &px),
+        Layout::Rgb => fill_repeat(span(row, x0.saturating_mul(3), x1.saturating_mul(3)), &px),
         Layout::Chroma => {
             // The even pixels in x0..x1 carry the chroma of their pair.
-            let first = (x0 + 1) & !1;
-            let end = (x1 + 1) & !1;
+            let first = x0.saturating_add(1) & !1;
+            let end = x1.saturating_add(1) & !1;
             if first < end {
                 fill_repeat(span(row, first, end), &[b, c]);
             }
@@ -437,20 +440,21 @@ fn write_run(layout: Layout, row: &mut [u8], x0: usize, x1: usize, px: [u8; 3]) 
             let mut x = x0;
             if x & 1 == 1 {
                 // Right pixel of a pair: its chroma belongs to the left one.
-                if let Some(y) = row.get_mut(x * 2) {
+                if let Some(y) = row.get_mut(x.saturating_mul(2)) {
                     *y = a;
                 }
-                x += 1;
+                x = x.saturating_add(1);
             }
             let pairs_end = x1 & !1;
             if x < pairs_end {
-                fill_repeat(span(row, x * 2, pairs_end * 2), &[a, b, a, c]);
+                let (start, end) = (x.saturating_mul(2), pairs_end.saturating_mul(2));
+                fill_repeat(span(row, start, end), &[a, b, a, c]);
             }
             if x1 & 1 == 1 && pairs_end >= x {
                 // Left pixel of a pair whose right pixel is not ours: Y, U and V.
-                let p = pairs_end * 2;
+                let p = pairs_end.saturating_mul(2);
                 for (i, s) in [(0, a), (1, b), (3, c)] {
-                    if let Some(d) = row.get_mut(p + i) {
+                    if let Some(d) = row.get_mut(p.saturating_add(i)) {
                         *d = s;
                     }
                 }
@@ -483,7 +487,7 @@ where
         let end = start.checked_add(row_len).ok_or(TpgError::BadFormat)?;
         if template == y {
             let line = plane.get_mut(start..end).ok_or(TpgError::BufferTooSmall)?;
-            render(line, y >> period_shift.unwrap_or(0) & 1);
+            render(line, (y >> period_shift.unwrap_or(0)) & 1);
         } else {
             let (head, tail) = plane
                 .split_at_mut_checked(start)
@@ -669,7 +673,7 @@ impl Tpg {
         })?;
         if geo.chroma_rows > 0 {
             // A chroma line covers two lines of pixels: half the period.
-            let shift = shift.map(|s| s - 1);
+            let shift = shift.map(|s| s.saturating_sub(1));
             fill_plane(chroma, geo.bpl, geo.chroma_rows, w, shift, |line, kind| {
                 self.render_line(Layout::Chroma, line, w, kind);
             })?;
@@ -693,7 +697,7 @@ impl Tpg {
             Pattern::ColorBars75 => {
                 // Bar i covers i * w / 8 .. (i + 1) * w / 8, without overflowing.
                 let (q, r) = (w / 8, w % 8);
-                let edge = |i: usize| q * i + r * i / 8;
+                let edge = |i: usize| q.saturating_mul(i).saturating_add(r * i / 8);
                 for i in 0..8 {
                     write_run(layout, line, edge(i), edge(i + 1), color(i));
                 }
@@ -725,16 +729,18 @@ impl Tpg {
         let mut digits = [0usize; 10];
         let mut count = 0;
         let mut n = frame;
-        for d in digits.iter_mut() {
+        for (i, d) in digits.iter_mut().enumerate() {
             *d = usize::try_from(n % 10).unwrap_or(0);
-            count += 1;
+            count = i + 1;
             n /= 10;
             if n == 0 {
                 break;
             }
         }
+        let count = count.min(digits.len());
         // The box: one font unit of border around the digits, each 5 units wide and 7 high
-        // with one unit between them: (6 * count + 1) x 9 units.
+        // with one unit between them: (6 * count + 1) x 9 units. `scale` is at most
+        // `COUNTER_MAX_SCALE`, so the coordinates below (`at`) stay small.
         let units_w = 6 * count + 1;
         let avail_h = (geo.h / 8).saturating_sub(COUNTER_MARGIN);
         let avail_w = geo.w.saturating_sub(2 * COUNTER_MARGIN);
@@ -742,16 +748,17 @@ impl Tpg {
         if scale == 0 {
             return;
         }
+        let at = |base: usize, units: usize| base.saturating_add(units.saturating_mul(scale));
         let (x0, y0) = (COUNTER_MARGIN, COUNTER_MARGIN);
-        canvas.rect(x0, y0, x0 + units_w * scale, y0 + 9 * scale, self.bg);
-        let top = y0 + scale;
+        canvas.rect(x0, y0, at(x0, units_w), at(y0, 9), self.bg);
+        let top = at(y0, 1);
         for (pos, digit) in digits.iter().take(count).rev().enumerate() {
             let Some(glyph) = DIGITS.get(*digit) else {
                 continue;
             };
-            let left = x0 + (1 + 6 * pos) * scale;
+            let left = at(x0, pos.saturating_mul(6).saturating_add(1));
             for (row, bits) in glyph.iter().enumerate() {
-                let y = top + row * scale;
+                let y = at(top, row);
                 // Runs of set bits, from the leftmost column (bit 4).
                 let mut col = 0;
                 while col < 5 {
@@ -763,33 +770,33 @@ impl Tpg {
                     while col < 5 && bits & (0x10 >> col) != 0 {
                         col += 1;
                     }
-                    canvas.rect(
-                        left + run_start * scale,
-                        y,
-                        left + col * scale,
-                        y + scale,
-                        self.fg,
-                    );
+                    canvas.rect(at(left, run_start), y, at(left, col), at(y, 1), self.fg);
                 }
             }
         }
     }
 
-    /// Draws the white box of side `height / 8` (at least 2) at the bottom, `BOX_STEP` pixels
-    /// further right each frame, wrapping around.
+    /// Draws the box of side `height / 8` (at least 2) at the bottom, `BOX_STEP` pixels further
+    /// right each frame, wrapping around: white, but black on the solid white pattern.
     fn draw_box(&self, canvas: &mut Canvas<'_>, frame: u32) {
         let geo = canvas.geo;
         let side = (geo.h / 8).max(2);
         if side > geo.h || side > geo.w {
             return;
         }
-        let positions = u32::try_from(geo.w - side + 1).unwrap_or(u32::MAX);
+        let positions =
+            u32::try_from(geo.w.saturating_sub(side).saturating_add(1)).unwrap_or(u32::MAX);
         let x = frame
             .wrapping_mul(BOX_STEP)
             .checked_rem(positions)
             .unwrap_or(0);
         // Even, for the chroma of YUYV and NV12.
         let x = usize::try_from(x).unwrap_or(0) & !1;
-        canvas.rect(x, geo.h - side, x + side, geo.h, self.fg);
+        let color = match self.pattern {
+            Pattern::SolidWhite => self.bg,
+            _ => self.fg,
+        };
+        let y0 = geo.h.saturating_sub(side);
+        canvas.rect(x, y0, x.saturating_add(side), geo.h, color);
     }
 }

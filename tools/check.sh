@@ -26,6 +26,13 @@ record() { # PASS|FAIL name [reason]
 	if [ "$1" = PASS ]; then echo "ok - $2"; else echo "not ok - $2: ${*:3}"; fi
 }
 
+# The test pattern generator's host unit tests (src/tpg.rs built as a normal crate).
+if (cd "$RVB2_TOP/tools/tpg-test" && cargo test --release -q) >"$logs/tpg-test.txt" 2>&1; then
+	record PASS tpg_host_unit_tests
+else
+	record FAIL tpg_host_unit_tests "see build/logs/tpg-test.txt"
+fi
+
 # The guest ran the suite to its end and shut down normally.
 if [ "$status" -eq 125 ] || [ "$status" -eq 126 ]; then
 	record FAIL guest_completed "the guest did not run the suite to its end (status $status)"

@@ -365,12 +365,17 @@ impl<O: QueueOps> Queue<O> {
         let mut freed: [Option<Buffer>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         {
             let mut st = self.state.lock();
-            for i in start..start + count {
-                freed[i] = inner.bufs[i].take();
-                if freed[i].is_some() {
+            let range = start..start + count;
+            for ((buf, freed), slot) in inner.bufs[range.clone()]
+                .iter_mut()
+                .zip(&mut freed[range.clone()])
+                .zip(&mut st.slots[range])
+            {
+                *freed = buf.take();
+                if freed.is_some() {
                     inner.num_buffers -= 1;
                 }
-                st.slots[i] = Slot::IDLE;
+                *slot = Slot::IDLE;
             }
         }
         if inner.num_buffers == 0 {

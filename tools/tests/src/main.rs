@@ -13,10 +13,13 @@
 //! appends `PASS NAME` / `FAIL NAME REASON` to `DIR/results.txt`, and the run ends with
 //! `N passed, N failed` (exit status 1 if any failed).
 
+mod faults;
+mod fences;
 mod formats;
 mod frame;
 mod harness;
 mod streaming;
+mod syncfile;
 mod v4l2;
 
 use std::fs::OpenOptions;
@@ -113,7 +116,18 @@ fn main() {
     if args.len() == 3 && args[1] == "--scan-log" {
         std::process::exit(scan_log(&args[2]));
     }
-    std::process::exit(harness::run_main(TESTS));
+    std::process::exit(harness::run_main(&all_tests()));
+}
+
+/// Every test, in the order they run: [`TESTS`] with the fence and fault-injection tests
+/// before its last one, `dmesg_clean`.
+fn all_tests() -> Vec<Test> {
+    let (last, rest) = TESTS.split_last().expect("TESTS is not empty");
+    let mut v: Vec<Test> = rest.to_vec();
+    v.extend_from_slice(fences::FENCE_TESTS);
+    v.extend_from_slice(faults::FAULT_TESTS);
+    v.push(*last);
+    v
 }
 
 /// `rvb2-tests --scan-log FILE`: prints the lines of a kernel log (e.g. the guest's whole
@@ -489,14 +503,15 @@ mod tests {
 
     #[test]
     fn test_list() {
-        assert_eq!(TESTS.last().map(|t| t.0), Some("dmesg_clean"));
-        let mut names: Vec<&str> = TESTS.iter().map(|t| t.0).collect();
+        let all = all_tests();
+        assert_eq!(all.last().map(|t| t.0), Some("dmesg_clean"));
+        let mut names: Vec<&str> = all.iter().map(|t| t.0).collect();
         assert!(names
             .iter()
             .all(|n| !n.is_empty() && !n.contains(char::is_whitespace)));
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), TESTS.len(), "duplicate test names");
+        assert_eq!(names.len(), all.len(), "duplicate test names");
     }
 
     #[test]

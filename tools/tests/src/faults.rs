@@ -1,0 +1,295 @@
+//! Fault injection over the QBUF-with-fences path (failslab and fail_function), and the
+//! fence sample program.
+//!
+//! A QBUF that fails because an allocation failed must leave the process's fd table and the
+//! buffer exactly as they were. failslab makes the n-th slab allocation of this thread fail
+//! (task filter, `/proc/thread-self/make-it-fail`), for n = 1, 2, ... until QBUF succeeds, so
+//! every allocation on the path fails once. fail_function makes `rvb2_sync_file_create()`
+//! (the module's wrapper of `sync_file_create()`, marked `ALLOW_ERROR_INJECTION`) return NULL
+//! once (it runs in a kprobe handler, where no task filter applies).
+
+use std::fs;
+use std::path::Path;
+
+use crate::fences::fd_count;
+use crate::harness::{Ctx, Test, TestResult};
+use crate::syncfile::Timeline;
+use crate::v4l2::*;
+
+/// The fault-injection tests and the sample.
+pub static FAULT_TESTS: &[Test] = &[
+    ("fault_failslab_qbuf_out_fence", failslab_qbuf_out_fence),
+    (
+        "fault_failslab_qbuf_in_and_out_fence",
+        failslab_qbuf_in_out_fence,
+    ),
+    (
+        "fault_fail_function_sync_file_create",
+        fail_function_sync_file,
+    ),
+    ("sample_fence_capture", sample_fence_capture),
+];
+
+const FLAG_IN_FENCE: u32 = 0x0020_0000;
+const FLAG_OUT_FENCE: u32 = 0x0040_0000;
+const FAILSLAB: &str = "/sys/kernel/debug/failslab";
+const FAIL_FUNCTION: &str = "/sys/kernel/debug/fail_function";
+
+/// Writes `value` to the debugfs attribute `dir/name`.
+fn set(dir: &str, name: &str, value: &str) -> TestResult {
+    let path = Path::new(dir).join(name);
+    fs::write(&path, value).map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+}
+
+/// Marks this thread as a target of fault injection while alive.
+struct MakeItFail;
+
+impl MakeItFail {
+    fn new() -> Result<Self, String> {
+        fs::write("/proc/thread-self/make-it-fail", "1")
+            .map_err(|e| format!("/proc/thread-self/make-it-fail: {e}"))?;
+        Ok(Self)
+    }
+}
+
+impl Drop for MakeItFail {
+    fn drop(&mut self) {
+        let _ = fs::write("/proc/thread-self/make-it-fail", "0");
+    }
+}
+
+/// Puts failslab back to never failing when dropped.
+struct FailslabOff;
+
+impl Drop for FailslabOff {
+    fn drop(&mut self) {
+        let _ = set(FAILSLAB, "probability", "0");
+        let _ = set(FAILSLAB, "times", "0");
+    }
+}
+
+/// Sets failslab to fail the `nth` slab allocation of a marked thread, once, silently.
+fn failslab_nth(nth: u32) -> TestResult {
+    set(FAILSLAB, "verbose", "0")?;
+    set(FAILSLAB, "task-filter", "Y")?;
+    set(FAILSLAB, "ignore-gfp-wait", "N")?;
+    set(FAILSLAB, "space", "0")?;
+    set(FAILSLAB, "interval", &nth.to_string())?;
+    set(FAILSLAB, "times", "1")?;
+    set(FAILSLAB, "probability", "100")
+}
+
+/// An open rvivid with `count` MMAP buffers, freed on drop.
+struct Bufs {
+    dev: Device,
+}
+
+impl Bufs {
+    fn new(ctx: &Ctx, count: u32) -> Result<Self, String> {
+        let node = ctx.find_rvivid()?;
+        let dev = Device::open(&node).map_err(|e| format!("open {}: {e}", node.display()))?;
+        let mut rb: v4l2_requestbuffers = zeroed();
+        rb.count = count;
+        rb.type_ = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+        rb.memory = V4L2_MEMORY_MMAP;
+        dev.ioctl(VIDIOC_REQBUFS, &mut rb)
+            .map_err(|e| format!("VIDIOC_REQBUFS({count}): {e}"))?;
+        Ok(Self { dev })
+    }
+
+    fn qbuf(&self, index: u32, flags: u32, fd: i32) -> Result<v4l2_buffer, Errno> {
+        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, index);
+        b.flags = flags;
+        b.reserved2 = fd as u32;
+        self.dev.ioctl(VIDIOC_QBUF, &mut b).map(|()| b)
+    }
+
+    fn flags(&self, index: u32) -> Result<u32, String> {
+        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, index);
+        self.dev
+            .ioctl(VIDIOC_QUERYBUF, &mut b)
+            .map_err(|e| format!("VIDIOC_QUERYBUF {index}: {e}"))?;
+        Ok(b.flags)
+    }
+
+    /// Takes every buffer back (STREAMOFF without streaming returns queued buffers).
+    fn streamoff(&self) -> TestResult {
+        let mut t: libc::c_int = V4L2_BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
+        self.dev
+            .ioctl(VIDIOC_STREAMOFF, &mut t)
+            .map_err(|e| format!("VIDIOC_STREAMOFF: {e}"))
+    }
+}
+
+impl Drop for Bufs {
+    fn drop(&mut self) {
+        let _ = self.streamoff();
+        let mut rb: v4l2_requestbuffers = zeroed();
+        rb.type_ = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+        rb.memory = V4L2_MEMORY_MMAP;
+        let _ = self.dev.ioctl(VIDIOC_REQBUFS, &mut rb);
+    }
+}
+
+/// Runs QBUF of buffer 0 with `flags` under failslab for n = 1, 2, ...: every failure must be
+/// ENOMEM and leave no fd and the buffer unqueued; stops at the first success (all the
+/// allocations of the path were failed once by then).
+fn failslab_sweep(ctx: &mut Ctx, with_in_fence: bool) -> TestResult {
+    if !Path::new(FAILSLAB).exists() {
+        return Err(format!("{FAILSLAB} missing (CONFIG_FAILSLAB, debugfs)"));
+    }
+    let bufs = Bufs::new(ctx, 3)?;
+    let timeline = Timeline::open()?;
+    let _off = FailslabOff;
+    let mut failures = 0;
+    for nth in 1..=64 {
+        let in_fence = if with_in_fence {
+            Some(timeline.create_fence(1)?)
+        } else {
+            None
+        };
+        let (flags, fd) = match &in_fence {
+            Some(f) => (
+                FLAG_IN_FENCE | FLAG_OUT_FENCE,
+                std::os::fd::AsRawFd::as_raw_fd(f),
+            ),
+            None => (FLAG_OUT_FENCE, 0),
+        };
+        let before = fd_count()?;
+        failslab_nth(nth)?;
+        let r = {
+            let _fail = MakeItFail::new()?;
+            bufs.qbuf(0, flags, fd)
+        };
+        set(FAILSLAB, "probability", "0")?;
+        match r {
+            Err(e) if e.0 == libc::ENOMEM => {
+                failures += 1;
+                let after = fd_count()?;
+                if after != before {
+                    return Err(format!(
+                        "allocation {nth} failed: QBUF ENOMEM left {after} fds, had {before}"
+                    ));
+                }
+                let f = bufs.flags(0)?;
+                if f & V4L2_BUF_FLAG_QUEUED != 0 {
+                    return Err(format!(
+                        "allocation {nth} failed: QBUF ENOMEM left the buffer queued ({f:#x})"
+                    ));
+                }
+            }
+            Err(e) => return Err(format!("allocation {nth} failed: QBUF returned {e}")),
+            Ok(b) => {
+                // Past the last allocation of the path: the QBUF went through.
+                let out = b.reserved2 as i32;
+                if out < 0 {
+                    return Err(format!("QBUF succeeded with fence_fd {out}"));
+                }
+                // SAFETY: `out` is the fd QBUF just installed for us.
+                unsafe { libc::close(out) };
+                bufs.streamoff()?;
+                if failures == 0 {
+                    return Err("QBUF succeeded with its first allocation failed: the \
+                                injection did not reach the fence path"
+                        .into());
+                }
+                let after = fd_count()?;
+                if after != before {
+                    return Err(format!(
+                        "after the successful QBUF: {after} fds, had {before}"
+                    ));
+                }
+                return Ok(());
+            }
+        }
+    }
+    Err("QBUF still failed after 64 injected allocation failures".into())
+}
+
+/// failslab over QBUF with an out-fence: each failing allocation gives ENOMEM, no fd, the
+/// buffer unqueued.
+fn failslab_qbuf_out_fence(ctx: &mut Ctx) -> TestResult {
+    failslab_sweep(ctx, false)
+}
+
+/// failslab over QBUF with an in-fence and an out-fence.
+fn failslab_qbuf_in_out_fence(ctx: &mut Ctx) -> TestResult {
+    failslab_sweep(ctx, true)
+}
+
+/// Removes every fail_function injection when dropped.
+struct FailFunctionOff;
+
+impl Drop for FailFunctionOff {
+    fn drop(&mut self) {
+        let _ = set(FAIL_FUNCTION, "inject", "");
+        let _ = set(FAIL_FUNCTION, "probability", "0");
+    }
+}
+
+/// fail_function on `rvb2_sync_file_create()`: QBUF with an out-fence fails with ENOMEM, no
+/// fd, the buffer unqueued; QBUF works again once the injection is removed.
+fn fail_function_sync_file(ctx: &mut Ctx) -> TestResult {
+    if !Path::new(FAIL_FUNCTION).exists() {
+        return Err(format!(
+            "{FAIL_FUNCTION} missing (CONFIG_FAIL_FUNCTION, debugfs)"
+        ));
+    }
+    let bufs = Bufs::new(ctx, 3)?;
+    let _off = FailFunctionOff;
+    set(FAIL_FUNCTION, "inject", "rvb2_sync_file_create")?;
+    set(FAIL_FUNCTION, "verbose", "0")?;
+    // The injection runs in a kprobe handler, where the task filter never matches; only this
+    // test calls the function now, so it fails the next call, once.
+    set(FAIL_FUNCTION, "task-filter", "N")?;
+    set(FAIL_FUNCTION, "interval", "1")?;
+    set(FAIL_FUNCTION, "times", "1")?;
+    set(FAIL_FUNCTION, "probability", "100")?;
+    let before = fd_count()?;
+    let r = bufs.qbuf(0, FLAG_OUT_FENCE, 0);
+    match r {
+        Err(e) if e.0 == libc::ENOMEM => {}
+        Err(e) => return Err(format!("QBUF with the injection: {e}, want ENOMEM")),
+        Ok(_) => return Err("QBUF with the injection succeeded, want ENOMEM".into()),
+    }
+    let after = fd_count()?;
+    if after != before {
+        return Err(format!("QBUF ENOMEM left {after} fds, had {before}"));
+    }
+    if bufs.flags(0)? & V4L2_BUF_FLAG_QUEUED != 0 {
+        return Err("QBUF ENOMEM left the buffer queued".into());
+    }
+    set(FAIL_FUNCTION, "inject", "")?;
+    let b = bufs
+        .qbuf(0, FLAG_OUT_FENCE, 0)
+        .map_err(|e| format!("QBUF without the injection: {e}"))?;
+    // SAFETY: the fd QBUF just installed for us.
+    unsafe { libc::close(b.reserved2 as i32) };
+    Ok(())
+}
+
+/// samples/fence-capture (built by `make check`) streams 12 frames gated by sw_sync in-fences,
+/// waiting on out-fences, and exits 0.
+fn sample_fence_capture(ctx: &mut Ctx) -> TestResult {
+    let node = ctx.find_rvivid()?;
+    let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sample = top.join("build/samples/fence-capture");
+    let out = ctx.run(&sample.to_string_lossy(), &[&node.to_string_lossy(), "12"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ctx.save_log(
+        "sample-fence-capture.txt",
+        format!(
+            "{stdout}\n--- stderr ---\n{stderr}\n--- {} ---\n",
+            out.status
+        ),
+    )?;
+    if !out.status.success() || !stdout.contains("12 frames, 0 errors") {
+        return Err(format!(
+            "fence-capture: {} ({})",
+            stdout.lines().last().unwrap_or(""),
+            out.status
+        ));
+    }
+    Ok(())
+}
