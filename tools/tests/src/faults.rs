@@ -9,11 +9,13 @@
 //! once (it runs in a kprobe handler, where no task filter applies).
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::fences::fd_count;
-use crate::harness::{Ctx, Test, TestResult};
-use crate::syncfile::Timeline;
+use crate::harness::{wait_until, Ctx, Test, TestResult};
+use crate::syncfile::{self, Timeline};
 use crate::v4l2::*;
 
 /// The fault-injection tests and the sample.
@@ -28,6 +30,7 @@ pub static FAULT_TESTS: &[Test] = &[
         fail_function_sync_file,
     ),
     ("sample_fence_capture", sample_fence_capture),
+    ("fence_out_fence_outlives_rmmod", out_fence_outlives_rmmod),
 ];
 
 const FLAG_IN_FENCE: u32 = 0x0020_0000;
@@ -292,4 +295,49 @@ fn sample_fence_capture(ctx: &mut Ctx) -> TestResult {
         ));
     }
     Ok(())
+}
+
+/// Close with pending fences, then rmmod: an out-fence fd kept open across the unload still
+/// answers SYNC_IOC_FILE_INFO (cancelled, detached from the module), and signalling the
+/// in-fence afterwards is harmless; the module loads again.
+fn out_fence_outlives_rmmod(ctx: &mut Ctx) -> TestResult {
+    let module = ctx.module()?.to_path_buf();
+    let timeline = Timeline::open()?;
+    let in_fence = timeline.create_fence(1)?;
+    let out = {
+        let bufs = Bufs::new(ctx, 3)?;
+        let b = bufs
+            .qbuf(0, FLAG_IN_FENCE | FLAG_OUT_FENCE, in_fence.as_raw_fd())
+            .map_err(|e| format!("QBUF with both fences: {e}"))?;
+        // SAFETY: the fd QBUF just installed for us; the OwnedFd closes it.
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(b.reserved2 as i32) }
+        // Dropping `bufs` closes the video fd with the buffer waiting for its in-fence.
+    };
+    let status = syncfile::status(out.as_raw_fd()).map_err(|e| format!("FILE_INFO: {e}"))?;
+    if status != -libc::ECANCELED {
+        return Err(format!(
+            "out-fence after close: status {status}, want -ECANCELED"
+        ));
+    }
+    let unload = ctx.run_ok("rmmod", &["rvivid"]);
+    if let Err(e) = unload {
+        return Err(format!("rmmod with an out-fence fd open: {e}"));
+    }
+    let reload = |ctx: &Ctx| -> TestResult {
+        ctx.run_ok("insmod", &[&*module.to_string_lossy()])?;
+        if !wait_until(Duration::from_secs(5), || ctx.rvivid_present()) {
+            return Err("no rvivid node 5 s after insmod".into());
+        }
+        Ok(())
+    };
+    let checks = (|| -> TestResult {
+        let info = syncfile::file_info(out.as_raw_fd()).map_err(|e| format!("FILE_INFO: {e}"))?;
+        if info.status != -libc::ECANCELED || info.fences.len() != 1 {
+            return Err(format!("out-fence after rmmod: {info}"));
+        }
+        timeline.inc(1)?;
+        Ok(())
+    })();
+    reload(ctx)?;
+    checks
 }
