@@ -246,6 +246,29 @@ impl<T: VideoOps> Node<T> {
     }
 }
 
+/// Lets `op` adjust the single-planar format of a `VIDIOC_TRY_FMT`/`VIDIOC_S_FMT` argument.
+fn update_pix(a: &mut bindings::v4l2_format, op: impl FnOnce(&mut PixFormat) -> Result) -> Result {
+    // SAFETY: The core checked that the type is a video capture one, whose member of the
+    // union is `pix`; every bit pattern is a valid `v4l2_pix_format`.
+    let pix = unsafe { &mut a.fmt.pix };
+    let mut f = PixFormat::from_raw(pix);
+    op(&mut f)?;
+    f.to_raw(pix);
+    Ok(())
+}
+
+/// Fills the capture parameters of a `VIDIOC_G_PARM`/`VIDIOC_S_PARM` argument.
+fn set_parm(a: &mut bindings::v4l2_streamparm, tpf: Fract) {
+    a.parm.capture = bindings::v4l2_captureparm {
+        capability: bindings::V4L2_CAP_TIMEPERFRAME,
+        timeperframe: bindings::v4l2_fract {
+            numerator: tpf.numerator,
+            denominator: tpf.denominator,
+        },
+        ..Default::default()
+    };
+}
+
 /// Declares ioctl trampolines: `name(arg type) |data, file id, arg| body`.
 ///
 /// Each is an `unsafe extern "C" fn(file, priv, arg) -> c_int` for `v4l2_ioctl_ops`, called
@@ -296,20 +319,10 @@ ioctls! {
         Ok(())
     }
     try_fmt(bindings::v4l2_format) |d, _f, a| {
-        // SAFETY: As for `g_fmt`; every bit pattern is a valid `v4l2_pix_format`.
-        let pix = unsafe { &mut a.fmt.pix };
-        let mut f = PixFormat::from_raw(pix);
-        d.try_fmt(&mut f)?;
-        f.to_raw(pix);
-        Ok(())
+        update_pix(a, |f| d.try_fmt(f))
     }
     s_fmt(bindings::v4l2_format) |d, _f, a| {
-        // SAFETY: As for `try_fmt`.
-        let pix = unsafe { &mut a.fmt.pix };
-        let mut f = PixFormat::from_raw(pix);
-        d.s_fmt(&mut f)?;
-        f.to_raw(pix);
-        Ok(())
+        update_pix(a, |f| d.s_fmt(f))
     }
     enum_framesizes(bindings::v4l2_frmsizeenum) |d, _f, a| {
         match d.enum_framesizes(a.index, a.pixel_format)? {
@@ -337,13 +350,7 @@ ioctls! {
         if a.type_ != BUF_TYPE_VIDEO_CAPTURE {
             return Err(EINVAL);
         }
-        let tpf = d.g_parm();
-        a.parm.capture = bindings::v4l2_captureparm {
-            capability: bindings::V4L2_CAP_TIMEPERFRAME,
-            timeperframe: bindings::v4l2_fract { numerator: tpf.numerator, denominator: tpf.denominator },
-            readbuffers: 0,
-            ..Default::default()
-        };
+        set_parm(a, d.g_parm());
         Ok(())
     }
     s_parm(bindings::v4l2_streamparm) |d, _f, a| {
@@ -352,13 +359,11 @@ ioctls! {
         }
         // SAFETY: The type is video capture, whose member is `capture`.
         let want = unsafe { a.parm.capture.timeperframe };
-        let tpf = d.s_parm(Fract { numerator: want.numerator, denominator: want.denominator });
-        a.parm.capture = bindings::v4l2_captureparm {
-            capability: bindings::V4L2_CAP_TIMEPERFRAME,
-            timeperframe: bindings::v4l2_fract { numerator: tpf.numerator, denominator: tpf.denominator },
-            readbuffers: 0,
-            ..Default::default()
-        };
+        let tpf = d.s_parm(Fract {
+            numerator: want.numerator,
+            denominator: want.denominator,
+        });
+        set_parm(a, tpf);
         Ok(())
     }
     enum_input(bindings::v4l2_input) |d, _f, a| {
