@@ -6,6 +6,7 @@
 #   make run      the demo: boot the guest, load rvivid, show `v4l2-ctl --all`
 #   make check    build everything, run the whole test suite in the guest
 #   make shell    a shell in the guest with rvivid loaded
+#   make bench    print figures: QBUF cost with fences, frame rates, buffer memory
 #   make setup    install the host packages and tools (done by the targets above too)
 #
 # KDIR defaults to the kernel tree tools/kernel/build.sh keeps in its cache.
@@ -16,7 +17,7 @@ LLVM ?= -19
 export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all modules setup kernel run check shell clean rustfmt rustfmtcheck clippy tests samples
+.PHONY: all modules setup kernel run check shell bench clean rustfmt rustfmtcheck clippy tests samples
 
 all: modules
 
@@ -47,6 +48,9 @@ check: modules tests
 
 shell: modules
 	@$(TOOLS)/vm
+
+bench: modules tests
+	@$(TOOLS)/vm $(TOOLS)/bench-guest.sh
 
 rustfmt:
 	@rustfmt src/rvivid_main.rs

@@ -13,6 +13,7 @@
 //! appends `PASS NAME` / `FAIL NAME REASON` to `DIR/results.txt`, and the run ends with
 //! `N passed, N failed` (exit status 1 if any failed).
 
+mod bench;
 mod faults;
 mod fences;
 mod formats;
@@ -115,6 +116,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 3 && args[1] == "--scan-log" {
         std::process::exit(scan_log(&args[2]));
+    }
+    if args.len() == 3 && args[1] == "--bench" {
+        if let Err(e) = bench::run(&args[2]) {
+            eprintln!("rvb2-tests --bench: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     std::process::exit(harness::run_main(&all_tests()));
 }
