@@ -45,4 +45,6 @@ struct sync_file *rvb2_sync_file_create(struct dma_fence *fence);
 
 unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma);
 
+bool rvb2_in_compat_syscall(void);
+
 #endif /* RVB2_HELPERS_H */

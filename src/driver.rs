@@ -240,11 +240,10 @@ impl DelayedWorkItem for Generator {
         if pick < st.active.len() {
             if let Ok(mut buf) = st.active.remove(pick) {
                 let frame = st.frame;
-                let filled = st
-                    .tpg
-                    .as_ref()
-                    .map(|t| t.fill(buf.data_mut(), frame).is_ok())
-                    .unwrap_or(false);
+                let filled = match (st.tpg.as_ref(), buf.data_mut()) {
+                    (Some(tpg), Some(data)) => tpg.fill(data, frame).is_ok(),
+                    _ => false,
+                };
                 if st.fail_next > 0 || !filled {
                     st.fail_next = st.fail_next.saturating_sub(1);
                     buf.fail();
@@ -299,7 +298,7 @@ impl QueueOps for Capture {
     fn start_streaming(&self, _count: u32) -> Result {
         if *self.fail_start.lock() {
             let mut st = self.gen.st.lock();
-            while let Some(buf) = st.active.pop() {
+            for buf in st.active.drain_all() {
                 buf.requeue();
             }
             return Err(EIO);
@@ -321,17 +320,27 @@ impl QueueOps for Capture {
     fn stop_streaming(&self) {
         self.gen.st.lock().streaming = false;
         self.gen.work.cancel_sync();
+        // Oldest first: the queue's out-fences signal in order.
         let mut st = self.gen.st.lock();
-        while let Some(buf) = st.active.pop() {
+        for buf in st.active.drain_all() {
             buf.fail();
         }
     }
 }
 
 /// The per-device state of rvivid.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 struct Rvivid {
     queue: Arc<Queue<Capture>>,
+}
+
+#[pinned_drop]
+impl PinnedDrop for Rvivid {
+    fn drop(self: Pin<&mut Self>) {
+        // The node is gone and no file is open: stop the queue's fence work before the module
+        // can go.
+        self.queue.shutdown();
+    }
 }
 
 impl v4l2::VideoOps for Rvivid {
@@ -363,14 +372,13 @@ impl v4l2::VideoOps for Rvivid {
 
     fn s_fmt(&self, f: &mut PixFormat) -> Result {
         adjust_format(f);
-        if self.queue.is_busy() {
-            return Err(EBUSY);
-        }
         let ops = self.queue.ops();
-        let mut cfg = ops.cfg.lock();
-        cfg.fmt = *f;
-        ops.update_generator(&cfg);
-        Ok(())
+        // The buffers are sized for the format: it cannot change under them.
+        self.queue.with_idle(|| {
+            let mut cfg = ops.cfg.lock();
+            cfg.fmt = *f;
+            ops.update_generator(&cfg);
+        })
     }
 
     fn enum_framesizes(&self, index: u32, pixelformat: u32) -> Result<FrameSizes> {
@@ -483,11 +491,9 @@ impl v4l2::VideoOps for Rvivid {
             RVIVID_CID_UNORDERED => {
                 // The queue takes the ordering when it allocates buffers (it decides how
                 // out-fences are ordered); it cannot change under them.
-                if self.queue.is_busy() {
-                    return Err(EBUSY);
-                }
-                ops.gen.st.lock().unordered = value != 0;
-                return Ok(());
+                return self
+                    .queue
+                    .with_idle(|| ops.gen.st.lock().unordered = value != 0);
             }
             _ => {}
         }
@@ -522,7 +528,7 @@ struct FenceQuiesce;
 
 impl Drop for FenceQuiesce {
     fn drop(&mut self) {
-        crate::fence::rcu_barrier_on_unload();
+        crate::fence::synchronize_rcu_on_unload();
     }
 }
 

@@ -10,7 +10,7 @@
 //!
 //! Out-fences have no `release` or `wait` operation, so once signalled they no longer refer
 //! to this module (`dma_fence_signal()` detaches their ops); the module waits for an RCU
-//! grace period before unloading ([`rcu_barrier_on_unload`]), as `dma-fence.h` asks of fence
+//! grace period before unloading ([`synchronize_rcu_on_unload`]), as `dma-fence.h` asks of fence
 //! providers that unload.
 //!
 //! C headers: [`include/linux/dma-fence.h`](srctree/include/linux/dma-fence.h),
@@ -286,7 +286,7 @@ impl<T: FenceNotify> FenceWaiter<T> {
 
 /// Waits for an RCU grace period, so that no fence callback or fence operation of this module
 /// runs any more (`dma-fence.h`: fence providers wait for one before unloading).
-pub(crate) fn rcu_barrier_on_unload() {
+pub(crate) fn synchronize_rcu_on_unload() {
     // SAFETY: Called from process context, at module unload.
     unsafe { kernel::bindings::synchronize_rcu() };
 }

@@ -3,6 +3,7 @@
  * C helpers for the static inline functions and macros rvb2's Rust code needs; see
  * include/rvb2_helpers.h.
  */
+#include <linux/compat.h>
 #include <linux/dma-fence.h>
 #include <linux/error-injection.h>
 #include <linux/mm.h>
@@ -86,6 +87,11 @@ u64 rvb2_ktime_get_ns(void)
 unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma)
 {
 	return vma->vm_pgoff;
+}
+
+bool rvb2_in_compat_syscall(void)
+{
+	return in_compat_syscall();
 }
 
 struct dma_fence *rvb2_dma_fence_get(struct dma_fence *fence)

@@ -84,7 +84,9 @@ mod tests {
         let mut b = held.remove(0).ok()?;
         drop(held);
         let index = b.index();
-        b.data_mut()[0] = index as u8;
+        if let Some(data) = b.data_mut() {
+            data[0] = index as u8;
+        }
         if fail {
             b.fail();
         } else {
@@ -461,6 +463,23 @@ mod tests {
         qbuf(&q, 0)?;
         qbuf(&q, 1)?;
         assert_eq!(*q.ops().starts.lock(), 1);
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn ordered_out_fences_wait_for_earlier_buffers() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
+        let out1 = qbuf_fenced(&q, 1, None, true)?.ok_or(EINVAL)?;
+        Queue::streamon(&q, OWNER)?;
+        // The driver completes buffer 1 first: its out-fence waits for buffer 0's.
+        let b1 = q.ops().held.lock().remove(1).map_err(|_| EINVAL)?;
+        b1.done(SIZE);
+        assert_eq!((out0.status(), out1.status()), (0, 0));
+        assert_eq!(complete_oldest(&q, false), Some(0));
+        assert_eq!((out0.status(), out1.status()), (1, 1));
         q.streamoff(OWNER)?;
         Ok(())
     }

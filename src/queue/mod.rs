@@ -218,6 +218,14 @@ impl Slot {
         fenced: false,
     };
 
+    /// Signals the out-fence of a completed buffer, if it has one pending: with `-EIO` if the
+    /// buffer failed.
+    fn signal_out_fence(slot: &mut Slot) {
+        if let Some(out) = slot.out_fence.take() {
+            out.signal((slot.state == BufState::Error).then_some(EIO));
+        }
+    }
+
     /// Whether the buffer is queued and may go to the driver now.
     fn ready(&self) -> bool {
         self.state == BufState::Queued && self.in_fence.is_none() && !self.fence_failed
@@ -253,6 +261,8 @@ struct State {
     waiting_for_buffers: bool,
     owned_by_driver: u32,
     sequence: u32,
+    /// The queue is ordered (see `Inner::unordered`): out-fences signal in QBUF order.
+    ordered: bool,
 }
 
 /// The outcome of a buffer the driver gives back.
@@ -336,6 +346,7 @@ impl<O: QueueOps> Queue<O> {
                         waiting_for_buffers: true,
                         owned_by_driver: 0,
                         sequence: 0,
+                        ordered: true,
                     },
                     c"rvb2_queue_state"
                 ),
@@ -353,9 +364,23 @@ impl<O: QueueOps> Queue<O> {
         &self.ops
     }
 
-    /// Whether buffers are allocated (formats cannot change then, as with `vb2_is_busy()`).
-    pub(crate) fn is_busy(&self) -> bool {
-        self.lock.lock().num_buffers > 0
+    /// Runs `f` unless buffers are allocated (`EBUSY` then, as drivers check `vb2_is_busy()`),
+    /// with the operation lock held, so that no REQBUFS or CREATE_BUFS runs meanwhile: for
+    /// changes the buffers depend on (the format, the ordering).
+    pub(crate) fn with_idle<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        let inner = self.lock.lock();
+        if inner.num_buffers > 0 {
+            return Err(EBUSY);
+        }
+        let r = f();
+        drop(inner);
+        Ok(r)
+    }
+
+    /// Stops the fence work for good: called when the queue's device goes away (no file is
+    /// open, so no fence callback is registered and none can be).
+    pub(crate) fn shutdown(&self) {
+        self.fence_work.cancel_sync();
     }
 
     /// Frees buffers `start..start + count` (all must exist, be dequeued and unmapped).
@@ -375,7 +400,11 @@ impl<O: QueueOps> Queue<O> {
                 if freed.is_some() {
                     inner.num_buffers -= 1;
                 }
-                *slot = Slot::IDLE;
+                // The generation survives, so that a token the driver kept stays stale.
+                *slot = Slot {
+                    generation: slot.generation.wrapping_add(1),
+                    ..Slot::IDLE
+                };
             }
         }
         if inner.num_buffers == 0 {
@@ -391,6 +420,7 @@ impl<O: QueueOps> Queue<O> {
         if inner.num_buffers == 0 {
             // The format is settled now: it decides how out-fences are ordered.
             inner.unordered = self.ops.is_unordered();
+            self.state.lock().ordered = !inner.unordered;
             inner.fence_context = context_alloc();
             inner.fence_seqno = 0;
         }
@@ -480,6 +510,9 @@ impl<O: QueueOps> Queue<O> {
         check_owner(&inner, owner)?;
         if inner.memory.is_some_and(|m| m != memory) {
             return Err(EINVAL);
+        }
+        if inner.waiting_in_dqbuf {
+            return Err(EBUSY);
         }
         if inner.num_buffers as usize >= MAX_BUFFERS {
             return Err(enobufs());
@@ -679,7 +712,7 @@ impl<O: QueueOps> Queue<O> {
         let ready = this.settle_fences();
         if !inner.start_streaming_called {
             if ready < O::MIN_QUEUED_BUFFERS {
-                this.flush_failed();
+                this.flush();
                 return Ok(());
             }
             return Self::start_streaming(this, inner);
@@ -747,7 +780,7 @@ impl<O: QueueOps> Queue<O> {
                 st.owned_by_driver += 1;
             }
         }
-        this.flush_failed();
+        this.flush();
         for i in ready.iter() {
             let Some(buf) = inner.bufs[i].as_ref() else {
                 continue;
@@ -763,26 +796,30 @@ impl<O: QueueOps> Queue<O> {
         }
     }
 
-    /// Completes `index` as done or failed: gives it its sequence number and timestamp,
-    /// signals its out-fence and adds it to the done list.
+    /// Completes `index` as done or failed: gives it its sequence number and timestamp and
+    /// adds it to the done list. An unordered queue signals its out-fence at once; an ordered
+    /// one leaves that to [`Queue::flush`], which keeps QBUF (and sequence number) order.
     fn complete(st: &mut State, index: usize, state: BufState, bytesused: u32) {
         let sequence = st.sequence;
         st.sequence = st.sequence.wrapping_add(1);
+        let ordered = st.ordered;
         let slot = &mut st.slots[index];
         slot.state = state;
         slot.bytesused = bytesused;
         slot.sequence = sequence;
         slot.timestamp_ns = crate::time::monotonic_ns();
-        if let Some(out) = slot.out_fence.take() {
-            let error = (state == BufState::Error).then_some(EIO);
-            out.signal(error);
+        if !ordered {
+            Slot::signal_out_fence(slot);
         }
         st.done.push_back(index);
     }
 
-    /// Completes, with an error, the fence-failed buffers that have nothing pending before
-    /// them, so that they come back in QBUF order and their out-fences signal in order.
-    fn flush_failed(&self) {
+    /// From the head of the queued list, up to the first buffer still pending: signals the
+    /// out-fences of the completed buffers, and completes the fence-failed ones with an
+    /// error. So buffers whose in-fence failed come back in QBUF order, and the out-fences of
+    /// an ordered queue signal in their sequence number order, whatever order the driver
+    /// completes buffers in.
+    fn flush(&self) {
         let mut any = false;
         {
             let mut st = self.state.lock();
@@ -790,13 +827,14 @@ impl<O: QueueOps> Queue<O> {
             for i in queued.iter() {
                 let slot = &st.slots[i];
                 match slot.state {
-                    BufState::Done | BufState::Error => continue,
+                    BufState::Done | BufState::Error => {}
                     BufState::Queued if slot.fence_failed => {
                         Self::complete(&mut st, i, BufState::Error, 0);
                         any = true;
                     }
                     _ => break,
                 }
+                Slot::signal_out_fence(&mut st.slots[i]);
             }
         }
         if any {
@@ -821,7 +859,7 @@ impl<O: QueueOps> Queue<O> {
                 self.waiters[i].remove(f);
             }
         }
-        self.flush_failed();
+        self.flush();
     }
 
     /// Gives the queued buffers to the driver and starts it.
@@ -948,12 +986,18 @@ impl<O: QueueOps> Queue<O> {
                 // What DQBUF reports is the buffer as it was completed.
                 let info = Self::info(&inner, &st, index);
                 let slot = &mut st.slots[index];
+                // Only a driver completing out of order on an ordered queue leaves one here.
+                Slot::signal_out_fence(slot);
                 slot.state = BufState::Dequeued;
                 slot.prepared = false;
                 return info;
             }
             if nonblocking {
                 return Err(EAGAIN);
+            }
+            if inner.waiting_in_dqbuf {
+                // Another (dup()ed) fd already waits, as in videobuf2.
+                return Err(EBUSY);
             }
             // Wait without the operation lock, so that QBUF and STREAMOFF can proceed.
             inner.waiting_in_dqbuf = true;
@@ -970,6 +1014,8 @@ impl<O: QueueOps> Queue<O> {
             if interrupted {
                 return Err(ERESTARTSYS);
             }
+            // The queue may have changed hands while we waited.
+            check_owner(&inner, owner)?;
         }
     }
 
@@ -1009,9 +1055,7 @@ impl<O: QueueOps> Queue<O> {
         self.cancel(&mut inner);
         self.free_range(&mut inner, 0, MAX_BUFFERS);
         inner.owner = None;
-        drop(inner);
-        // No callback is registered any more; wait for a fence work they queued.
-        self.fence_work.cancel_sync();
+        // A fence work still queued finds nothing to do; `shutdown()` stops it for good.
     }
 
     /// The `mmap()` file operation: maps the buffer whose offset is the VMA's page offset.
@@ -1068,7 +1112,7 @@ impl<O: QueueOps> Queue<O> {
             Outcome::Error => Self::complete(&mut st, index, BufState::Error, 0),
         }
         drop(st);
-        self.flush_failed();
+        self.flush();
         self.done_wq.notify_all();
     }
 }
@@ -1091,14 +1135,22 @@ impl<O: QueueOps> ActiveBuffer<O> {
         self.index as u32
     }
 
-    /// The buffer's memory, to fill.
-    pub(crate) fn data_mut(&mut self) -> &mut [u8] {
+    /// The buffer's memory, to fill; `None` if the queue took the buffer back (STREAMOFF
+    /// reclaimed a buffer the driver kept): this token is stale then and must not write.
+    pub(crate) fn data_mut(&mut self) -> Option<&mut [u8]> {
+        {
+            let st = self.queue.state.lock();
+            let slot = &st.slots[self.index];
+            if slot.state != BufState::Active || slot.generation != self.generation {
+                return None;
+            }
+        }
         let len = (self.length as usize).min(self.mem.size());
         // SAFETY: The memory is valid for `size` bytes while `self.mem` lives; the driver owns
-        // the buffer through this unique token, so there is no other reference to its
-        // contents in the kernel (userspace may access its mappings, which the kernel never
-        // orders against).
-        unsafe { core::slice::from_raw_parts_mut(self.mem.as_ptr(), len) }
+        // the buffer through this token, which is current (checked above), so there is no
+        // other reference to its contents in the kernel. (Userspace may access its mappings,
+        // which the kernel never orders against.)
+        Some(unsafe { core::slice::from_raw_parts_mut(self.mem.as_ptr(), len) })
     }
 
     fn give_back(mut self, outcome: Outcome) {

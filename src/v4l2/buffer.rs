@@ -38,6 +38,23 @@ const BUF_CAPS: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP
 const TIMESTAMP_FLAGS: u32 =
     bindings::V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC | bindings::V4L2_BUF_FLAG_TSTAMP_SRC_EOF;
 
+/// Whether the ioctl comes from a 32-bit process on a 64-bit kernel. The V4L2 core's 32-bit
+/// conversion of `struct v4l2_buffer` does not carry `reserved2`, where the fence fd travels:
+/// fences are not offered there (no capability, fence flags refused).
+fn compat() -> bool {
+    // SAFETY: May be called from any syscall context.
+    unsafe { bindings::rvb2_in_compat_syscall() }
+}
+
+/// The buffer capabilities for the calling process.
+fn buf_caps() -> u32 {
+    if compat() {
+        BUF_CAPS & !BUF_CAP_SUPPORTS_FENCES
+    } else {
+        BUF_CAPS
+    }
+}
+
 /// Maps a `V4L2_MEMORY_*` value to the memory types the core handles.
 fn memory(memory: u32) -> Result<Memory> {
     match memory {
@@ -61,7 +78,7 @@ pub(crate) fn reqbufs<Q: QueueOps>(
     file: FileId,
     r: &mut bindings::v4l2_requestbuffers,
 ) -> Result {
-    r.capabilities = BUF_CAPS;
+    r.capabilities = buf_caps();
     r.flags = 0;
     r.reserved = [0; 3];
     check_type(r.type_)?;
@@ -76,7 +93,7 @@ pub(crate) fn create_bufs<Q: QueueOps>(
     file: FileId,
     c: &mut bindings::v4l2_create_buffers,
 ) -> Result {
-    c.capabilities = BUF_CAPS;
+    c.capabilities = buf_caps();
     c.flags = 0;
     c.max_num_buffers = MAX_BUFFERS as u32;
     c.reserved = [0; 5];
@@ -204,6 +221,9 @@ pub(crate) fn qbuf<Q: QueueOps>(
 ) -> Result {
     let mem = check_buffer(b)?;
     let flags = b.flags;
+    if flags & (BUF_FLAG_IN_FENCE | BUF_FLAG_OUT_FENCE) != 0 && compat() {
+        return Err(EINVAL);
+    }
     let in_fence = if flags & BUF_FLAG_IN_FENCE != 0 {
         // Any fd that is not a sync_file (negative, closed, another kind of file) is EINVAL.
         Some(Fence::from_sync_file(fence_fd(b))?)
