@@ -184,10 +184,17 @@ fn frame_format(f: &PixFormat) -> FrameFormat {
     }
 }
 
-/// Converts a frame interval to jiffies (at least one).
-fn interval_jiffies(i: Fract) -> Jiffies {
-    let ms = (i.numerator.saturating_mul(1000) / i.denominator.max(1)).max(1);
-    msecs_to_jiffies(ms).max(1)
+/// Converts a frame interval to nanoseconds.
+fn interval_ns(i: Fract) -> u64 {
+    (u64::from(i.numerator) * 1_000_000_000)
+        .checked_div(u64::from(i.denominator))
+        .unwrap_or(1_000_000_000 / 30)
+}
+
+/// The delay until `deadline_ns` (`CLOCK_MONOTONIC`), in whole jiffies (rounded up).
+fn jiffies_until(deadline_ns: u64) -> Jiffies {
+    let ns = deadline_ns.saturating_sub(crate::time::monotonic_ns());
+    msecs_to_jiffies(ns.div_ceil(1_000_000).min(u64::from(u32::MAX)) as u32)
 }
 
 /// The device's settings, changed by ioctls and controls.
@@ -206,7 +213,11 @@ struct GenState {
     frame: u32,
     tpg: Option<Tpg>,
     sizeimage: u32,
-    delay: Jiffies,
+    /// The frame interval.
+    interval_ns: u64,
+    /// When the next frame is due. Frames are scheduled against this absolute deadline, so
+    /// that the rate is kept on average although delays are whole jiffies.
+    next_ns: u64,
     fail_next: u32,
     hold_ms: u32,
     unordered: bool,
@@ -253,7 +264,10 @@ impl DelayedWorkItem for Generator {
             }
         }
         st.frame = st.frame.wrapping_add(1);
-        let delay = st.delay + msecs_to_jiffies(st.hold_ms);
+        let hold_ns = u64::from(st.hold_ms) * 1_000_000;
+        // A late frame does not make the next ones come in a burst.
+        st.next_ns = (st.next_ns + st.interval_ns + hold_ns).max(crate::time::monotonic_ns());
+        let delay = jiffies_until(st.next_ns);
         drop(st);
         DelayedWork::enqueue(&this, delay);
     }
@@ -275,7 +289,7 @@ impl Capture {
         let mut st = self.gen.st.lock();
         st.tpg = Some(Tpg::new(frame_format(&cfg.fmt), cfg.pattern, cfg.adjust));
         st.sizeimage = cfg.fmt.sizeimage;
-        st.delay = interval_jiffies(cfg.interval);
+        st.interval_ns = interval_ns(cfg.interval);
     }
 }
 
@@ -307,7 +321,8 @@ impl QueueOps for Capture {
         let mut st = self.gen.st.lock();
         st.streaming = true;
         st.frame = 0;
-        let delay = st.delay;
+        st.next_ns = crate::time::monotonic_ns() + st.interval_ns;
+        let delay = jiffies_until(st.next_ns);
         drop(st);
         DelayedWork::enqueue(&self.gen, delay);
         Ok(())
@@ -553,7 +568,8 @@ impl kernel::Module for RvividModule {
                     frame: 0,
                     tpg: None,
                     sizeimage: 0,
-                    delay: 1,
+                    interval_ns: 0,
+                    next_ns: 0,
                     fail_next: 0,
                     hold_ms: 0,
                     unordered: false,
