@@ -16,19 +16,9 @@ const FLAG_IN_FENCE: u32 = 0x0020_0000;
 const FLAG_OUT_FENCE: u32 = 0x0040_0000;
 
 fn reqbufs(dev: &Device, count: u32) -> Result<u32, String> {
-    let mut rb: v4l2_requestbuffers = zeroed();
-    rb.count = count;
-    rb.type_ = V4L2_BUF_TYPE_VIDEO_CAPTURE;
-    rb.memory = V4L2_MEMORY_MMAP;
-    dev.ioctl(VIDIOC_REQBUFS, &mut rb)
-        .map_err(|e| format!("VIDIOC_REQBUFS({count}): {e}"))?;
-    Ok(rb.count)
-}
-
-fn stream(dev: &Device, req: u32) -> Result<(), String> {
-    let mut t: libc::c_int = V4L2_BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
-    dev.ioctl(req, &mut t)
-        .map_err(|e| format!("stream ioctl: {e}"))
+    dev.reqbufs(count)
+        .map(|rb| rb.count)
+        .map_err(|e| format!("VIDIOC_REQBUFS({count}): {e}"))
 }
 
 fn set_fmt(dev: &Device, fourcc: u32, w: u32, h: u32) -> Result<(), String> {
@@ -61,7 +51,8 @@ fn qbuf_cost(dev: &Device, n: u32, flags: u32, timeline: &Timeline) -> Result<f6
                 unsafe { libc::close(b.reserved2 as i32) };
             }
         }
-        stream(dev, VIDIOC_STREAMOFF)?;
+        dev.streamoff()
+            .map_err(|e| format!("VIDIOC_STREAMOFF: {e}"))?;
     }
     Ok(start.elapsed().as_secs_f64() * 1e6 / f64::from(n * 3))
 }
@@ -71,23 +62,21 @@ fn fps(dev: &Device, fourcc: u32, w: u32, h: u32, secs: u64) -> Result<f64, Stri
     set_fmt(dev, fourcc, w, h)?;
     let n = reqbufs(dev, 4)?;
     for i in 0..n {
-        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, i);
-        dev.ioctl(VIDIOC_QBUF, &mut b)
-            .map_err(|e| format!("VIDIOC_QBUF: {e}"))?;
+        dev.qbuf(i).map_err(|e| format!("VIDIOC_QBUF: {e}"))?;
     }
-    stream(dev, VIDIOC_STREAMON)?;
+    dev.streamon()
+        .map_err(|e| format!("VIDIOC_STREAMON: {e}"))?;
     let start = Instant::now();
     let mut frames = 0u32;
     while start.elapsed() < Duration::from_secs(secs) {
-        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, 0);
-        dev.ioctl(VIDIOC_DQBUF, &mut b)
-            .map_err(|e| format!("VIDIOC_DQBUF: {e}"))?;
+        let mut b = dev.dqbuf().map_err(|e| format!("VIDIOC_DQBUF: {e}"))?;
         frames += 1;
         dev.ioctl(VIDIOC_QBUF, &mut b)
             .map_err(|e| format!("VIDIOC_QBUF: {e}"))?;
     }
     let rate = f64::from(frames) / start.elapsed().as_secs_f64();
-    stream(dev, VIDIOC_STREAMOFF)?;
+    dev.streamoff()
+        .map_err(|e| format!("VIDIOC_STREAMOFF: {e}"))?;
     reqbufs(dev, 0)?;
     Ok(rate)
 }

@@ -91,11 +91,7 @@ impl Bufs {
     fn new(ctx: &Ctx, count: u32) -> Result<Self, String> {
         let node = ctx.find_rvivid()?;
         let dev = Device::open(&node).map_err(|e| format!("open {}: {e}", node.display()))?;
-        let mut rb: v4l2_requestbuffers = zeroed();
-        rb.count = count;
-        rb.type_ = V4L2_BUF_TYPE_VIDEO_CAPTURE;
-        rb.memory = V4L2_MEMORY_MMAP;
-        dev.ioctl(VIDIOC_REQBUFS, &mut rb)
+        dev.reqbufs(count)
             .map_err(|e| format!("VIDIOC_REQBUFS({count}): {e}"))?;
         Ok(Self { dev })
     }
@@ -108,18 +104,16 @@ impl Bufs {
     }
 
     fn flags(&self, index: u32) -> Result<u32, String> {
-        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, index);
         self.dev
-            .ioctl(VIDIOC_QUERYBUF, &mut b)
-            .map_err(|e| format!("VIDIOC_QUERYBUF {index}: {e}"))?;
-        Ok(b.flags)
+            .querybuf(index)
+            .map(|b| b.flags)
+            .map_err(|e| format!("VIDIOC_QUERYBUF {index}: {e}"))
     }
 
     /// Takes every buffer back (STREAMOFF without streaming returns queued buffers).
     fn streamoff(&self) -> TestResult {
-        let mut t: libc::c_int = V4L2_BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
         self.dev
-            .ioctl(VIDIOC_STREAMOFF, &mut t)
+            .streamoff()
             .map_err(|e| format!("VIDIOC_STREAMOFF: {e}"))
     }
 }
@@ -127,10 +121,7 @@ impl Bufs {
 impl Drop for Bufs {
     fn drop(&mut self) {
         let _ = self.streamoff();
-        let mut rb: v4l2_requestbuffers = zeroed();
-        rb.type_ = V4L2_BUF_TYPE_VIDEO_CAPTURE;
-        rb.memory = V4L2_MEMORY_MMAP;
-        let _ = self.dev.ioctl(VIDIOC_REQBUFS, &mut rb);
+        let _ = self.dev.reqbufs(0);
     }
 }
 
