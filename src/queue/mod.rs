@@ -18,19 +18,29 @@
 //! ```
 //!
 //! Buffers reach the driver in QBUF order: the queued list keeps that order, and
-//! [`Queue::enqueue_ready`] hands buffers over from its head. STREAMOFF (and freeing, and the
-//! owner's close) takes every buffer back, whatever its state.
+//! [`Queue::advance`] hands buffers over from its head, stopping at the first buffer whose
+//! in-fence is pending. A buffer whose in-fence failed never reaches the driver and is
+//! completed with an error in its turn. STREAMOFF (and freeing, and the owner's close) takes
+//! every buffer back, whatever its state.
+//!
+//! # Fences
+//!
+//! QBUF takes an in-fence and an out-fence request as two arguments ([`QbufFences`]). A fence
+//! callback only queues `fence_work`, which runs [`Queue::advance`]. Out-fences are created
+//! before a QBUF changes anything, on one context per buffer allocation (ordered queues, in
+//! sequence order) or one per fence (unordered queues), and every path that takes a buffer
+//! back signals them. See `Documentation/design.rst`.
 //!
 //! # Locking
 //!
 //! Two locks, always taken in this order:
 //!
-//! - `lock`, a mutex, serialises the queue's operations (the ioctls, `mmap()`, `release()`)
-//!   and protects the buffers' memory and the streaming state. Driver callbacks
+//! - `lock`, a mutex, serialises the queue's operations (the ioctls, `mmap()`, `release()`,
+//!   the fence work) and protects the buffers' memory and the streaming state. Driver callbacks
 //!   ([`QueueOps`]) run under it, except [`ActiveBuffer`] completion.
 //! - `state`, a spinlock taken with interrupts disabled, protects the buffer states, the
-//!   queued and done lists: the driver completes buffers from any context (a timer, a work
-//!   item) with only this lock.
+//!   queued and done lists and the buffers' fences: the driver completes buffers from any
+//!   context (a timer, a work item) with only this lock. Nothing that sleeps runs under it.
 //!
 //! Driver callbacks are never called with `state` held, so a driver may take its own locks in
 //! them and complete buffers while holding those.
