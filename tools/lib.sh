@@ -8,28 +8,34 @@ RVB2_LLVM=${RVB2_LLVM:--19}
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm-19/lib}
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# A private apt configuration for Debian sid: the machine's own sources stay untouched.
+# Private apt configurations (for sid, and trixie-backports as a fallback for rust-src): the
+# machine's own apt sources stay untouched.
 RVB2_SID_APT="$RVB2_CACHE/apt-sid"
-rvb2_sid_apt_opts() {
-	echo "-o Dir::Etc::SourceList=$RVB2_SID_APT/sources.list" \
+
+# Prints the apt options of the private configuration in directory $1.
+rvb2_apt_opts() {
+	echo "-o Dir::Etc::SourceList=$1/sources.list" \
 	     "-o Dir::Etc::SourceParts=/dev/null" \
-	     "-o Dir::State::Lists=$RVB2_SID_APT/lists" \
-	     "-o Dir::Cache::Archives=$RVB2_SID_APT/archives" \
+	     "-o Dir::State::Lists=$1/lists" \
+	     "-o Dir::Cache::Archives=$1/archives" \
 	     "-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=" \
 	     "-o Acquire::Check-Valid-Until=false -o APT::Sandbox::User=root"
 }
 
-# Refresh the sid package lists at most once a day.
-rvb2_sid_update() {
-	mkdir -p "$RVB2_SID_APT/lists/partial" "$RVB2_SID_APT/archives/partial"
-	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main" \
-		>"$RVB2_SID_APT/sources.list"
-	local stamp="$RVB2_SID_APT/lists/.updated"
-	if [ -z "$(find "$stamp" -mmin -1440 2>/dev/null)" ]; then
+# Sets up the private configuration in directory $1 for suite $2 and refreshes its lists at
+# most once a day.
+rvb2_apt_update() {
+	mkdir -p "$1/lists/partial" "$1/archives/partial"
+	echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $2 main" \
+		>"$1/sources.list"
+	if [ -z "$(find "$1/lists/.updated" -mmin -1440 2>/dev/null)" ]; then
 		# shellcheck disable=SC2046
-		apt-get $(rvb2_sid_apt_opts) -qq update && touch "$stamp"
+		apt-get $(rvb2_apt_opts "$1") -qq update && touch "$1/lists/.updated"
 	fi
 }
+
+rvb2_sid_apt_opts() { rvb2_apt_opts "$RVB2_SID_APT"; }
+rvb2_sid_update() { rvb2_apt_update "$RVB2_SID_APT" sid; }
 
 log() { printf '[rvb2] %s\n' "$*" >&2; }
 die() { printf '[rvb2] error: %s\n' "$*" >&2; exit 1; }
