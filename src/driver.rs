@@ -72,8 +72,10 @@ const RVIVID_CID_FAIL_START_STREAMING: u32 = RVIVID_CID_BASE + 1;
 const RVIVID_CID_HOLD_MS: u32 = RVIVID_CID_BASE + 2;
 /// Buffers are completed out of order (for the fence work: an "unordered" format).
 const RVIVID_CID_UNORDERED: u32 = RVIVID_CID_BASE + 3;
+/// The next buffer the driver completes is the last of the stream (`V4L2_BUF_FLAG_LAST`).
+const RVIVID_CID_MARK_LAST: u32 = RVIVID_CID_BASE + 4;
 
-static CONTROLS: [Control; 9] = [
+static CONTROLS: [Control; 10] = [
     Control {
         id: CID_BRIGHTNESS,
         kind: ControlKind::Std {
@@ -149,6 +151,13 @@ static CONTROLS: [Control; 9] = [
             def: false,
         },
     },
+    Control {
+        id: RVIVID_CID_MARK_LAST,
+        kind: ControlKind::Boolean {
+            name: c"Mark Last Buffer",
+            def: false,
+        },
+    },
 ];
 
 /// Returns the generator's format for a V4L2 pixel format code.
@@ -221,6 +230,8 @@ struct GenState {
     fail_next: u32,
     hold_ms: u32,
     unordered: bool,
+    /// The next completed buffer is the last of the stream.
+    mark_last: bool,
 }
 
 /// The frame generator: a delayed work item that fills the oldest buffer at each frame.
@@ -258,6 +269,8 @@ impl DelayedWorkItem for Generator {
                 if st.fail_next > 0 || !filled {
                     st.fail_next = st.fail_next.saturating_sub(1);
                     buf.fail();
+                } else if core::mem::take(&mut st.mark_last) {
+                    buf.done_last(st.sizeimage);
                 } else {
                     buf.done(st.sizeimage);
                 }
@@ -503,6 +516,10 @@ impl v4l2::VideoOps for Rvivid {
                 ops.gen.st.lock().hold_ms = value as u32;
                 return Ok(());
             }
+            RVIVID_CID_MARK_LAST => {
+                ops.gen.st.lock().mark_last = value != 0;
+                return Ok(());
+            }
             RVIVID_CID_UNORDERED => {
                 // The queue takes the ordering when it allocates buffers (it decides how
                 // out-fences are ordered); it cannot change under them.
@@ -573,6 +590,7 @@ impl kernel::Module for RvividModule {
                     fail_next: 0,
                     hold_ms: 0,
                     unordered: false,
+                    mark_last: false,
                 }),
             }? Error),
             GFP_KERNEL,

@@ -483,4 +483,30 @@ mod tests {
         q.streamoff(OWNER)?;
         Ok(())
     }
+
+    #[test]
+    fn last_buffer_ends_dqbuf_until_streamoff() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        for i in 0..3 {
+            qbuf(&q, i)?;
+        }
+        Queue::streamon(&q, OWNER)?;
+        let b0 = q.ops().held.lock().remove(0).map_err(|_| EINVAL)?;
+        b0.done_last(SIZE);
+        let info = q.dqbuf(OWNER, true)?;
+        assert_eq!((info.index, info.last), (0, true));
+        // Nothing more comes, even with buffers done behind it.
+        assert_eq!(complete_oldest(&q, false), Some(1));
+        assert_eq!(q.dqbuf(OWNER, true).err(), Some(EPIPE));
+        assert_eq!(q.dqbuf(OWNER, false).err(), Some(EPIPE));
+        q.streamoff(OWNER)?;
+        qbuf(&q, 0)?;
+        qbuf(&q, 1)?;
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(complete_oldest(&q, false), Some(0));
+        assert_eq!(q.dqbuf(OWNER, true)?.last, false);
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
 }

@@ -134,6 +134,8 @@ pub(crate) struct BufferInfo {
     pub(crate) out_fence_pending: bool,
     /// The buffer was last queued with an in-fence or an out-fence.
     pub(crate) fenced: bool,
+    /// The driver marked the buffer the last of the stream (`V4L2_BUF_FLAG_LAST`).
+    pub(crate) last: bool,
 }
 
 /// The fences of a QBUF.
@@ -212,6 +214,8 @@ struct Slot {
     out_fence: Option<OutFence>,
     /// The last QBUF had a fence.
     fenced: bool,
+    /// The driver marked the buffer the last of the stream.
+    last: bool,
 }
 
 impl Slot {
@@ -226,6 +230,7 @@ impl Slot {
         fence_failed: false,
         out_fence: None,
         fenced: false,
+        last: false,
     };
 
     /// Signals the out-fence of a completed buffer, if it has one pending: with `-EIO` if the
@@ -273,12 +278,14 @@ struct State {
     sequence: u32,
     /// The queue is ordered (see `Inner::unordered`): out-fences signal in QBUF order.
     ordered: bool,
+    /// Userspace dequeued a buffer marked last: nothing more comes until STREAMOFF.
+    last_buffer_dequeued: bool,
 }
 
 /// The outcome of a buffer the driver gives back.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    Done(u32),
+    Done { bytesused: u32, last: bool },
     Error,
     Requeue,
 }
@@ -357,6 +364,7 @@ impl<O: QueueOps> Queue<O> {
                         owned_by_driver: 0,
                         sequence: 0,
                         ordered: true,
+                        last_buffer_dequeued: false,
                     },
                     c"rvb2_queue_state"
                 ),
@@ -561,6 +569,7 @@ impl<O: QueueOps> Queue<O> {
             in_fence_pending: slot.in_fence.is_some(),
             out_fence_pending: slot.out_fence.is_some(),
             fenced: slot.fenced,
+            last: slot.last,
         })
     }
 
@@ -932,6 +941,7 @@ impl<O: QueueOps> Queue<O> {
                 slot.state = BufState::Dequeued;
                 slot.prepared = false;
                 slot.fence_failed = false;
+                slot.last = false;
                 in_fences[i] = slot.in_fence.take();
                 if let Some(out) = slot.out_fence.take() {
                     out.signal(Some(crate::fence::ecanceled()));
@@ -941,6 +951,7 @@ impl<O: QueueOps> Queue<O> {
             st.done.clear();
             st.streaming = false;
             st.waiting_for_buffers = true;
+            st.last_buffer_dequeued = false;
         }
         for (i, fence) in in_fences.iter().enumerate() {
             if let Some(f) = fence {
@@ -990,6 +1001,9 @@ impl<O: QueueOps> Queue<O> {
             if !st.streaming {
                 return Err(EINVAL);
             }
+            if st.last_buffer_dequeued {
+                return Err(EPIPE);
+            }
             if let Some(index) = st.done.front() {
                 st.done.remove(index);
                 st.queued.remove(index);
@@ -1000,6 +1014,8 @@ impl<O: QueueOps> Queue<O> {
                 Slot::signal_out_fence(slot);
                 slot.state = BufState::Dequeued;
                 slot.prepared = false;
+                let last = core::mem::take(&mut slot.last);
+                st.last_buffer_dequeued = last;
                 return info;
             }
             if nonblocking {
@@ -1097,7 +1113,7 @@ impl<O: QueueOps> Queue<O> {
         if !st.streaming || st.waiting_for_buffers {
             return POLL_ERR;
         }
-        if st.done.is_empty() {
+        if st.done.is_empty() && !st.last_buffer_dequeued {
             0
         } else {
             POLL_IN
@@ -1118,7 +1134,10 @@ impl<O: QueueOps> Queue<O> {
                 st.slots[index].state = BufState::Queued;
                 return;
             }
-            Outcome::Done(bytesused) => Self::complete(&mut st, index, BufState::Done, bytesused),
+            Outcome::Done { bytesused, last } => {
+                Self::complete(&mut st, index, BufState::Done, bytesused);
+                st.slots[index].last = last;
+            }
             Outcome::Error => Self::complete(&mut st, index, BufState::Error, 0),
         }
         drop(st);
@@ -1170,7 +1189,19 @@ impl<O: QueueOps> ActiveBuffer<O> {
 
     /// Completes the buffer with `bytesused` bytes of data.
     pub(crate) fn done(self, bytesused: u32) {
-        self.give_back(Outcome::Done(bytesused));
+        self.give_back(Outcome::Done {
+            bytesused,
+            last: false,
+        });
+    }
+
+    /// Completes the buffer as the last of the stream (`V4L2_BUF_FLAG_LAST`): once userspace
+    /// dequeued it, DQBUF fails with `EPIPE` and poll reports readable, until STREAMOFF.
+    pub(crate) fn done_last(self, bytesused: u32) {
+        self.give_back(Outcome::Done {
+            bytesused,
+            last: true,
+        });
     }
 
     /// Completes the buffer with an error (`V4L2_BUF_FLAG_ERROR`).

@@ -142,6 +142,9 @@ fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
     if info.mapped {
         flags |= bindings::V4L2_BUF_FLAG_MAPPED;
     }
+    if info.last {
+        flags |= bindings::V4L2_BUF_FLAG_LAST;
+    }
     if info.in_fence_pending {
         flags |= BUF_FLAG_IN_FENCE;
     }

@@ -1,5 +1,5 @@
-//! Fault injection over the QBUF-with-fences path (failslab and fail_function), and the
-//! fence sample program.
+//! Fault injection over the QBUF-with-fences path (failslab and fail_function), the fence
+//! sample program, module unload with a fence fd open, and the last-buffer flag.
 //!
 //! A QBUF that fails because an allocation failed must leave the process's fd table and the
 //! buffer exactly as they were. failslab makes the n-th slab allocation of this thread fail
@@ -31,6 +31,7 @@ pub static FAULT_TESTS: &[Test] = &[
     ),
     ("sample_fence_capture", sample_fence_capture),
     ("fence_out_fence_outlives_rmmod", out_fence_outlives_rmmod),
+    ("last_buffer_then_epipe", last_buffer_then_epipe),
 ];
 
 const FLAG_IN_FENCE: u32 = 0x0020_0000;
@@ -331,4 +332,80 @@ fn out_fence_outlives_rmmod(ctx: &mut Ctx) -> TestResult {
     })();
     reload(ctx)?;
     checks
+}
+
+/// With "Mark Last Buffer" set, a buffer comes back with V4L2_BUF_FLAG_LAST; then DQBUF is
+/// EPIPE and poll reports readable until STREAMOFF, after which streaming works again.
+fn last_buffer_then_epipe(ctx: &mut Ctx) -> TestResult {
+    let bufs = Bufs::new(ctx, 4)?;
+    let dev = &bufs.dev;
+    let guard = LastOff(dev);
+    let qbuf_all = || -> TestResult {
+        for i in 0..4 {
+            dev.qbuf(i).map_err(|e| format!("VIDIOC_QBUF {i}: {e}"))?;
+        }
+        dev.streamon().map_err(|e| format!("VIDIOC_STREAMON: {e}"))
+    };
+    let dqbuf = || -> Result<v4l2_buffer, String> {
+        let r = dev
+            .poll(libc::POLLIN, 5000)
+            .map_err(|e| format!("poll: {e}"))?;
+        if r & libc::POLLIN == 0 {
+            return Err(format!("no buffer within 5 s (revents {r:#x})"));
+        }
+        dev.dqbuf().map_err(|e| format!("VIDIOC_DQBUF: {e}"))
+    };
+    qbuf_all()?;
+    dev.s_ctrl(RVIVID_CID_MARK_LAST, 1)
+        .map_err(|e| format!("VIDIOC_S_CTRL Mark Last Buffer: {e}"))?;
+    let mut found = false;
+    for _ in 0..20 {
+        let b = dqbuf()?;
+        if b.flags & V4L2_BUF_FLAG_LAST != 0 {
+            found = true;
+            break;
+        }
+        dev.qbuf(b.index)
+            .map_err(|e| format!("VIDIOC_QBUF {}: {e}", b.index))?;
+    }
+    if !found {
+        return Err("no buffer with V4L2_BUF_FLAG_LAST within 20 frames".into());
+    }
+    dev.set_nonblocking(true)
+        .map_err(|e| format!("O_NONBLOCK: {e}"))?;
+    match dev.dqbuf() {
+        Err(e) if e.0 == libc::EPIPE => {}
+        other => {
+            return Err(format!(
+                "VIDIOC_DQBUF after the last buffer: {other:?}, want EPIPE"
+            ))
+        }
+    }
+    dev.set_nonblocking(false)
+        .map_err(|e| format!("~O_NONBLOCK: {e}"))?;
+    let r = dev
+        .poll(libc::POLLIN, 0)
+        .map_err(|e| format!("poll: {e}"))?;
+    if r & libc::POLLIN == 0 {
+        return Err(format!(
+            "poll after the last buffer: revents {r:#x}, want POLLIN"
+        ));
+    }
+    bufs.streamoff()?;
+    drop(guard);
+    qbuf_all()?;
+    let b = dqbuf()?;
+    if b.flags & V4L2_BUF_FLAG_LAST != 0 {
+        return Err("a buffer of the new stream is marked LAST".into());
+    }
+    bufs.streamoff()
+}
+
+/// Clears "Mark Last Buffer" when dropped.
+struct LastOff<'a>(&'a Device);
+
+impl Drop for LastOff<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.s_ctrl(RVIVID_CID_MARK_LAST, 0);
+    }
 }

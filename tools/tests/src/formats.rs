@@ -14,7 +14,7 @@ pub const DEFAULT_HEIGHT: u32 = 480;
 pub const DEFAULT_FOURCC: u32 = V4L2_PIX_FMT_YUYV;
 
 /// Every control rvivid has and its default value (the button has none).
-pub const DEFAULT_CONTROLS: [(u32, i32); 9] = [
+pub const DEFAULT_CONTROLS: [(u32, i32); 10] = [
     (V4L2_CID_BRIGHTNESS, 128),
     (V4L2_CID_CONTRAST, 128),
     (V4L2_CID_SATURATION, 128),
@@ -24,6 +24,7 @@ pub const DEFAULT_CONTROLS: [(u32, i32); 9] = [
     (RVIVID_CID_FAIL_START_STREAMING, 0),
     (RVIVID_CID_HOLD_MS, 0),
     (RVIVID_CID_UNORDERED, 0),
+    (RVIVID_CID_MARK_LAST, 0),
 ];
 
 /// The frame intervals rvivid supports, in `VIDIOC_ENUM_FRAMEINTERVALS` order.
@@ -646,7 +647,7 @@ struct CtrlSpec {
     default: Option<i32>,
 }
 
-const CONTROLS: [CtrlSpec; 9] = [
+const CONTROLS: [CtrlSpec; 10] = [
     CtrlSpec {
         id: V4L2_CID_BRIGHTNESS,
         label: "BRIGHTNESS",
@@ -714,6 +715,14 @@ const CONTROLS: [CtrlSpec; 9] = [
     CtrlSpec {
         id: RVIVID_CID_UNORDERED,
         label: "RVIVID_CID_UNORDERED",
+        name: None,
+        type_: V4L2_CTRL_TYPE_BOOLEAN,
+        range: Some((0, 1)),
+        default: Some(0),
+    },
+    CtrlSpec {
+        id: RVIVID_CID_MARK_LAST,
+        label: "RVIVID_CID_MARK_LAST",
         name: None,
         type_: V4L2_CTRL_TYPE_BOOLEAN,
         range: Some((0, 1)),

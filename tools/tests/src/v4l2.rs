@@ -204,6 +204,7 @@ pub const RVIVID_CID_FAIL_START_STREAMING: u32 = RVIVID_CID_BASE + 1;
 pub const RVIVID_CID_HOLD_MS: u32 = RVIVID_CID_BASE + 2;
 /// Boolean: complete buffers out of order (for the fence tests).
 pub const RVIVID_CID_UNORDERED: u32 = RVIVID_CID_BASE + 3;
+pub const RVIVID_CID_MARK_LAST: u32 = RVIVID_CID_BASE + 4;
 
 // enum v4l2_ctrl_type (the simple ones)
 pub const V4L2_CTRL_TYPE_INTEGER: u32 = 1;
