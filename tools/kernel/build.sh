@@ -58,8 +58,12 @@ scripts/kconfig/merge_config.sh -m .config "$here/rvb2.config" >/dev/null
 "${mk[@]}" olddefconfig >/dev/null
 bad=0
 while IFS= read -r line; do
-	case "$line" in CONFIG_*=*) ;; *) continue ;; esac
-	grep -qx "$line" .config || { log "config: wanted $line, got: $(grep "^${line%%=*}=" .config || echo unset)"; bad=1; }
+	case "$line" in
+	CONFIG_*=*) sym=${line%%=*} ;;
+	"# CONFIG_"*" is not set") sym=${line#\# }; sym=${sym%% *} ;;
+	*) continue ;;
+	esac
+	grep -qx "$line" .config || { log "config: wanted $line, got: $(grep -E "^(# )?$sym[= ]" .config || echo unset)"; bad=1; }
 done <"$here/rvb2.config"
 [ "$bad" = 0 ] || die "the config fragment did not apply"
 
