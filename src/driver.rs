@@ -307,6 +307,7 @@ impl Capture {
 }
 
 impl QueueOps for Capture {
+    const NAME: &'static str = "rvivid-capture";
     const MIN_QUEUED_BUFFERS: u32 = 2;
 
     fn buffer_size(&self) -> u32 {

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# `make check [TESTS="name ..."]`: runs the test suite in the guest and judges the run.
+# `make check [TESTS="name ..."]`: runs the test suite in the guest and judges the run as a
+# whole.
 #
-# The guest's suite (tools/tests) writes one PASS/FAIL line per test to build/logs/results.txt.
-# This script adds the checks only the host can make (the guest ran to its end; nothing in the
-# whole console shows a kernel warning, lockdep or kmemleak report, or oops), and prints the
-# totals as its last line.
+# Before the guest boots, the host writes down every test that must report
+# (build/logs/expected.txt): the userspace tests the filter selects (`rvb2-tests --list`), every
+# KUnit case of the module (each `#[test]` of src/queue/kunit.rs), and every host unit test
+# (`cargo test -- --list` of tools/tests and tools/tpg-test). The guest's suite writes one
+# PASS/FAIL line per test to build/logs/results.txt; the host adds its own tests' lines and the
+# checks only it can make: each expected test reported exactly once, the guest ran to its end
+# with a status that its results explain, and nothing in the whole console is a kernel problem
+# outside what a test window allows. It prints the totals as its last line.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -14,35 +19,112 @@ logs="$RVB2_TOP/build/logs"
 rm -rf "$logs"
 mkdir -p "$logs"
 results="$logs/results.txt"
+expected="$logs/expected.txt"
 : >"$results"
-
-start=$(date +%s)
-RVB2_VM_CONSOLE="$logs/console.txt" "$RVB2_TOP/tools/vm" "$RVB2_TOP/tools/guest-check.sh" "$@"
-status=$?
-log "guest run took $(( $(date +%s) - start )) s, status $status"
+tests_bin="$RVB2_TOP/tools/tests/target/release/rvb2-tests"
 
 record() { # PASS|FAIL name [reason]
 	echo "$*" >>"$results"
 	if [ "$1" = PASS ]; then echo "ok - $2"; else echo "not ok - $2: ${*:3}"; fi
 }
 
-# The test pattern generator's host unit tests (src/tpg.rs built as a normal crate).
-if (cd "$RVB2_TOP/tools/tpg-test" && cargo test --release -q) >"$logs/tpg-test.txt" 2>&1; then
-	record PASS tpg_host_unit_tests
-else
-	record FAIL tpg_host_unit_tests "see build/logs/tpg-test.txt"
+# The KUnit cases of the module: "kunit.<suite>.<case>" for each #[test] fn under a
+# #[kunit_tests(<suite>)] module.
+kunit_cases() {
+	local suite="" want=0 line
+	while IFS= read -r line; do
+		if [[ $line =~ \#\[kunit_tests\(([a-z0-9_]+)\)\] ]]; then
+			suite=${BASH_REMATCH[1]}
+		elif [[ $line =~ ^[[:space:]]*\#\[test\] ]]; then
+			want=1
+		elif [ "$want" = 1 ] && [[ $line =~ fn\ ([a-z0-9_]+) ]]; then
+			echo "kunit.$suite.${BASH_REMATCH[1]}"
+			want=0
+		fi
+	done <"$RVB2_TOP/src/queue/kunit.rs"
+}
+
+# Host unit tests of crate $1 (a directory), as "<prefix>.<test>" with prefix $2.
+host_cases() {
+	(cd "$1" && cargo test --release -q -- --list --format terse 2>/dev/null) |
+		sed -n "s/^\(.*\): test$/$2.\1/p"
+}
+
+# Runs the host unit tests of crate $1 and records each one as "<prefix>.<test>" ($2). One at a
+# time: the harness's own tests fork.
+host_tests() {
+	local out="$logs/host-$2.txt"
+	(cd "$1" && cargo test --release -- --test-threads=1) >"$out" 2>&1
+	sed -nE 's/^test (.*) \.\.\. (ok|FAILED|ignored.*)$/\1\t\2/p' "$out" |
+	while IFS=$'\t' read -r name outcome; do
+		case "$outcome" in
+		ok) record PASS "$2.$name" ;;
+		FAILED) record FAIL "$2.$name" "see build/logs/host-$2.txt" ;;
+		*) record FAIL "$2.$name" "$outcome (a skipped test is not a pass)" ;;
+		esac
+	done
+}
+
+{
+	"$tests_bin" --list "$@"
+	kunit_cases
+	host_cases "$RVB2_TOP/tools/tests" host.tests
+	host_cases "$RVB2_TOP/tools/tpg-test" host.tpg
+} >"$expected"
+if ! "$tests_bin" --list "$@" | grep -q .; then
+	record FAIL test_selection "no userspace test matches: $*"
 fi
 
-# The guest ran the suite to its end and shut down normally.
-if [ "$status" -eq 125 ] || [ "$status" -eq 126 ]; then
-	record FAIL guest_completed "the guest did not run the suite to its end (status $status)"
-else
-	record PASS guest_completed
-fi
+start=$(date +%s)
+RVB2_VM_CONSOLE="$logs/console.txt" "$RVB2_TOP/tools/vm" "$RVB2_TOP/tools/guest-check.sh" "$@"
+status=$?
+log "guest run took $(( $(date +%s) - start )) s, status $status"
 
-# Nothing in the kernel's console output, from boot to power-off, reports a bug (the same
-# patterns as the guest's dmesg_clean test).
-if bad=$("$RVB2_TOP/tools/tests/target/release/rvb2-tests" --scan-log "$logs/console.txt"); then
+host_tests "$RVB2_TOP/tools/tests" host.tests
+host_tests "$RVB2_TOP/tools/tpg-test" host.tpg
+
+# The test the guest was in when the run ended: the last "begin" marker with no "end".
+last_begun() {
+	sed -nE 's/.*rvb2-tests: (begin|end) ([A-Za-z0-9_.]+).*/\1 \2/p' "$logs/console.txt" |
+		tail -n 1 | awk '$1 == "begin" { print $2 }'
+}
+
+# The guest ran the suite to its end, and its status is what its results say.
+guest_failed=$(grep -c '^FAIL ' "$results")
+case "$status" in
+0) record PASS guest_completed ;;
+1)
+	if [ "$guest_failed" -gt 0 ]; then
+		record PASS guest_completed
+	else
+		record FAIL guest_completed "the suite exited with status 1 but no test failed"
+	fi
+	;;
+124) record FAIL guest_completed "the guest did not finish in time (hung in: $(last_begun))" ;;
+125) record FAIL guest_completed "the guest ended without a status (a kernel panic or a crash; in: $(last_begun); see console.txt)" ;;
+126) record FAIL guest_completed "rvivid.ko did not load" ;;
+*)
+	if [ "$status" -gt 128 ]; then
+		record FAIL guest_completed "the suite was killed by signal $((status - 128)) (in: $(last_begun))"
+	else
+		record FAIL guest_completed "the suite exited with status $status"
+	fi
+	;;
+esac
+
+# Every expected test reported exactly once.
+while read -r name; do
+	n=$(grep -cE "^(PASS|FAIL) ${name//./\\.}( |$)" "$results")
+	if [ "$n" -eq 0 ]; then
+		record FAIL "$name" "did not report (the run stopped or skipped it)"
+	elif [ "$n" -gt 1 ]; then
+		record FAIL "$name" "reported $n times"
+	fi
+done <"$expected"
+
+# Nothing in the kernel's console output, from boot to power-off, reports a problem outside
+# what a test window allows (the same judgement as the guest's dmesg_clean test).
+if bad=$("$tests_bin" --scan-log "$logs/console.txt"); then
 	record PASS console_clean
 else
 	record FAIL console_clean "$(echo "$bad" | head -3 | tr '\n' '|')"

@@ -154,6 +154,10 @@ pub(crate) struct QbufFences<F> {
 /// The core calls these with its operation lock held (so never concurrently), and never with
 /// its state spinlock held.
 pub(crate) trait QueueOps: Send + Sync + Sized + 'static {
+    /// The queue's name in the warnings the core prints when the driver breaks its contract
+    /// ("rvb2: NAME: stop_streaming left 1 buffer(s) with the driver").
+    const NAME: &'static str;
+
     /// How many buffers must be queued before [`QueueOps::start_streaming`] is called.
     const MIN_QUEUED_BUFFERS: u32;
 
@@ -904,7 +908,10 @@ impl<O: QueueOps> Queue<O> {
         st.owned_by_driver = 0;
         drop(st);
         if leaked > 0 {
-            pr_warn!("rvb2: start_streaming failed without returning {leaked} buffer(s)\n");
+            pr_warn!(
+                "rvb2: {}: start_streaming failed without returning {leaked} buffer(s)\n",
+                O::NAME
+            );
         }
         Err(e)
     }
@@ -922,7 +929,8 @@ impl<O: QueueOps> Queue<O> {
             let mut st = self.state.lock();
             if st.owned_by_driver > 0 {
                 pr_warn!(
-                    "rvb2: stop_streaming left {} buffer(s) with the driver\n",
+                    "rvb2: {}: stop_streaming left {} buffer(s) with the driver\n",
+                    O::NAME,
                     st.owned_by_driver
                 );
             }
@@ -1218,7 +1226,11 @@ impl<O: QueueOps> ActiveBuffer<O> {
 impl<O: QueueOps> Drop for ActiveBuffer<O> {
     fn drop(&mut self) {
         if !self.given_back {
-            pr_warn!("rvb2: buffer {} dropped by the driver\n", self.index);
+            pr_warn!(
+                "rvb2: {}: buffer {} dropped by the driver\n",
+                O::NAME,
+                self.index
+            );
             self.queue
                 .give_back(self.index, self.generation, Outcome::Error);
         }

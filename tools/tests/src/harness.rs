@@ -1,5 +1,7 @@
 //! A tiny sequential test harness (not libtest): a static list of named test functions, a
 //! filter on the command line, one `ok` / `not ok` line per test, a results file and a summary.
+//! Each test runs in a process of its own with a timeout, and the kernel log of its window is
+//! judged with it.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -9,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::kernlog;
 
 /// A test's outcome: `Err` carries the reason it failed.
 pub type TestResult = Result<(), String>;
@@ -250,9 +254,32 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(a)
 }
 
+/// How long a test may run unless [`RunConfig::timeouts`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the harness needs to know of the suite besides its tests.
+pub struct RunConfig {
+    /// Tests that may run longer than [`DEFAULT_TIMEOUT`], with their limit in seconds.
+    pub timeouts: &'static [(&'static str, u64)],
+}
+
+impl RunConfig {
+    fn timeout(&self, name: &str) -> Duration {
+        self.timeouts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(DEFAULT_TIMEOUT, |(_, s)| Duration::from_secs(*s))
+    }
+}
+
 /// The whole program: parses the command line, runs the selected tests of `tests` in order and
 /// returns the process exit code (0 all passed, 1 some failed, 2 usage error).
-pub fn run_main(tests: &[Test]) -> i32 {
+///
+/// Each test runs in a child process of its own (see [`run_isolated`]): a test that crashes,
+/// is killed or hangs past its timeout fails by name and the run goes on. Around each test
+/// the harness marks the kernel log (see [`kernlog`]) and fails the test if the kernel
+/// reported a problem during it that the test did not declare.
+pub fn run_main(tests: &[Test], config: &RunConfig) -> i32 {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) if e.is_empty() => {
@@ -302,6 +329,13 @@ pub fn run_main(tests: &[Test]) -> i32 {
             return 2;
         }
     };
+    let mut kmsg = match Kmsg::open() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("rvb2-tests: {e}");
+            return 2;
+        }
+    };
 
     // Panics are reported as test failures, with their location, not on stderr.
     panic::set_hook(Box::new(|info| {
@@ -320,9 +354,47 @@ pub fn run_main(tests: &[Test]) -> i32 {
         logs: args.logs,
     };
     let (mut passed, mut failed) = (0usize, 0usize);
+    let mut stuck: Option<String> = None;
     for (name, f) in selected {
-        let result = run_one(&mut ctx, *f);
-        let (line, record) = match result {
+        let outcome = if let Some(s) = &stuck {
+            Outcome {
+                result: Err(format!("not run: {s} could not be stopped")),
+                stuck: false,
+            }
+        } else {
+            let started = Instant::now();
+            kmsg.drain();
+            kmsg.mark(kernlog::BEGIN, name);
+            let mut outcome = run_isolated(&mut ctx, *f, config.timeout(name));
+            kmsg.mark(kernlog::END, name);
+            let problems = kmsg.problems(name);
+            if !problems.is_empty() {
+                let report = problems
+                    .iter()
+                    .map(|p| p.line.trim())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let _ = ctx.save_log(&format!("kernel-{name}.txt"), &report);
+                let msg = format!(
+                    "the kernel reported {} problem line(s) (kernel-{name}.txt): {}",
+                    problems.len(),
+                    first_lines(&report, 3)
+                );
+                outcome.result = match outcome.result {
+                    Ok(()) => Err(msg),
+                    Err(e) => Err(format!("{e}; and {msg}")),
+                };
+            }
+            if outcome.stuck {
+                stuck = Some(name.to_string());
+            }
+            let secs = started.elapsed().as_secs_f64();
+            if let Err(e) = append_timing(&ctx.logs, name, secs) {
+                eprintln!("rvb2-tests: {e}");
+            }
+            outcome
+        };
+        let (line, record) = match outcome.result {
             Ok(()) => {
                 passed += 1;
                 (format!("ok - {name}"), format!("PASS {name}\n"))
@@ -349,6 +421,286 @@ pub fn run_main(tests: &[Test]) -> i32 {
         1
     } else {
         0
+    }
+}
+
+/// Appends `name seconds` to `LOGS/timings.txt`.
+fn append_timing(logs: &Path, name: &str, secs: f64) -> Result<(), String> {
+    let path = logs.join("timings.txt");
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{name} {secs:.2}"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// What running one test in its own process gave.
+struct Outcome {
+    result: TestResult,
+    /// The test's process could not be killed (it is stuck in the kernel): the run stops.
+    stuck: bool,
+}
+
+/// Runs `f` in a child process (its own process group) and waits for its result, at most
+/// `timeout`.
+///
+/// The child sends its result through a pipe and exits. A child that dies without a result
+/// (a signal, `exit()` from within the test) fails the test, naming the signal or status; one
+/// that outlives `timeout` is killed with its process group and fails the test as hung. If it
+/// cannot be killed within 10 s (it is stuck in the kernel), the outcome says so and the run
+/// stops there, since what follows would run against a device in an unknown state.
+fn run_isolated(ctx: &mut Ctx, f: fn(&mut Ctx) -> TestResult, timeout: Duration) -> Outcome {
+    let fail = |msg: String| Outcome {
+        result: Err(msg),
+        stuck: false,
+    };
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is valid for two `c_int`s.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return fail(format!("pipe2: {}", std::io::Error::last_os_error()));
+    }
+    let (rd, wr) = (fds[0], fds[1]);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: The harness's process is single-threaded (tests run in children only), so the
+    // child may go on running Rust code after fork().
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: Both are pipe ends this function opened.
+        unsafe {
+            libc::close(rd);
+            libc::close(wr);
+        }
+        return fail(format!("fork: {e}"));
+    }
+    if pid == 0 {
+        // The child: its own process group, so that a timeout kills what it started too.
+        // SAFETY: Plain system calls on the child's own state and on pipe ends it owns.
+        unsafe {
+            libc::setpgid(0, 0);
+            libc::close(rd);
+        }
+        let msg = match run_one(ctx, f) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("fail {e}"),
+        };
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        let mut pipe = unsafe_file(wr);
+        let _ = pipe.write_all(msg.as_bytes());
+        drop(pipe);
+        // SAFETY: Ends the child without running the parent's exit handlers twice.
+        unsafe { libc::_exit(0) }
+    }
+    // SAFETY: `wr` is the parent's copy of the write end, which it does not use.
+    unsafe { libc::close(wr) };
+    let mut pipe = unsafe_file(rd);
+    let mut msg = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            timed_out = true;
+            break;
+        }
+        let mut pfd = libc::pollfd {
+            fd: rd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `pfd` is one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            timed_out = true;
+            break;
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        match std::io::Read::read(&mut pipe, &mut buf) {
+            Ok(0) => break,
+            Ok(k) => msg.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    drop(pipe);
+    if timed_out {
+        // SAFETY: Signals the child's process group, which this function created.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        return match wait_child(pid, Duration::from_secs(10)) {
+            Some(_) => fail(format!(
+                "hung: still running after its {} s timeout (killed)",
+                timeout.as_secs()
+            )),
+            None => Outcome {
+                result: Err(format!(
+                    "hung: still running after its {} s timeout, and SIGKILL did not end it \
+                     within 10 s (stuck in the kernel)",
+                    timeout.as_secs()
+                )),
+                stuck: true,
+            },
+        };
+    }
+    // The pipe closed: the child exited (or is about to), or it closed the pipe itself.
+    let status = match wait_child(pid, Duration::from_secs(10)) {
+        Some(s) => s,
+        None => {
+            // SAFETY: As above.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let stuck = wait_child(pid, Duration::from_secs(10)).is_none();
+            return Outcome {
+                result: Err("the test process did not exit after sending its result".into()),
+                stuck,
+            };
+        }
+    };
+    // Whatever the test started and left behind goes with it.
+    // SAFETY: As above; the group may be empty (ESRCH), which is fine.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let msg = String::from_utf8_lossy(&msg);
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        return fail(format!(
+            "the test process was killed by signal {sig} ({})",
+            signal_name(sig)
+        ));
+    }
+    let code = libc::WEXITSTATUS(status);
+    match msg.split_once(' ').map_or((&*msg, ""), |(a, b)| (a, b)) {
+        ("ok", _) if code == 0 => Outcome {
+            result: Ok(()),
+            stuck: false,
+        },
+        ("fail", reason) if code == 0 => fail(reason.to_string()),
+        _ => fail(format!(
+            "the test process exited with status {code} without a result"
+        )),
+    }
+}
+
+/// A `File` over a pipe end this module owns (closed when dropped).
+fn unsafe_file(fd: libc::c_int) -> fs::File {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fd` is an open pipe end that the caller owns and hands over.
+    unsafe { fs::File::from_raw_fd(fd) }
+}
+
+/// Waits for child `pid` at most `timeout`; returns its wait status, or `None` if it did not
+/// end in time.
+fn wait_child(pid: libc::pid_t, timeout: Duration) -> Option<libc::c_int> {
+    // A pidfd becomes readable when the process ends: no polling loop.
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
+    if pidfd >= 0 {
+        let mut pfd = libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `pfd` is one valid pollfd; `pidfd` is ours to close.
+        unsafe {
+            libc::poll(&mut pfd, 1, ms);
+            libc::close(pidfd);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: `status` is valid for writes.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    (r == pid).then_some(status)
+}
+
+/// The name of signal `sig`.
+fn signal_name(sig: libc::c_int) -> &'static str {
+    match sig {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "another signal",
+    }
+}
+
+/// The kernel log as `/dev/kmsg` gives it, record by record, for one test's window.
+struct Kmsg {
+    file: fs::File,
+}
+
+impl Kmsg {
+    fn open() -> Result<Self, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/kmsg")
+            .map_err(|e| format!("cannot open /dev/kmsg: {e}"))?;
+        Ok(Self { file })
+    }
+
+    /// Reads the records not read yet; returns their messages.
+    fn read_new(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match std::io::Read::read(&mut self.file, &mut buf) {
+                Ok(0) => break,
+                // "prio,seq,time,flags;message\n" then continuation lines " KEY=value".
+                Ok(n) => {
+                    let rec = String::from_utf8_lossy(&buf[..n]);
+                    let first = rec.lines().next().unwrap_or("");
+                    if let Some((_, text)) = first.split_once(';') {
+                        out.push(text.to_string());
+                    }
+                }
+                // Records overwritten before we read them: go on from the oldest left.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Skips what the kernel logged so far.
+    fn drain(&mut self) {
+        self.read_new();
+    }
+
+    /// Writes `marker name` to the kernel log (at KERN_INFO).
+    fn mark(&mut self, marker: &str, name: &str) {
+        let _ = self
+            .file
+            .write_all(format!("<6>{marker}{name}\n").as_bytes());
+    }
+
+    /// The problems the kernel reported since [`Kmsg::drain`], judged as test `name`'s
+    /// window.
+    fn problems(&mut self, name: &str) -> Vec<kernlog::Problem> {
+        let msgs = self.read_new();
+        let allowed = kernlog::allowed_for(name);
+        msgs.iter()
+            .filter(|m| !m.contains(kernlog::BEGIN) && !m.contains(kernlog::END))
+            .filter(|m| kernlog::is_bad_unless(m, allowed))
+            .map(|m| kernlog::Problem {
+                test: Some(name.to_string()),
+                line: m.clone(),
+            })
+            .collect()
     }
 }
 
@@ -386,5 +738,77 @@ mod tests {
         };
         let r = run_one(&mut ctx, |_| panic!("boom"));
         assert!(r.unwrap_err().contains("boom"));
+    }
+
+    /// Runs `f` as the harness runs a test. (fork() from libtest's threads: run these with
+    /// `--test-threads=1`, as `make check` does, so that no other thread holds a lock the
+    /// child needs.)
+    fn isolated(f: fn(&mut Ctx) -> TestResult, timeout: Duration) -> Outcome {
+        let mut ctx = Ctx {
+            module: None,
+            logs: PathBuf::from("/nonexistent"),
+        };
+        run_isolated(&mut ctx, f, timeout)
+    }
+
+    #[test]
+    fn isolated_results() {
+        let t = Duration::from_secs(20);
+        assert_eq!(isolated(|_| Ok(()), t).result, Ok(()));
+        assert_eq!(
+            isolated(|_| Err("nope".into()), t).result,
+            Err("nope".into())
+        );
+        let r = isolated(|_| panic!("boom"), t).result.unwrap_err();
+        assert!(r.contains("boom"), "{r}");
+    }
+
+    #[test]
+    fn isolated_crashes_are_named() {
+        let t = Duration::from_secs(20);
+        let r = isolated(
+            |_| {
+                // Rust's own SIGSEGV handler only catches stack overflows; a crash is the
+                // default action.
+                // SAFETY: Resetting and raising a signal in the test's own process.
+                unsafe {
+                    libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                    libc::raise(libc::SIGSEGV);
+                }
+                Ok(())
+            },
+            t,
+        );
+        assert_eq!(
+            r.result,
+            Err("the test process was killed by signal 11 (SIGSEGV)".into())
+        );
+        let r = isolated(|_| std::process::abort(), t);
+        assert_eq!(
+            r.result,
+            Err("the test process was killed by signal 6 (SIGABRT)".into())
+        );
+        let r = isolated(|_| std::process::exit(3), t);
+        assert_eq!(
+            r.result,
+            Err("the test process exited with status 3 without a result".into())
+        );
+    }
+
+    #[test]
+    fn isolated_hang_times_out() {
+        let r = isolated(
+            |_| {
+                std::thread::sleep(Duration::from_secs(60));
+                Ok(())
+            },
+            Duration::from_millis(300),
+        );
+        assert!(!r.stuck);
+        let e = r.result.unwrap_err();
+        assert!(
+            e.starts_with("hung: still running after its 0 s timeout"),
+            "{e}"
+        );
     }
 }

@@ -721,9 +721,9 @@ mod tests {
         }
     }
 
-    /// Writes sample frames as PPM files into the temporary directory, for looking at them.
+    /// Writes sample frames as PPM files into the temporary directory, for looking at them,
+    /// and checks that each is a whole RGB image of its size.
     #[test]
-    #[ignore]
     fn dump_ppm() {
         for (w, h, pattern, name) in [
             (640, 480, Pattern::ColorBars75, "bars"),
@@ -735,7 +735,11 @@ mod tests {
             let mut out = format!("P6\n{} {}\n255\n", w, h).into_bytes();
             out.extend_from_slice(&buf);
             let path = std::env::temp_dir().join(format!("tpg-{}.ppm", name));
-            std::fs::write(&path, out).unwrap();
+            std::fs::write(&path, &out).unwrap();
+            let back = std::fs::read(&path).unwrap();
+            let header = format!("P6\n{} {}\n255\n", w, h);
+            assert!(back.starts_with(header.as_bytes()));
+            assert_eq!(back.len(), header.len() + (w * h * 3) as usize);
             println!("{}", path.display());
         }
     }
