@@ -9,7 +9,6 @@
 #include <linux/sync_file.h>
 #include <linux/vmalloc.h>
 #include <linux/mm.h>
-#include <linux/workqueue.h>
 #include <media/v4l2-device.h>
 #include <media/v4l2-dev.h>
 #include <media/v4l2-fh.h>

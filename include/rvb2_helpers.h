@@ -10,8 +10,6 @@
 #include <linux/types.h>
 
 struct video_device;
-struct delayed_work;
-struct work_struct;
 struct lock_class_key;
 struct v4l2_ctrl_handler;
 struct dma_fence;
@@ -28,10 +26,6 @@ unsigned long rvb2_spin_lock_irqsave(spinlock_t *lock);
 bool rvb2_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
 void rvb2_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 void rvb2_assert_spin_locked(spinlock_t *lock);
-
-void rvb2_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *));
-bool rvb2_queue_delayed_work(struct delayed_work *dw, unsigned long delay);
-struct delayed_work *rvb2_to_delayed_work(struct work_struct *work);
 
 int rvb2_ctrl_handler_init(struct v4l2_ctrl_handler *hdl, unsigned int nr_of_controls_hint);
 

@@ -14,12 +14,25 @@ use crate::tpg::{Adjust, FrameFormat, Pattern, PixelFormat, Tpg, PATTERN_NAMES};
 use crate::v4l2::{
     self, fourcc, Capability, Control, ControlKind, Fract, FrameSizes, Input, PixFormat,
 };
-use crate::work::{DelayedWork, DelayedWorkItem};
+use crate::work;
 use kernel::{
-    faux, new_mutex,
+    faux,
+    new_mutex,
     prelude::*,
-    sync::{Arc, Mutex},
-    time::{msecs_to_jiffies, Jiffies},
+    sync::{
+        Arc,
+        Mutex, //
+    },
+    time::{
+        msecs_to_jiffies,
+        Jiffies, //
+    },
+    workqueue::{
+        impl_has_delayed_work,
+        new_delayed_work,
+        DelayedWork,
+        WorkItem, //
+    }, //
 };
 
 /// V4L2 device capabilities: `V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_STREAMING`.
@@ -243,10 +256,12 @@ struct Generator {
     st: Mutex<GenState>,
 }
 
-impl DelayedWorkItem for Generator {
-    fn delayed_work(&self) -> &DelayedWork<Self> {
-        &self.work
-    }
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self> for Generator { self.work }
+}
+
+impl WorkItem for Generator {
+    type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
         let mut st = this.st.lock();
@@ -282,7 +297,8 @@ impl DelayedWorkItem for Generator {
         st.next_ns = (st.next_ns + st.interval_ns + hold_ns).max(crate::time::monotonic_ns());
         let delay = jiffies_until(st.next_ns);
         drop(st);
-        DelayedWork::enqueue(&this, delay);
+        // `Err` only while `stop_streaming()` cancels the work: the next frame is not wanted.
+        let _ = work::system_percpu().enqueue_delayed(this, delay);
     }
 }
 
@@ -338,7 +354,8 @@ impl QueueOps for Capture {
         st.next_ns = crate::time::monotonic_ns() + st.interval_ns;
         let delay = jiffies_until(st.next_ns);
         drop(st);
-        DelayedWork::enqueue(&self.gen, delay);
+        // The work is idle: `stop_streaming()` cancelled it, or it never ran.
+        let _ = work::system_percpu().enqueue_delayed(self.gen.clone(), delay);
         Ok(())
     }
 
@@ -348,7 +365,7 @@ impl QueueOps for Capture {
 
     fn stop_streaming(&self) {
         self.gen.st.lock().streaming = false;
-        self.gen.work.cancel_sync();
+        work::cancel_delayed_work_sync(&self.gen);
         // Oldest first: the queue's out-fences signal in order.
         let mut st = self.gen.st.lock();
         for buf in st.active.drain_all() {
@@ -368,7 +385,7 @@ impl PinnedDrop for Rvivid {
     fn drop(self: Pin<&mut Self>) {
         // The node is gone and no file is open: stop the queue's fence work before the module
         // can go.
-        self.queue.shutdown();
+        Queue::shutdown(&self.queue);
     }
 }
 
@@ -579,7 +596,7 @@ impl kernel::Module for RvividModule {
         adjust_format(&mut fmt);
         let gen = Arc::pin_init(
             pin_init!(Generator {
-                work <- DelayedWork::new(),
+                work <- new_delayed_work!("rvivid_frame_work"),
                 st <- new_mutex!(GenState {
                     streaming: false,
                     active: KVec::with_capacity(crate::queue::MAX_BUFFERS, GFP_KERNEL)?,

@@ -11,7 +11,6 @@
 #include <linux/sync_file.h>
 #include <linux/timekeeping.h>
 #include <linux/vmalloc.h>
-#include <linux/workqueue.h>
 #include <media/v4l2-ctrls.h>
 #include <media/v4l2-dev.h>
 
@@ -57,21 +56,6 @@ void rvb2_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
 void rvb2_assert_spin_locked(spinlock_t *lock)
 {
 	lockdep_assert_held(lock);
-}
-
-void rvb2_init_delayed_work(struct delayed_work *dw, void (*fn)(struct work_struct *))
-{
-	INIT_DELAYED_WORK(dw, fn);
-}
-
-bool rvb2_queue_delayed_work(struct delayed_work *dw, unsigned long delay)
-{
-	return queue_delayed_work(system_percpu_wq, dw, delay);
-}
-
-struct delayed_work *rvb2_to_delayed_work(struct work_struct *work)
-{
-	return to_delayed_work(work);
 }
 
 int rvb2_ctrl_handler_init(struct v4l2_ctrl_handler *hdl, unsigned int nr_of_controls_hint)

@@ -1,100 +1,88 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Delayed work that can be cancelled.
+//! What rvb2 needs of the workqueue beyond the 7.2 kernel crate's [`kernel::workqueue`].
 //!
-//! The 7.2 kernel crate's `DelayedWork` cannot be cancelled, and a driver must stop its frame
-//! work before it stops streaming and before it goes away. [`DelayedWork`] holds a reference
-//! (an [`Arc`]) on its owner for as long as it is queued, so the owner cannot be freed under a
-//! pending or running work item, and [`DelayedWork::cancel_sync`] takes the work back.
+//! rvb2's delayed works are the kernel crate's [`DelayedWork`]s, each created with
+//! [`new_delayed_work!`], which gives every initialisation site its own lockdep classes (one for
+//! the work, one for its timer): the queue's fence work and rvivid's frame work are not one
+//! class to lockdep. The 7.2 crate can queue a delayed work but has no way to cancel one, and a
+//! driver must stop its frame work in `stop_streaming`, and the queue its fence work before the
+//! module goes. This module adds that, in the crate's terms:
+//!
+//! - [`cancel_delayed_work_sync`] cancels a delayed work whose [`WorkItem::Pointer`] is an
+//!   [`Arc`] and gives back the reference the workqueue held while the work was pending.
+//! - [`system_percpu`] returns `system_percpu_wq`, the queue `schedule_delayed_work()` uses:
+//!   the crate's [`kernel::workqueue::system`] returns `system_wq`, which 7.2 deprecates (it
+//!   warns when a work is first queued on it).
 //!
 //! C header: [`include/linux/workqueue.h`](srctree/include/linux/workqueue.h).
+//!
+//! [`new_delayed_work!`]: kernel::workqueue::new_delayed_work
+//! [`DelayedWork`]: kernel::workqueue::DelayedWork
 
-use crate::bindings;
-use core::sync::atomic::{AtomicPtr, Ordering};
-use kernel::{prelude::*, sync::Arc, time::Jiffies, types::Opaque};
+use kernel::{
+    bindings,
+    container_of,
+    sync::Arc,
+    workqueue::{
+        HasDelayedWork,
+        Queue,
+        Work,
+        WorkItem, //
+    }, //
+};
 
-/// An owner of a [`DelayedWork`].
-pub(crate) trait DelayedWorkItem: Send + Sync + Sized + 'static {
-    /// Returns the owner's delayed work.
-    fn delayed_work(&self) -> &DelayedWork<Self>;
-
-    /// Runs the work, in process context, on the system workqueue.
-    fn run(this: Arc<Self>);
+/// Returns the per-CPU system workqueue (`system_percpu_wq`).
+///
+/// It is the one `schedule[_delayed]_work()` uses; [`kernel::workqueue::system`] returns its
+/// deprecated twin `system_wq`.
+pub(crate) fn system_percpu() -> &'static Queue {
+    // SAFETY: `system_percpu_wq` is a C global, set up at boot before any module loads and never
+    // freed.
+    unsafe { Queue::from_raw(bindings::system_percpu_wq) }
 }
 
-/// A `struct delayed_work` that runs [`DelayedWorkItem::run`] of its owner.
+/// Cancels the delayed work `ID` of `this` and waits for it to finish if it is running.
 ///
-/// # Invariants
+/// When this returns, the work is neither pending nor running, and it does not run again unless
+/// it is queued again. If it was pending, the reference on `this` that the workqueue held for it
+/// is dropped (it is never the last one: `this` holds another).
 ///
-/// `dw` is initialised. While the work is queued or running, it owns one reference on the
-/// [`Arc`] whose address `owner` holds.
-#[pin_data]
-pub(crate) struct DelayedWork<T: DelayedWorkItem> {
-    #[pin]
-    dw: Opaque<bindings::delayed_work>,
-    owner: AtomicPtr<T>,
-}
+/// As `cancel_delayed_work_sync()`, this must not be called from the work itself, nor with a
+/// lock held that the work takes.
+pub(crate) fn cancel_delayed_work_sync<T, const ID: u64>(this: &Arc<T>)
+where
+    T: HasDelayedWork<T, ID> + WorkItem<ID, Pointer = Arc<T>>,
+{
+    // The pointer `Arc::into_raw` returns for an `Arc` of this allocation, which is what
+    // `<Arc<T> as RawWorkItem<ID>>::__enqueue` hands to the workqueue.
+    let ptr = Arc::as_ptr(this).cast_mut();
 
-// SAFETY: The work item is used through the workqueue API, which synchronises internally.
-unsafe impl<T: DelayedWorkItem> Send for DelayedWork<T> {}
-// SAFETY: See `Send`.
-unsafe impl<T: DelayedWorkItem> Sync for DelayedWork<T> {}
+    // SAFETY: `ptr` points at the `T` that `this` keeps alive.
+    let work = unsafe { T::raw_get_work(ptr) };
+    // SAFETY: `raw_get_work` returned a pointer to the `Work<T, ID>` field of that `T`, so it is
+    // valid and aligned.
+    let work = unsafe { Work::raw_get(work) };
+    // SAFETY: By the safety requirements of `HasDelayedWork`, the `work_struct` that `HasWork`
+    // gives is the `work` field of a `delayed_work`, which lives as long as the `T`.
+    let dwork = unsafe { container_of!(work, bindings::delayed_work, work) };
 
-impl<T: DelayedWorkItem> DelayedWork<T> {
-    /// Creates an initialiser of an idle work item.
-    pub(crate) fn new() -> impl PinInit<Self> {
-        pin_init!(Self {
-            dw <- Opaque::ffi_init(|p: *mut bindings::delayed_work| {
-                // SAFETY: `p` is valid for writes and not yet used.
-                unsafe { bindings::rvb2_init_delayed_work(p, Some(Self::run_raw)) }
-            }),
-            owner: AtomicPtr::new(core::ptr::null_mut()),
-        })
+    // SAFETY: `dwork` points at a live `delayed_work`, initialised by `DelayedWork::new` (the
+    // only way to create a `DelayedWork`), with the work function `<Arc<T> as
+    // WorkItemPointer<ID>>::run`.
+    if !unsafe { bindings::cancel_delayed_work_sync(dwork) } {
+        return;
     }
 
-    /// Queues the work of `this` to run after `delay` jiffies, unless it is already queued.
-    ///
-    /// Returns whether it was queued by this call.
-    pub(crate) fn enqueue(this: &Arc<T>, delay: Jiffies) -> bool {
-        let work = this.delayed_work();
-        let raw = Arc::into_raw(this.clone());
-        work.owner.store(raw.cast_mut(), Ordering::Release);
-        // SAFETY: `dw` is initialised (type invariant).
-        let queued = unsafe { bindings::rvb2_queue_delayed_work(work.dw.get(), delay) };
-        if !queued {
-            // SAFETY: The reference leaked above was not handed to the workqueue.
-            drop(unsafe { Arc::from_raw(raw) });
-        }
-        // INVARIANT: When queued, the work owns the reference leaked above.
-        queued
-    }
-
-    /// Cancels the work and waits for it if it is running. The work does not run after this
-    /// returns, unless queued again.
-    pub(crate) fn cancel_sync(&self) {
-        // SAFETY: `dw` is initialised (type invariant).
-        if unsafe { bindings::cancel_delayed_work_sync(self.dw.get()) } {
-            let owner = self.owner.load(Ordering::Acquire);
-            // SAFETY: The work was pending, so it owned a reference on its owner (type
-            // invariant), which it can no longer use.
-            drop(unsafe { Arc::from_raw(owner) });
-        }
-    }
-
-    /// The `work_func_t` of the work item.
-    ///
-    /// # Safety
-    ///
-    /// Called by the workqueue only, for a work item initialised by [`DelayedWork::new`].
-    unsafe extern "C" fn run_raw(work: *mut bindings::work_struct) {
-        // SAFETY: `work` is the `work` member of our `delayed_work`.
-        let dw = unsafe { bindings::rvb2_to_delayed_work(work) };
-        let dw = Opaque::cast_from(dw).cast_mut();
-        // SAFETY: `dw` is the `dw` field of a `DelayedWork<T>`.
-        let this = unsafe { &*kernel::container_of!(dw, Self, dw) };
-        let owner = this.owner.load(Ordering::Acquire);
-        // SAFETY: The work owned one reference on its owner while queued (type invariant); it
-        // is handed to `run`.
-        T::run(unsafe { Arc::from_raw(owner) });
-    }
+    // SAFETY: `cancel_delayed_work_sync()` returned true: the work was pending and this call took
+    // it off the workqueue before its function ran, so that function will not run for this
+    // queueing. A work of `T` with `WorkItem::Pointer = Arc<T>` is queued only by
+    // `<Arc<T> as RawWorkItem<ID>>::__enqueue` (the `Pin<KBox<T>>` and `ARef<T>` implementations
+    // need `Pointer = Self`), which gives the workqueue a reference leaked with
+    // `Arc::into_raw` when the `queue_work_on` closure returns true, and the work function,
+    // `<Arc<T> as WorkItemPointer<ID>>::run`, takes it back with
+    // `Arc::from_raw(T::work_container_of(work))`, which is `ptr` by the invariants of `HasWork`.
+    // We take that reference back in its place, once: the work is no longer pending. It is not
+    // the last reference, since `this` holds another.
+    drop(unsafe { Arc::from_raw(ptr) });
 }

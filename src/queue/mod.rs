@@ -52,15 +52,27 @@ mod list;
 use crate::fence::{context_alloc, Fence, FenceNotify, FenceWaiter, OutFence};
 use crate::mem::VmallocBuf;
 use crate::sync::{new_irq_spinlock, IrqSpinLock};
-use crate::work::{DelayedWork, DelayedWorkItem};
+use crate::work;
 use kernel::{
     fs::File,
-    new_mutex, new_poll_condvar,
+    new_mutex,
+    new_poll_condvar,
     prelude::*,
     sync::{
-        poll::{PollCondVar, PollTable},
-        Arc, ArcBorrow, Mutex,
+        poll::{
+            PollCondVar,
+            PollTable, //
+        },
+        Arc,
+        ArcBorrow,
+        Mutex, //
     },
+    workqueue::{
+        impl_has_delayed_work,
+        new_delayed_work,
+        DelayedWork,
+        WorkItem, //
+    }, //
 };
 use list::IndexList;
 
@@ -312,10 +324,12 @@ pub(crate) struct Queue<O: QueueOps> {
     ops: O,
 }
 
-impl<O: QueueOps> DelayedWorkItem for Queue<O> {
-    fn delayed_work(&self) -> &DelayedWork<Self> {
-        &self.fence_work
-    }
+impl_has_delayed_work! {
+    impl{O: QueueOps} HasDelayedWork<Self> for Queue<O> { self.fence_work }
+}
+
+impl<O: QueueOps> WorkItem for Queue<O> {
+    type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
         let mut inner = this.lock.lock();
@@ -329,7 +343,8 @@ impl<O: QueueOps> DelayedWorkItem for Queue<O> {
 
 impl<O: QueueOps> FenceNotify for Queue<O> {
     fn fence_signalled(this: ArcBorrow<'_, Self>) {
-        DelayedWork::enqueue(&Arc::from(this), 0);
+        // Already queued (`Err`) is as good: the work has not run yet.
+        let _ = work::system_percpu().enqueue_delayed(Arc::from(this), 0);
     }
 }
 
@@ -373,7 +388,7 @@ impl<O: QueueOps> Queue<O> {
                     c"rvb2_queue_state"
                 ),
                 done_wq <- new_poll_condvar!("rvb2_queue_done"),
-                fence_work <- DelayedWork::new(),
+                fence_work <- new_delayed_work!("rvb2_queue_fence_work"),
                 waiters: [const { FenceWaiter::new() }; MAX_BUFFERS],
                 ops <- ops,
             }? Error),
@@ -401,8 +416,8 @@ impl<O: QueueOps> Queue<O> {
 
     /// Stops the fence work for good: called when the queue's device goes away (no file is
     /// open, so no fence callback is registered and none can be).
-    pub(crate) fn shutdown(&self) {
-        self.fence_work.cancel_sync();
+    pub(crate) fn shutdown(this: &Arc<Self>) {
+        work::cancel_delayed_work_sync(this);
     }
 
     /// Frees buffers `start..start + count` (all must exist, be dequeued and unmapped).
