@@ -6,16 +6,19 @@
 //! (task filter, `/proc/thread-self/make-it-fail`), for n = 1, 2, ... until QBUF succeeds, so
 //! every allocation on the path fails once. fail_function makes `rvb2_sync_file_create()`
 //! (the module's wrapper of `sync_file_create()`, marked `ALLOW_ERROR_INJECTION`) return NULL
-//! once (it runs in a kprobe handler, where no task filter applies).
+//! once. Its check runs in a kprobe handler: on this kernel (no `CONFIG_KPROBES_ON_FTRACE`,
+//! and fail_function's kprobes have a post handler, so they are never jump-optimised) that is
+//! the int3 trap, entered like an NMI, where `in_task()` is false and no task filter applies;
+//! the test reads `times` back (0) to see that the injection did happen.
 
 use std::fs;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::fences::fd_count;
+use crate::fences::{fd_count, flags_str};
 use crate::harness::{wait_until, Ctx, Test, TestResult};
-use crate::syncfile::{self, Timeline};
+use crate::syncfile::{self, status_str, Timeline};
 use crate::v4l2::*;
 
 /// The fault-injection tests and the sample.
@@ -39,10 +42,20 @@ const FLAG_OUT_FENCE: u32 = 0x0040_0000;
 const FAILSLAB: &str = "/sys/kernel/debug/failslab";
 const FAIL_FUNCTION: &str = "/sys/kernel/debug/fail_function";
 
-/// Writes `value` to the debugfs attribute `dir/name`.
+/// Writes `value` to the debugfs attribute `dir/name`, in one write(2) even when `value` is
+/// empty (`fs::write` would make no write at all for an empty value).
 fn set(dir: &str, name: &str, value: &str) -> TestResult {
     let path = Path::new(dir).join(name);
+    let value = if value.is_empty() { "\n" } else { value };
     fs::write(&path, value).map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+}
+
+/// Reads the debugfs attribute `dir/name`, trimmed.
+fn get(dir: &str, name: &str) -> Result<String, String> {
+    let path = Path::new(dir).join(name);
+    fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
 /// Marks this thread as a target of fault injection while alive.
@@ -81,6 +94,11 @@ fn failslab_nth(nth: u32) -> TestResult {
     set(FAILSLAB, "interval", &nth.to_string())?;
     set(FAILSLAB, "times", "1")?;
     set(FAILSLAB, "probability", "100")
+}
+
+/// The status of sync_file `fd` (0 pending, 1 signalled, < 0 error).
+fn fence_status(fd: RawFd, what: &str) -> Result<i32, String> {
+    syncfile::status(fd).map_err(|e| format!("SYNC_IOC_FILE_INFO({what}): {e}"))
 }
 
 /// An open rvivid with `count` MMAP buffers, freed on drop.
@@ -212,18 +230,19 @@ fn failslab_qbuf_in_out_fence(ctx: &mut Ctx) -> TestResult {
     failslab_sweep(ctx, true)
 }
 
-/// Removes every fail_function injection when dropped.
+/// Removes the fail_function injection of `rvb2_sync_file_create` when dropped.
 struct FailFunctionOff;
 
 impl Drop for FailFunctionOff {
     fn drop(&mut self) {
-        let _ = set(FAIL_FUNCTION, "inject", "");
         let _ = set(FAIL_FUNCTION, "probability", "0");
+        let _ = set(FAIL_FUNCTION, "inject", "!rvb2_sync_file_create");
     }
 }
 
 /// fail_function on `rvb2_sync_file_create()`: QBUF with an out-fence fails with ENOMEM, no
-/// fd, the buffer unqueued; QBUF works again once the injection is removed.
+/// fd, the buffer unqueued and without fence flags, the injection used up (`times` 0); QBUF
+/// works again once the injection is removed.
 fn fail_function_sync_file(ctx: &mut Ctx) -> TestResult {
     if !Path::new(FAIL_FUNCTION).exists() {
         return Err(format!(
@@ -231,35 +250,69 @@ fn fail_function_sync_file(ctx: &mut Ctx) -> TestResult {
         ));
     }
     let bufs = Bufs::new(ctx, 3)?;
-    let _off = FailFunctionOff;
+    set(FAIL_FUNCTION, "probability", "0")?;
     set(FAIL_FUNCTION, "inject", "rvb2_sync_file_create")?;
+    let _off = FailFunctionOff;
     set(FAIL_FUNCTION, "verbose", "0")?;
-    // The injection runs in a kprobe handler, where the task filter never matches; only this
-    // test calls the function now, so it fails the next call, once.
+    // The check runs in the int3 handler, where neither the task filter nor fail-nth applies
+    // (module documentation); only this test calls the function now, so the next call fails,
+    // once.
     set(FAIL_FUNCTION, "task-filter", "N")?;
+    set(FAIL_FUNCTION, "space", "0")?;
     set(FAIL_FUNCTION, "interval", "1")?;
     set(FAIL_FUNCTION, "times", "1")?;
     set(FAIL_FUNCTION, "probability", "100")?;
     let before = fd_count()?;
     let r = bufs.qbuf(0, FLAG_OUT_FENCE, 0);
+    set(FAIL_FUNCTION, "probability", "0")?;
     match r {
         Err(e) if e.0 == libc::ENOMEM => {}
         Err(e) => return Err(format!("QBUF with the injection: {e}, want ENOMEM")),
         Ok(_) => return Err("QBUF with the injection succeeded, want ENOMEM".into()),
     }
+    let times = get(FAIL_FUNCTION, "times")?;
+    if times != "0" {
+        return Err(format!(
+            "fail_function times is {times} after the QBUF: the injection did not happen"
+        ));
+    }
     let after = fd_count()?;
     if after != before {
         return Err(format!("QBUF ENOMEM left {after} fds, had {before}"));
     }
-    if bufs.flags(0)? & V4L2_BUF_FLAG_QUEUED != 0 {
-        return Err("QBUF ENOMEM left the buffer queued".into());
+    let f = bufs.flags(0)?;
+    if f & (V4L2_BUF_FLAG_QUEUED | FLAG_IN_FENCE | FLAG_OUT_FENCE) != 0 {
+        return Err(format!(
+            "QBUF ENOMEM left the buffer with flags {}, want it not queued and without fence \
+             flags",
+            flags_str(f)
+        ));
     }
-    set(FAIL_FUNCTION, "inject", "")?;
+    set(FAIL_FUNCTION, "inject", "!rvb2_sync_file_create")?;
+    let list = get(FAIL_FUNCTION, "inject")?;
+    if list.contains("rvb2_sync_file_create") {
+        return Err(format!(
+            "fail_function still injects {list:?} after its removal"
+        ));
+    }
     let b = bufs
         .qbuf(0, FLAG_OUT_FENCE, 0)
         .map_err(|e| format!("QBUF without the injection: {e}"))?;
-    // SAFETY: the fd QBUF just installed for us.
-    unsafe { libc::close(b.reserved2 as i32) };
+    // SAFETY: the fd QBUF just installed for us; the OwnedFd closes it.
+    let out = unsafe { OwnedFd::from_raw_fd(b.reserved2 as i32) };
+    let now = fd_count()?;
+    if now != before + 1 {
+        return Err(format!(
+            "QBUF without the injection: {now} fds, had {before} (want one new fd)"
+        ));
+    }
+    let s = fence_status(out.as_raw_fd(), "out-fence")?;
+    if s != 0 {
+        return Err(format!(
+            "out-fence of the queued buffer: {}, want pending",
+            status_str(s)
+        ));
+    }
     Ok(())
 }
 
