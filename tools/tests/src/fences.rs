@@ -13,8 +13,16 @@
 //! - out-fences signal with status 1 when their buffer is done, -EIO when it failed, and
 //!   -ECANCELED when it never reached the driver and was taken back (STREAMOFF, REQBUFS(0),
 //!   close);
-//! - rvivid completes a frame every ~33-70 ms in the guest, so waits are generous (5 s) and
-//!   "nothing happens" is checked over 300-400 ms (about ten frame periods).
+//! - rvivid completes a frame every ~33-70 ms in the guest (much slower under TCG and KASAN with
+//!   other guests running), so waits for something to happen are generous (5 s).
+//!
+//! "Nothing happens" is never checked by waiting a fixed time and looking, which on a slow
+//! guest shows nothing. It is checked as a state, at once ([`Rig::expect_held`]: QUERYBUF
+//! flags, out-fence status, poll() with timeout 0, non-blocking DQBUF), and where a buffer
+//! must not have reached the driver: by keeping the driver from starting
+//! ([`Rig::streamon_unstarted`]: rvivid's start_streaming is set to fail, so STREAMON, or a
+//! QBUF, that started it would fail), by waiting for the queue to show it took a signal in
+//! ([`Rig::wait_in_fence_settled`]), or against the driver's own frames and timestamps.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -63,8 +71,6 @@ const RVIVID_CID_UNORDERED: u32 = RVIVID_CID_BASE + 3;
 
 /// How long a buffer that should arrive may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
-/// How long "nothing is dequeued" is watched (about ten frame periods).
-const HOLD_BACK: Duration = Duration::from_millis(400);
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -223,6 +229,36 @@ fn expect_pending(fd: &OwnedFd, what: &str) -> TestResult {
         .map_err(|e| format!("poll({what}): {e}"))?;
     check(rev == 0, || {
         format!("{what}: poll() gives revents {rev:#x} while the fence is pending")
+    })
+}
+
+/// A merged in-fence one of whose components is still pending is pending. The merge (a
+/// dma_fence_array) signals, and so calls the queue's callback, only after its last component
+/// did: with this checked, the queue has not been told anything and there is nothing to wait
+/// for.
+fn expect_merge_pending(m: &OwnedFd) -> TestResult {
+    let s = fstatus(m, "merged in-fence")?;
+    check(s == 0, || {
+        format!(
+            "merged in-fence with a component pending: {}, want pending",
+            status_str(s)
+        )
+    })
+}
+
+/// Signals the in-fence `f` of `tl` late, after the queue took its buffer back, and checks it
+/// did signal. There is nothing to wait for afterwards: SW_SYNC_IOC_INC returns after
+/// `dma_fence_signal()` ran every callback still registered on the fence (KASAN reports a
+/// stale callback's use of freed memory right there). The queue removed its own when it took
+/// the buffers back; had it not, that callback would only kick the queue's fence work, which
+/// runs the queue's usual step (nothing at all on a queue that is not streaming): no state
+/// change to wait for, and anything it did wrong KASAN and lockdep report whenever it runs
+/// (the suite's last test, dmesg_clean, reads the kernel log).
+fn late_signal(tl: &Timeline, f: &OwnedFd) -> TestResult {
+    tl.inc(1)?;
+    let s = fstatus(f, "the late in-fence")?;
+    check(s == 1, || {
+        format!("the late in-fence after SW_SYNC_IOC_INC: {}", status_str(s))
     })
 }
 
@@ -785,35 +821,99 @@ impl Rig {
         Ok(b)
     }
 
-    /// Watches for `dur`: no buffer may be dequeued and poll() on the video fd must not
-    /// report POLLIN.
-    fn expect_nothing_done(&self, dur: Duration, why: &str) -> TestResult {
-        let start = Instant::now();
-        loop {
-            let rev = syncfile::poll_fd(self.fd(), libc::POLLIN, 50)
-                .map_err(|e| format!("poll(video fd): {e}"))?;
-            check(rev & libc::POLLIN == 0, || {
-                format!("{why}: poll() on the video fd reports POLLIN (revents {rev:#x})")
-            })?;
-            match self.dqbuf_nb() {
-                Ok(b) => {
-                    return Err(format!(
-                        "{why}: DQBUF returned buffer {} (flags {}) after {} ms",
-                        b.index,
-                        flags_str(b.flags),
-                        start.elapsed().as_millis()
-                    ))
-                }
-                Err(e) if e.0 == libc::EAGAIN => {}
-                Err(e) => return Err(format!("{why}: VIDIOC_DQBUF: {e}, want EAGAIN")),
+    /// Asserts, at once, that nothing is done: poll() on the video fd (timeout 0) reports no
+    /// POLLIN, a non-blocking DQBUF is EAGAIN and no buffer of the queue has DONE or ERROR;
+    /// the `waiting` buffers are QUEUED with IN_FENCE (they wait for their in-fence), the
+    /// `held` ones QUEUED (held back behind them).
+    ///
+    /// This is a snapshot: it shows what the queue decided, not what a driver that was handed
+    /// a buffer would do a frame later. Tests that must also show that no buffer reached the
+    /// driver use [`Rig::streamon_unstarted`] (the driver is not even started) or a check
+    /// against the driver's frames.
+    fn expect_held(&self, why: &str, waiting: &[u32], held: &[u32]) -> TestResult {
+        let rev = syncfile::poll_fd(self.fd(), libc::POLLIN, 0)
+            .map_err(|e| format!("poll(video fd): {e}"))?;
+        check(rev & libc::POLLIN == 0, || {
+            format!("{why}: poll() on the video fd reports POLLIN (revents {rev:#x})")
+        })?;
+        match self.dqbuf_nb() {
+            Ok(b) => {
+                return Err(format!(
+                    "{why}: DQBUF returned buffer {} (flags {})",
+                    b.index,
+                    flags_str(b.flags)
+                ))
             }
-            if start.elapsed() >= dur {
-                return Ok(());
-            }
-            if rev != 0 {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            Err(e) if e.0 == libc::EAGAIN => {}
+            Err(e) => return Err(format!("{why}: VIDIOC_DQBUF: {e}, want EAGAIN")),
         }
+        for i in 0..self.count {
+            let b = self.querybuf(i)?;
+            let (set, what) = if waiting.contains(&i) {
+                (V4L2_BUF_FLAG_QUEUED | IN, "waiting for its in-fence")
+            } else if held.contains(&i) {
+                (V4L2_BUF_FLAG_QUEUED, "held back")
+            } else {
+                (0, "not done")
+            };
+            check(
+                b.flags & set == set && b.flags & (V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_ERROR) == 0,
+                || {
+                    format!(
+                        "{why}: QUERYBUF({i}) flags {}, want {} set and DONE|ERROR clear ({what})",
+                        flags_str(b.flags),
+                        flags_str(set)
+                    )
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// STREAMON for a queue whose head buffer waits for an in-fence, so that fewer than the two
+    /// buffers rvivid needs are ready: with rvivid's start_streaming set to fail
+    /// (RVIVID_CID_FAIL_START_STREAMING), STREAMON must succeed, which shows at once that the
+    /// queue did not start the driver and so handed it no buffer (the driver completes
+    /// nothing before it is started). The control stays set until [`Rig::allow_start`]: a
+    /// start the queue would attempt meanwhile (a QBUF's or a fence callback's) fails, and
+    /// the queued buffers come back with ERROR, which [`Rig::expect_held`] sees.
+    fn streamon_unstarted(&self, why: &str) -> TestResult {
+        self.set_ctrl(RVIVID_CID_FAIL_START_STREAMING, 1)?;
+        self.streamon().map_err(|e| {
+            format!(
+                "{why}: {e}: the queue started the driver (whose start_streaming was set to \
+                 fail) although its head buffer waits for an in-fence"
+            )
+        })
+    }
+
+    /// Lets the driver start again (see [`Rig::streamon_unstarted`]); before the signal that
+    /// makes buffers ready.
+    fn allow_start(&self) -> TestResult {
+        self.set_ctrl(RVIVID_CID_FAIL_START_STREAMING, 0)
+    }
+
+    /// Waits (up to [`TIMEOUT`]) until QUERYBUF(`index`) no longer shows IN_FENCE: the queue
+    /// has handled the signal of that buffer's in-fence, in the same locked step in which it
+    /// would hand ready buffers to the driver or start it (QUERYBUF takes the same lock).
+    fn wait_in_fence_settled(&self, index: u32, why: &str) -> TestResult {
+        let mut last = 0;
+        let settled = crate::harness::wait_until(TIMEOUT, || {
+            self.querybuf(index)
+                .map(|b| {
+                    last = b.flags;
+                    b.flags & IN == 0
+                })
+                .unwrap_or(false)
+        });
+        check(settled, || {
+            format!(
+                "{why}: QUERYBUF({index}) still shows IN_FENCE {} s after the fence signalled \
+                 (flags {})",
+                TIMEOUT.as_secs(),
+                flags_str(last)
+            )
+        })
     }
 
     /// Sets one of rvivid's controls (reset by `Drop`).
@@ -1394,9 +1494,10 @@ fn fence_in_fence_fd0_sync_file_accepted(ctx: &mut Ctx) -> TestResult {
     )?;
     rig.q_plain(1)?;
     rig.q_plain(2)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(HOLD_BACK, "the fd-0 in-fence has not signalled")?;
+    rig.streamon_unstarted("buffer 0 waits for the fd-0 fence")?;
+    rig.expect_held("the fd-0 in-fence has not signalled", &[0], &[1, 2])?;
     expect_pending(&out0, "out-fence of buffer 0")?;
+    rig.allow_start()?;
     tl.inc(1)?;
     rig.dq_expect(0, false)?;
     expect_ok(&out0, "out-fence of buffer 0")?;
@@ -1486,14 +1587,15 @@ fn fence_out_fence_signals_after_dqbuf(ctx: &mut Ctx) -> TestResult {
 /// poll() on an out-fence: nothing (timeout) before the buffer is done, POLLIN after.
 fn fence_out_fence_poll(ctx: &mut Ctx) -> TestResult {
     let rig = Rig::new(ctx, 3)?;
+    // With the driver's start_streaming set to fail, a QBUF that started it before STREAMON
+    // would fail: nothing can then complete buffer 0, and poll() on its out-fence must report
+    // nothing now (timeout 0) and its status be pending.
+    rig.set_ctrl(RVIVID_CID_FAIL_START_STREAMING, 1)?;
     let out = rig.q_out(0)?;
     rig.q_plain(1)?;
     rig.q_plain(2)?;
-    let rev = syncfile::poll_fd(out.as_raw_fd(), libc::POLLIN, 200)
-        .map_err(|e| format!("poll(out-fence): {e}"))?;
-    check(rev == 0, || {
-        format!("poll(out-fence) before STREAMON: revents {rev:#x}, want a timeout")
-    })?;
+    expect_pending(&out, "out-fence of buffer 0 before STREAMON")?;
+    rig.allow_start()?;
     rig.streamon()?;
     expect_ok(&out, "out-fence of buffer 0")?;
     let rev = syncfile::poll_fd(out.as_raw_fd(), libc::POLLIN, 0)
@@ -1639,9 +1741,10 @@ fn fence_both_flags_one_buffer(ctx: &mut Ctx) -> TestResult {
     )?;
     rig.q_plain(1)?;
     rig.q_plain(2)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(HOLD_BACK, "buffer 0's in-fence has not signalled")?;
+    rig.streamon_unstarted("buffer 0 waits for its in-fence")?;
+    rig.expect_held("buffer 0's in-fence has not signalled", &[0], &[1, 2])?;
     expect_pending(&out, "out-fence of buffer 0")?;
+    rig.allow_start()?;
     tl.inc(1)?;
     let b = rig.dq_expect(0, false)?;
     check(fence_fd(&b) == -1 && b.flags & (IN | OUT) == 0, || {
@@ -1995,7 +2098,10 @@ fn fence_error_buffer_alone_at_head(ctx: &mut Ctx) -> TestResult {
     let f = tl.create_fence(1)?;
     let out0 = rig.q_in_out(0, f.as_raw_fd())?;
     rig.streamon()?;
-    rig.expect_nothing_done(Duration::from_millis(300), "the in-fence is pending")?;
+    // Alone in the queue, buffer 0 cannot start the driver (two are needed): only the queue
+    // itself could complete it, in STREAMON, which this sees at once.
+    rig.expect_held("the in-fence is pending", &[0], &[])?;
+    expect_pending(&out0, "out-fence of buffer 0")?;
     tl.close();
     rig.dq_expect(0, true)?;
     expect_error(&out0, "out-fence of buffer 0")?;
@@ -2016,11 +2122,12 @@ fn fence_in_fence_signalled_later_ok(ctx: &mut Ctx) -> TestResult {
     let out0 = rig.q_in_out(0, f.as_raw_fd())?;
     rig.q_plain(1)?;
     rig.q_plain(2)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(HOLD_BACK, "buffer 0's in-fence has not signalled")?;
+    rig.streamon_unstarted("buffer 0 waits for its in-fence")?;
+    rig.expect_held("buffer 0's in-fence has not signalled", &[0], &[1, 2])?;
     rig.expect_flags(0, V4L2_BUF_FLAG_QUEUED | IN, V4L2_BUF_FLAG_DONE, "waiting")?;
     rig.expect_flags(1, V4L2_BUF_FLAG_QUEUED, V4L2_BUF_FLAG_DONE, "held back")?;
     expect_pending(&out0, "out-fence of buffer 0")?;
+    rig.allow_start()?;
     tl.inc(1)?;
     rig.dq_expect(0, false)?;
     expect_ok(&out0, "out-fence of buffer 0")?;
@@ -2038,8 +2145,11 @@ fn fence_in_fence_signalled_later_error(ctx: &mut Ctx) -> TestResult {
     let out0 = rig.q_in_out(0, f.as_raw_fd())?;
     let out1 = rig.q_out(1)?;
     rig.q_plain(2)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(HOLD_BACK, "buffer 0's in-fence has not signalled")?;
+    rig.streamon_unstarted("buffer 0 waits for its in-fence")?;
+    rig.expect_held("buffer 0's in-fence has not signalled", &[0], &[1, 2])?;
+    expect_pending(&out0, "out-fence of buffer 0")?;
+    expect_pending(&out1, "out-fence of buffer 1")?;
+    rig.allow_start()?;
     tl.close();
     rig.dq_expect(0, true)?;
     expect_error(&out0, "out-fence of buffer 0")?;
@@ -2049,8 +2159,8 @@ fn fence_in_fence_signalled_later_error(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
-/// Out-of-order signalling: A(fA), B(fB), C(no fence); fB signals first → nothing reaches
-/// the driver; then fA → A, B, C in order (§6 #27).
+/// Out-of-order signalling: A(fA), B(fB), then C (no fence); fB signals first → nothing
+/// reaches the driver; then fA → A, B, C in order (§6 #27).
 fn fence_out_of_order_signalling(ctx: &mut Ctx) -> TestResult {
     let rig = Rig::new(ctx, 3)?;
     let t1 = Timeline::open()?;
@@ -2059,12 +2169,23 @@ fn fence_out_of_order_signalling(ctx: &mut Ctx) -> TestResult {
     let fb = t2.create_fence(1)?;
     rig.q_in(0, fa.as_raw_fd())?;
     rig.q_in(1, fb.as_raw_fd())?;
-    rig.q_plain(2)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(Duration::from_millis(300), "no in-fence signalled")?;
+    rig.streamon_unstarted("A and B wait for their in-fences")?;
+    rig.expect_held("no in-fence signalled", &[0, 1], &[])?;
     t2.inc(1)?;
-    rig.expect_nothing_done(HOLD_BACK, "fB signalled but fA (ahead of it) has not")?;
+    let s = fstatus(&fb, "fB")?;
+    check(s == 1, || {
+        format!("fB after SW_SYNC_IOC_INC: {}", status_str(s))
+    })?;
+    // The queue takes in fB's signal in a work item, which changes nothing visible when it
+    // is right (A still waits, nothing is ready). QBUF of C runs the same step at once
+    // (settle the signalled in-fences from the head, start the driver once two buffers are
+    // ready): it succeeds only if fB made nothing ready ahead of A, as the driver's
+    // start_streaming is still set to fail.
+    rig.q_plain(2)
+        .map_err(|e| format!("QBUF of C after fB signalled (A still waits): {e}"))?;
+    rig.expect_held("fB signalled but fA (ahead of it) has not", &[0], &[1, 2])?;
     rig.expect_flags(0, V4L2_BUF_FLAG_QUEUED | IN, 0, "A waits for fA")?;
+    rig.allow_start()?;
     t1.inc(1)?;
     rig.dq_expect(0, false)?;
     rig.dq_expect(1, false)?;
@@ -2083,21 +2204,47 @@ fn fence_mixed_fenced_unfenced(ctx: &mut Ctx) -> TestResult {
     rig.q_plain(3)?;
     rig.q_plain(4)?;
     rig.streamon()?;
-    rig.dq_expect(0, false)?;
-    rig.dq_expect(1, false)?;
-    rig.expect_nothing_done(HOLD_BACK, "buffers 3 and 4 are behind the pending buffer 2")?;
-    rig.expect_flags(
-        3,
-        V4L2_BUF_FLAG_QUEUED,
-        V4L2_BUF_FLAG_DONE,
-        "buffer 3 held back",
-    )?;
+    let b0 = rig.dq_expect(0, false)?;
+    let b1 = rig.dq_expect(1, false)?;
+    let why = "buffers 3 and 4 are behind the pending buffer 2";
+    rig.expect_held(why, &[2], &[3, 4])?;
+    expect_pending(&out2, "out-fence of buffer 2")?;
+    // The driver runs: it completed buffers 0 and 1 on consecutive frames. Had the queue also
+    // handed it buffer 2 (and 3, 4), it would complete 2 on its next frame, whether or not
+    // the in-fence signalled. So the fence is held until two of the driver's frame periods,
+    // as buffers 0 and 1 measured it, have passed since buffer 1, and the state is checked
+    // again; then buffers 2, 3 and 4 must all be completed after the in-fence signalled
+    // (their timestamps, below), which a buffer completed on that next frame would not be.
+    let period = buf_ns(&b1).saturating_sub(buf_ns(&b0)).max(1_000_000);
+    let until = buf_ns(&b1) + 2 * period;
+    let now = monotonic_ns();
+    if now < until {
+        std::thread::sleep(Duration::from_nanos(until - now));
+    }
+    rig.expect_held(why, &[2], &[3, 4])?;
+    expect_pending(&out2, "out-fence of buffer 2")?;
     tl.inc(1)?;
-    rig.dq_expect(2, false)?;
+    let signalled = single_fence(&f, "in-fence of buffer 2")?.timestamp_ns;
+    // Buffer timestamps have microseconds.
+    let signalled_us = signalled - signalled % 1_000;
+    for i in 2..5 {
+        let b = rig.dq_expect(i, false)?;
+        check(buf_ns(&b) >= signalled_us, || {
+            format!(
+                "buffer {i} was completed at {} ns, before buffer 2's in-fence signalled \
+                 ({signalled} ns)",
+                buf_ns(&b)
+            )
+        })?;
+    }
     expect_ok(&out2, "out-fence of buffer 2")?;
-    rig.dq_expect(3, false)?;
-    rig.dq_expect(4, false)?;
-    Ok(())
+    let o2 = single_fence(&out2, "out-fence of buffer 2")?;
+    check(o2.timestamp_ns >= signalled, || {
+        format!(
+            "out-fence of buffer 2 signalled at {} ns, before its in-fence ({signalled} ns)",
+            o2.timestamp_ns
+        )
+    })
 }
 
 /// STREAMON with fewer ready buffers than needed because of pending in-fences: streaming
@@ -2110,10 +2257,17 @@ fn fence_streamon_before_fences_ready(ctx: &mut Ctx) -> TestResult {
     let f2 = t2.create_fence(1)?;
     let out0 = rig.q_in_out(0, f1.as_raw_fd())?;
     let out1 = rig.q_in_out(1, f2.as_raw_fd())?;
-    rig.streamon()?;
-    rig.expect_nothing_done(Duration::from_millis(300), "no in-fence signalled")?;
+    rig.streamon_unstarted("both buffers wait for their in-fences")?;
+    rig.expect_held("no in-fence signalled", &[0, 1], &[])?;
     t1.inc(1)?;
-    rig.expect_nothing_done(HOLD_BACK, "only one buffer is ready (two are needed)")?;
+    // Once QUERYBUF(0) drops IN_FENCE the queue has taken in f1's signal and decided, in the
+    // same step, not to start the driver with one ready buffer: a start would have failed
+    // (start_streaming is still set to fail) and completed both buffers with ERROR.
+    rig.wait_in_fence_settled(0, "buffer 0")?;
+    rig.expect_held("only one buffer is ready (two are needed)", &[1], &[0])?;
+    expect_pending(&out0, "out-fence 0")?;
+    expect_pending(&out1, "out-fence 1")?;
+    rig.allow_start()?;
     t2.inc(1)?;
     rig.dq_expect(0, false)?;
     rig.dq_expect(1, false)?;
@@ -2137,11 +2291,18 @@ fn fence_merged_in_fence_waits_for_both(ctx: &mut Ctx) -> TestResult {
     let out0 = rig.q_in_out(0, m.as_raw_fd())?;
     rig.q_plain(1)?;
     rig.q_plain(2)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(Duration::from_millis(300), "no component signalled")?;
+    rig.streamon_unstarted("buffer 0 waits for the merged in-fence")?;
+    rig.expect_held("no component signalled", &[0], &[1, 2])?;
     t1.inc(1)?;
-    rig.expect_nothing_done(HOLD_BACK, "one component of the merged in-fence is pending")?;
+    expect_merge_pending(&m)?;
+    rig.expect_held(
+        "one component of the merged in-fence is pending",
+        &[0],
+        &[1, 2],
+    )?;
     rig.expect_flags(0, V4L2_BUF_FLAG_QUEUED | IN, 0, "half-signalled merge")?;
+    expect_pending(&out0, "out-fence of buffer 0")?;
+    rig.allow_start()?;
     t2.inc(1)?;
     rig.dq_expect(0, false)?;
     expect_ok(&out0, "out-fence of buffer 0")?;
@@ -2162,9 +2323,12 @@ fn fence_merged_in_fence_component_error(ctx: &mut Ctx) -> TestResult {
     let out0 = rig.q_in_out(0, m.as_raw_fd())?;
     rig.q_plain(1)?;
     rig.q_plain(2)?;
-    rig.streamon()?;
+    rig.streamon_unstarted("buffer 0 waits for the merged in-fence")?;
     t1.inc(1)?;
-    rig.expect_nothing_done(Duration::from_millis(300), "one component is pending")?;
+    expect_merge_pending(&m)?;
+    rig.expect_held("one component is pending", &[0], &[1, 2])?;
+    expect_pending(&out0, "out-fence of buffer 0")?;
+    rig.allow_start()?;
     t2.close();
     rig.dq_expect(0, true)?;
     expect_error(&out0, "out-fence of buffer 0")?;
@@ -2200,8 +2364,10 @@ fn fence_merged_in_fence_drops_failed_signalled(ctx: &mut Ctx) -> TestResult {
     let out0 = rig.q_in_out(0, m.as_raw_fd())?;
     rig.q_plain(1)?;
     rig.q_plain(2)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(Duration::from_millis(300), "the pending component")?;
+    rig.streamon_unstarted("buffer 0 waits for the pending component")?;
+    rig.expect_held("the pending component", &[0], &[1, 2])?;
+    expect_pending(&out0, "out-fence of buffer 0")?;
+    rig.allow_start()?;
     t1.inc(1)?;
     rig.dq_expect(0, false)?;
     expect_ok(&out0, "out-fence of buffer 0")
@@ -2218,9 +2384,11 @@ fn fence_in_fence_fd_closed_after_qbuf(ctx: &mut Ctx) -> TestResult {
     drop(f);
     rig.q_plain(1)?;
     rig.q_plain(2)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(HOLD_BACK, "the closed in-fence fd's fence is pending")?;
+    rig.streamon_unstarted("buffer 0 waits for the closed fd's fence")?;
+    rig.expect_held("the closed in-fence fd's fence is pending", &[0], &[1, 2])?;
     rig.expect_flags(0, V4L2_BUF_FLAG_QUEUED | IN, 0, "waiting")?;
+    expect_pending(&out0, "out-fence of buffer 0")?;
+    rig.allow_start()?;
     tl.inc(1)?;
     rig.dq_expect(0, false)?;
     expect_ok(&out0, "out-fence of buffer 0")?;
@@ -2289,8 +2457,12 @@ fn fence_never_signalled_streamoff(ctx: &mut Ctx) -> TestResult {
     let out0 = rig.q_in_out(0, f.as_raw_fd())?;
     let out1 = rig.q_out(1)?;
     let out2 = rig.q_out(2)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(HOLD_BACK, "the in-fence never signals")?;
+    rig.streamon_unstarted("buffer 0 waits for its in-fence")?;
+    rig.expect_held("the in-fence never signals", &[0], &[1, 2])?;
+    for (i, o) in [&out0, &out1, &out2].iter().enumerate() {
+        expect_pending(o, &format!("out-fence of buffer {i}"))?;
+    }
+    rig.allow_start()?;
     quick("STREAMOFF with a pending in-fence", || rig.streamoff())?;
     expect_cancelled(&out0, "out-fence of the waiting buffer 0")?;
     expect_cancelled(&out1, "out-fence of buffer 1 (held behind 0)")?;
@@ -2298,8 +2470,7 @@ fn fence_never_signalled_streamoff(ctx: &mut Ctx) -> TestResult {
     for i in 0..3 {
         rig.expect_flags(i, 0, V4L2_BUF_FLAG_QUEUED | IN | OUT, "after STREAMOFF")?;
     }
-    tl.inc(1)?;
-    std::thread::sleep(Duration::from_millis(100));
+    late_signal(&tl, &f)?;
     rig.expect_flags(
         0,
         0,
@@ -2326,16 +2497,18 @@ fn fence_never_signalled_close(ctx: &mut Ctx) -> TestResult {
     let out1 = rig.q_out(1)?;
     let kept = dup(out0.as_raw_fd())?;
     drop(out0);
-    rig.streamon()?;
-    rig.expect_nothing_done(Duration::from_millis(300), "the in-fence never signals")?;
+    rig.streamon_unstarted("buffer 0 waits for its in-fence")?;
+    rig.expect_held("the in-fence never signals", &[0], &[1])?;
+    expect_pending(&kept, "out-fence of buffer 0 (dup)")?;
+    expect_pending(&out1, "out-fence of buffer 1")?;
+    rig.allow_start()?;
     quick("close() of the video fd with a pending in-fence", || {
         rig.close_device();
         Ok(())
     })?;
     expect_cancelled(&kept, "out-fence of buffer 0 (dup) after close")?;
     expect_cancelled(&out1, "out-fence of buffer 1 after close")?;
-    tl.inc(1)?;
-    std::thread::sleep(Duration::from_millis(100));
+    late_signal(&tl, &f)?;
     let again = Rig::new(ctx, 3)?;
     for i in 0..3 {
         again.q_plain(i)?;
@@ -2359,8 +2532,7 @@ fn fence_never_signalled_reqbufs0(ctx: &mut Ctx) -> TestResult {
     })?;
     expect_cancelled(&out0, "out-fence of buffer 0 after REQBUFS(0)")?;
     expect_cancelled(&out1, "out-fence of buffer 1 after REQBUFS(0)")?;
-    tl.inc(1)?;
-    std::thread::sleep(Duration::from_millis(100));
+    late_signal(&tl, &f)?;
     rig.reqbufs(3)?;
     for i in 0..3 {
         rig.q_plain(i)?;
@@ -2398,8 +2570,7 @@ fn fence_never_signalled_remove_bufs(ctx: &mut Ctx) -> TestResult {
     expect_cancelled(&out0, "out-fence of buffer 0 after STREAMOFF")?;
     rig.remove_bufs(0, 1)
         .map_err(|e| format!("REMOVE_BUFS(0, 1) after STREAMOFF: {e}"))?;
-    tl.inc(1)?;
-    std::thread::sleep(Duration::from_millis(100));
+    late_signal(&tl, &f)?;
     check(rig.querybuf(0).is_err(), || {
         "QUERYBUF(0) succeeds after REMOVE_BUFS(0, 1)".into()
     })?;
@@ -2647,8 +2818,7 @@ fn fence_child_exit_cancels_out_fence(ctx: &mut Ctx) -> TestResult {
         || format!("the child failed: wait status {status:#x}"),
     )?;
     expect_cancelled(&out, "the child's out-fence after it exited")?;
-    tl.inc(1)?;
-    std::thread::sleep(Duration::from_millis(100));
+    late_signal(&tl, &fin)?;
     let rig = Rig::new(ctx, 3)?;
     for i in 0..3 {
         rig.q_plain(i)?;
@@ -2920,8 +3090,9 @@ fn fence_create_bufs_with_fences(ctx: &mut Ctx) -> TestResult {
     let out0 = rig.q_in_out(0, f.as_raw_fd())?;
     let out1 = rig.q_out(1)?;
     let out2 = rig.q_out(2)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(Duration::from_millis(300), "buffer 0's in-fence")?;
+    rig.streamon_unstarted("buffer 0 waits for its in-fence")?;
+    rig.expect_held("buffer 0's in-fence", &[0], &[1, 2])?;
+    rig.allow_start()?;
     tl.inc(1)?;
     for (i, o) in [&out0, &out1, &out2].iter().enumerate() {
         rig.dq_expect(i as u32, false)?;
@@ -3045,8 +3216,10 @@ fn fence_many_consecutive_error_buffers(ctx: &mut Ctx) -> TestResult {
     }
     rig.q_plain(10)?;
     rig.q_plain(11)?;
-    rig.streamon()?;
-    rig.expect_nothing_done(Duration::from_millis(300), "ten pending in-fences")?;
+    rig.streamon_unstarted("buffers 0 to 9 wait for their in-fences")?;
+    let waiting: Vec<u32> = (0..10).collect();
+    rig.expect_held("ten pending in-fences", &waiting, &[10, 11])?;
+    rig.allow_start()?;
     tl.close();
     for i in 0..10 {
         rig.dq_expect(i, true)?;

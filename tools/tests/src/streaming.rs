@@ -939,8 +939,10 @@ pub fn qbuf_errors(ctx: &mut Ctx) -> TestResult {
 }
 
 /// VIDIOC_DQBUF while not streaming is EINVAL at once (blocking or not); streaming with only
-/// one buffer queued (frames need two), an O_NONBLOCK DQBUF is EAGAIN; wrong type EINVAL.
+/// one buffer queued (frames need two), the driver is not started and an O_NONBLOCK DQBUF is
+/// EAGAIN; wrong type EINVAL.
 pub fn dqbuf_not_streaming_and_nonblock(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
     let dev = open_rvivid(ctx)?;
     let q = Queue::request(&dev, 4)?;
     q.queue_all()?;
@@ -964,8 +966,16 @@ pub fn dqbuf_not_streaming_and_nonblock(ctx: &mut Ctx) -> TestResult {
 
     q.streamoff()?;
     q.qbuf(0)?;
+    // With the driver's start_streaming set to fail, the STREAMON succeeds only if the queue
+    // did not start the driver, which completes nothing before it is started: nothing can
+    // complete, which the state shows at once (no waiting for it not to happen).
     ok(
-        "VIDIOC_STREAMON with 1 buffer queued (fewer than the 2 needed)",
+        "VIDIOC_S_CTRL RVIVID_CID_FAIL_START_STREAMING",
+        dev.s_ctrl(RVIVID_CID_FAIL_START_STREAMING, 1),
+    )?;
+    ok(
+        "VIDIOC_STREAMON with 1 buffer queued (fewer than the 2 needed; must not start the \
+         driver, whose start_streaming is set to fail)",
         dev.streamon(),
     )?;
     expect_errno(
@@ -973,11 +983,20 @@ pub fn dqbuf_not_streaming_and_nonblock(ctx: &mut Ctx) -> TestResult {
         dev.dqbuf(),
         libc::EAGAIN,
     )?;
-    std::thread::sleep(Duration::from_millis(300));
-    expect_errno(
-        "O_NONBLOCK VIDIOC_DQBUF 300 ms later (1 buffer queued: nothing may complete)",
-        dev.dqbuf(),
-        libc::EAGAIN,
+    let r = ok("poll with 1 buffer queued", dev.poll(POLL_IN, 0))?;
+    ensure(r & libc::POLLIN == 0, || {
+        format!("poll streaming with 1 buffer queued: revents {r:#x}, want no POLLIN")
+    })?;
+    let b = ok("VIDIOC_QUERYBUF 0", dev.querybuf(0))?;
+    ensure(
+        b.flags & V4L2_BUF_FLAG_QUEUED != 0
+            && b.flags & (V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_ERROR) == 0,
+        || {
+            format!(
+                "buffer 0, alone in the queue: flags {:#x}, want QUEUED (not DONE/ERROR)",
+                b.flags
+            )
+        },
     )?;
     q.streamoff()?;
     ok("fcntl ~O_NONBLOCK", dev.set_nonblocking(false))
@@ -1362,8 +1381,23 @@ pub fn queue_ownership(ctx: &mut Ctx) -> TestResult {
     q.streamoff()
 }
 
+/// Waits (up to [`FRAME_TIMEOUT`]) until poll() on `dev` reports POLLIN: the driver runs and
+/// has completed a buffer.
+fn wait_frame_done(dev: &Device, what: &str) -> TestResult {
+    let r = ok(
+        format!("poll ({what})"),
+        dev.poll(POLL_IN, FRAME_TIMEOUT.as_millis() as i32),
+    )?;
+    ensure(r & libc::POLLIN != 0, || {
+        format!("{what}: no buffer done {FRAME_TIMEOUT:?} after STREAMON (revents {r:#x})")
+    })
+}
+
 /// Closing an fd while streaming (buffers unmapped; then buffers still mapped, unmapped only
-/// after the close) frees the queue: a new open streams again.
+/// after the close) frees the queue: a new open streams again. Each close comes once a frame
+/// is done, so the driver demonstrably streams; with the buffers mapped, the driver goes on
+/// filling them after the close (the mappings keep the file, and so the queue, until the last
+/// munmap releases it), until every buffer holds a frame.
 pub fn close_while_streaming(ctx: &mut Ctx) -> TestResult {
     let _restore = RestoreDefaults::new(ctx)?;
     // Round 1: nothing mapped.
@@ -1374,15 +1408,17 @@ pub fn close_while_streaming(ctx: &mut Ctx) -> TestResult {
             ok(format!("VIDIOC_QBUF {i}"), dev.qbuf(i))?;
         }
         ok("VIDIOC_STREAMON", dev.streamon())?;
-        std::thread::sleep(Duration::from_millis(100));
+        wait_frame_done(&dev, "round 1")?;
         // Closed here without STREAMOFF.
     }
     // Round 2: mapped, and the mappings outlive the fd.
     {
         let mut maps = Vec::new();
+        let fmt;
         {
             let dev =
                 open_rvivid(ctx).map_err(|e| format!("after closing while streaming: {e}"))?;
+            fmt = current_format(&dev)?;
             let rb = ok(
                 "VIDIOC_REQBUFS(4) after closing while streaming",
                 dev.reqbufs(4),
@@ -1396,10 +1432,27 @@ pub fn close_while_streaming(ctx: &mut Ctx) -> TestResult {
                 ok(format!("VIDIOC_QBUF {i}"), dev.qbuf(i))?;
             }
             ok("VIDIOC_STREAMON", dev.streamon())?;
-            std::thread::sleep(Duration::from_millis(100));
+            wait_frame_done(&dev, "round 2")?;
         }
-        std::thread::sleep(Duration::from_millis(100));
-        // The buffers stay readable until the last munmap, which releases the file.
+        // The buffers stay valid and in use until the last munmap, which releases the file:
+        // the driver fills every queued buffer (they were zeroed at REQBUFS), also after the
+        // close.
+        let start = Instant::now();
+        loop {
+            let empty: Vec<usize> = (0..maps.len())
+                .filter(|&i| check_color_bars(maps[i].bytes(), &fmt).is_err())
+                .collect();
+            if empty.is_empty() {
+                break;
+            }
+            if start.elapsed() >= FRAME_TIMEOUT {
+                return Err(format!(
+                    "closed while streaming with the buffers mapped: buffers {empty:?} hold no \
+                     frame {FRAME_TIMEOUT:?} later"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         for m in &maps {
             std::hint::black_box(m.bytes()[m.size() - 1]);
         }
