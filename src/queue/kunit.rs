@@ -512,4 +512,94 @@ mod tests {
         q.streamoff(OWNER)?;
         Ok(())
     }
+
+    /// The driver's oldest buffer, taken from it.
+    fn take_oldest(q: &Queue<TestOps>) -> Result<ActiveBuffer<TestOps>> {
+        q.ops().held.lock().remove(0).map_err(|_| EINVAL)
+    }
+
+    #[test]
+    fn driver_sets_sequence_and_timestamp() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        for i in 0..4 {
+            qbuf(&q, i)?;
+        }
+        Queue::streamon(&q, OWNER)?;
+        // Frames 0..=4 had no buffer: the driver numbers this one 5, with its frame's time.
+        let mut b = take_oldest(&q)?;
+        b.set_sequence(5);
+        b.set_timestamp_ns(1_000_000_123);
+        b.done(SIZE);
+        let info = q.dqbuf(OWNER, true)?;
+        assert_eq!(
+            (info.index, info.sequence, info.timestamp_ns),
+            (0, 5, 1_000_000_123)
+        );
+        // A failed buffer carries what the driver gave it too.
+        let mut b = take_oldest(&q)?;
+        b.set_sequence(9);
+        b.set_timestamp_ns(2_000_000_000);
+        b.fail();
+        let info = q.dqbuf(OWNER, true)?;
+        assert_eq!(
+            (info.index, info.state, info.sequence, info.timestamp_ns),
+            (1, BufState::Error, 9, 2_000_000_000)
+        );
+        // What the driver does not set, the core fills in: its counter continues after the
+        // driver's last number, and the time of completion.
+        let before = crate::time::monotonic_ns();
+        assert_eq!(complete_oldest(&q, false), Some(2));
+        let info = q.dqbuf(OWNER, true)?;
+        assert_eq!((info.index, info.sequence), (2, 10));
+        assert!(info.timestamp_ns >= before && info.timestamp_ns <= crate::time::monotonic_ns());
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn querybuf_after_dqbuf_keeps_fields() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        for i in 0..3 {
+            qbuf(&q, i)?;
+        }
+        Queue::streamon(&q, OWNER)?;
+        let mut b = take_oldest(&q)?;
+        b.set_sequence(3);
+        b.set_timestamp_ns(4_000_000_000);
+        b.done_last(SIZE - 1);
+        let dq = q.dqbuf(OWNER, true)?;
+        let qb = q.querybuf(0)?;
+        assert_eq!(qb.state, BufState::Dequeued);
+        assert_eq!(
+            (qb.sequence, qb.timestamp_ns, qb.bytesused, qb.last),
+            (dq.sequence, dq.timestamp_ns, dq.bytesused, dq.last)
+        );
+        assert_eq!(
+            (qb.sequence, qb.timestamp_ns, qb.bytesused),
+            (3, 4_000_000_000, SIZE - 1)
+        );
+        assert!(qb.last);
+        // STREAMOFF keeps them too.
+        q.streamoff(OWNER)?;
+        let qb = q.querybuf(0)?;
+        assert_eq!(
+            (qb.sequence, qb.timestamp_ns, qb.bytesused, qb.last),
+            (3, 4_000_000_000, SIZE - 1, true)
+        );
+        // PREPARE_BUF and QBUF clear them, as in videobuf2.
+        let p = q.prepare_buf(OWNER, 0, Memory::Mmap)?;
+        assert_eq!(
+            (p.sequence, p.timestamp_ns, p.bytesused, p.last),
+            (0, 0, 0, false)
+        );
+        let qd = qbuf(&q, 0)?;
+        assert_eq!(
+            (qd.sequence, qd.timestamp_ns, qd.bytesused, qd.last),
+            (0, 0, 0, false)
+        );
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
 }

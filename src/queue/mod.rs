@@ -31,6 +31,21 @@
 //! sequence order) or one per fence (unordered queues), and every path that takes a buffer
 //! back signals them. See `Documentation/design.rst`.
 //!
+//! # Sequence numbers and timestamps
+//!
+//! As in videobuf2, the driver owns them: before [`ActiveBuffer::done`] or
+//! [`ActiveBuffer::fail`] it may give the buffer its frame's sequence number
+//! ([`ActiveBuffer::set_sequence`], `vb2_v4l2_buffer.sequence`) and timestamp
+//! ([`ActiveBuffer::set_timestamp_ns`], `vb2_buffer.timestamp`), so that a frame the driver
+//! had no buffer for shows as a gap. What it does not set, the core fills in: the next number
+//! of its own counter (from 0 at each STREAMON, and continuing after the last number the
+//! driver gave) and the `CLOCK_MONOTONIC` time of completion. Buffers completed with an error
+//! without reaching the driver (their in-fence failed) get the core's values too.
+//!
+//! QBUF and PREPARE_BUF clear a buffer's sequence number, timestamp, bytes used and LAST
+//! flag; DQBUF and STREAMOFF keep them, so QUERYBUF after DQBUF reports what DQBUF did
+//! (videobuf2's `__fill_v4l2_buffer()` reports the stored fields whatever the state).
+//!
 //! # Locking
 //!
 //! Two locks, always taken in this order:
@@ -128,7 +143,8 @@ pub(crate) struct BufferInfo {
     pub(crate) length: u32,
     /// The `mmap()` offset of the buffer.
     pub(crate) offset: u32,
-    /// Bytes of data the driver produced (0 before the buffer is done).
+    /// Bytes of data the driver produced (0 from QBUF until the buffer is done; kept after
+    /// DQBUF).
     pub(crate) bytesused: u32,
     /// The buffer's state.
     pub(crate) state: BufState,
@@ -136,9 +152,11 @@ pub(crate) struct BufferInfo {
     pub(crate) prepared: bool,
     /// Whether userspace has the buffer mapped.
     pub(crate) mapped: bool,
-    /// The sequence number the core gave the buffer when it was completed.
+    /// The buffer's sequence number, set when it was completed (by the driver, or the core's
+    /// counter); 0 from QBUF until then, kept after DQBUF.
     pub(crate) sequence: u32,
-    /// The `CLOCK_MONOTONIC` time the buffer was completed, in nanoseconds.
+    /// The buffer's `CLOCK_MONOTONIC` timestamp in nanoseconds, set when it was completed (by
+    /// the driver, or the time of completion); 0 from QBUF until then, kept after DQBUF.
     pub(crate) timestamp_ns: u64,
     /// The buffer waits for its in-fence.
     pub(crate) in_fence_pending: bool,
@@ -146,7 +164,8 @@ pub(crate) struct BufferInfo {
     pub(crate) out_fence_pending: bool,
     /// The buffer was last queued with an in-fence or an out-fence.
     pub(crate) fenced: bool,
-    /// The driver marked the buffer the last of the stream (`V4L2_BUF_FLAG_LAST`).
+    /// The driver marked the buffer the last of the stream (`V4L2_BUF_FLAG_LAST`); kept after
+    /// DQBUF, until the next QBUF.
     pub(crate) last: bool,
 }
 
@@ -257,6 +276,14 @@ impl Slot {
         }
     }
 
+    /// Clears what the last completion reported, as QBUF and PREPARE_BUF do in videobuf2.
+    fn clear_frame(&mut self) {
+        self.bytesused = 0;
+        self.sequence = 0;
+        self.timestamp_ns = 0;
+        self.last = false;
+    }
+
     /// Whether the buffer is queued and may go to the driver now.
     fn ready(&self) -> bool {
         self.state == BufState::Queued && self.in_fence.is_none() && !self.fence_failed
@@ -291,6 +318,8 @@ struct State {
     /// No buffer was queued since streaming was set up (poll reports an error then).
     waiting_for_buffers: bool,
     owned_by_driver: u32,
+    /// The core's sequence counter: the number a completed buffer gets if the driver gives it
+    /// none. From 0 at STREAMON; continues after any number the driver gives.
     sequence: u32,
     /// The queue is ordered (see `Inner::unordered`): out-fences signal in QBUF order.
     ordered: bool,
@@ -304,6 +333,14 @@ enum Outcome {
     Done { bytesused: u32, last: bool },
     Error,
     Requeue,
+}
+
+/// What the driver says of the frame a buffer is completed with (see
+/// [`ActiveBuffer::set_sequence`]); what it leaves `None` the core fills in.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct FrameInfo {
+    sequence: Option<u32>,
+    timestamp_ns: Option<u64>,
 }
 
 /// A buffer queue.
@@ -631,7 +668,9 @@ impl<O: QueueOps> Queue<O> {
         let length = inner.bufs[index].as_ref().map_or(0, |b| b.length);
         self.ops.buf_prepare(length)?;
         let mut st = self.state.lock();
-        st.slots[index].prepared = true;
+        let slot = &mut st.slots[index];
+        slot.prepared = true;
+        slot.clear_frame();
         Self::info(&inner, &st, index)
     }
 
@@ -689,7 +728,7 @@ impl<O: QueueOps> Queue<O> {
             let slot = &mut st.slots[index];
             slot.state = BufState::Queued;
             slot.prepared = false;
-            slot.bytesused = 0;
+            slot.clear_frame();
             slot.fence_failed = false;
             slot.fenced = fenced;
             slot.out_fence = out;
@@ -829,23 +868,25 @@ impl<O: QueueOps> Queue<O> {
                 generation: gens[i],
                 mem: buf.mem.clone(),
                 length: buf.length,
+                frame: FrameInfo::default(),
                 given_back: false,
             });
         }
     }
 
-    /// Completes `index` as done or failed: gives it its sequence number and timestamp and
-    /// adds it to the done list. An unordered queue signals its out-fence at once; an ordered
-    /// one leaves that to [`Queue::flush`], which keeps QBUF (and sequence number) order.
-    fn complete(st: &mut State, index: usize, state: BufState, bytesused: u32) {
-        let sequence = st.sequence;
-        st.sequence = st.sequence.wrapping_add(1);
+    /// Completes `index` as done or failed: gives it its sequence number and timestamp (the
+    /// driver's, from `frame`, or the core's counter and the time now) and adds it to the done
+    /// list. An unordered queue signals its out-fence at once; an ordered one leaves that to
+    /// [`Queue::flush`], which keeps QBUF order.
+    fn complete(st: &mut State, index: usize, state: BufState, bytesused: u32, frame: FrameInfo) {
+        let sequence = frame.sequence.unwrap_or(st.sequence);
+        st.sequence = sequence.wrapping_add(1);
         let ordered = st.ordered;
         let slot = &mut st.slots[index];
         slot.state = state;
         slot.bytesused = bytesused;
         slot.sequence = sequence;
-        slot.timestamp_ns = crate::time::monotonic_ns();
+        slot.timestamp_ns = frame.timestamp_ns.unwrap_or_else(crate::time::monotonic_ns);
         if !ordered {
             Slot::signal_out_fence(slot);
         }
@@ -867,7 +908,7 @@ impl<O: QueueOps> Queue<O> {
                 match slot.state {
                     BufState::Done | BufState::Error => {}
                     BufState::Queued if slot.fence_failed => {
-                        Self::complete(&mut st, i, BufState::Error, 0);
+                        Self::complete(&mut st, i, BufState::Error, 0, FrameInfo::default());
                         any = true;
                     }
                     _ => break,
@@ -961,10 +1002,11 @@ impl<O: QueueOps> Queue<O> {
                 if slot.state != BufState::Dequeued {
                     slot.generation = slot.generation.wrapping_add(1);
                 }
+                // The sequence number, timestamp, bytes used and LAST flag stay, as in
+                // videobuf2, until the next QBUF.
                 slot.state = BufState::Dequeued;
                 slot.prepared = false;
                 slot.fence_failed = false;
-                slot.last = false;
                 in_fences[i] = slot.in_fence.take();
                 if let Some(out) = slot.out_fence.take() {
                     out.signal(Some(crate::fence::ecanceled()));
@@ -1035,9 +1077,10 @@ impl<O: QueueOps> Queue<O> {
                 let slot = &mut st.slots[index];
                 // Only a driver completing out of order on an ordered queue leaves one here.
                 Slot::signal_out_fence(slot);
+                // What QUERYBUF reports of it from now on too, until the next QBUF.
                 slot.state = BufState::Dequeued;
                 slot.prepared = false;
-                let last = core::mem::take(&mut slot.last);
+                let last = slot.last;
                 st.last_buffer_dequeued = last;
                 return info;
             }
@@ -1144,7 +1187,7 @@ impl<O: QueueOps> Queue<O> {
     }
 
     /// A buffer comes back from the driver.
-    fn give_back(&self, index: usize, generation: u32, outcome: Outcome) {
+    fn give_back(&self, index: usize, generation: u32, outcome: Outcome, frame: FrameInfo) {
         let mut st = self.state.lock();
         let slot = &mut st.slots[index];
         if slot.state != BufState::Active || slot.generation != generation {
@@ -1158,10 +1201,10 @@ impl<O: QueueOps> Queue<O> {
                 return;
             }
             Outcome::Done { bytesused, last } => {
-                Self::complete(&mut st, index, BufState::Done, bytesused);
+                Self::complete(&mut st, index, BufState::Done, bytesused, frame);
                 st.slots[index].last = last;
             }
-            Outcome::Error => Self::complete(&mut st, index, BufState::Error, 0),
+            Outcome::Error => Self::complete(&mut st, index, BufState::Error, 0, frame),
         }
         drop(st);
         self.flush();
@@ -1171,6 +1214,10 @@ impl<O: QueueOps> Queue<O> {
 
 /// A buffer the driver owns, from [`QueueOps::buf_queue`] until it gives it back.
 ///
+/// Like a `vb2_v4l2_buffer` in a videobuf2 driver, it carries the frame's sequence number and
+/// timestamp, which the driver sets before it gives the buffer back with
+/// [`ActiveBuffer::done`] or [`ActiveBuffer::fail`].
+///
 /// Dropping it without giving it back completes it with an error.
 pub(crate) struct ActiveBuffer<O: QueueOps> {
     queue: Arc<Queue<O>>,
@@ -1178,6 +1225,7 @@ pub(crate) struct ActiveBuffer<O: QueueOps> {
     generation: u32,
     mem: Arc<VmallocBuf>,
     length: u32,
+    frame: FrameInfo,
     given_back: bool,
 }
 
@@ -1205,9 +1253,25 @@ impl<O: QueueOps> ActiveBuffer<O> {
         Some(unsafe { core::slice::from_raw_parts_mut(self.mem.as_ptr(), len) })
     }
 
+    /// Gives the buffer the sequence number of its frame (`vb2_v4l2_buffer.sequence`), which
+    /// it reports once completed. A driver that counts every frame period from the start of
+    /// the stream, whether or not it had a buffer for it, makes dropped frames visible as
+    /// gaps. Without it the core numbers the buffer (see the module documentation).
+    pub(crate) fn set_sequence(&mut self, sequence: u32) {
+        self.frame.sequence = Some(sequence);
+    }
+
+    /// Gives the buffer its timestamp, in `CLOCK_MONOTONIC` nanoseconds
+    /// (`vb2_buffer.timestamp`), e.g. when its frame ended. Without it the core stamps the
+    /// buffer with the time it is completed.
+    pub(crate) fn set_timestamp_ns(&mut self, timestamp_ns: u64) {
+        self.frame.timestamp_ns = Some(timestamp_ns);
+    }
+
     fn give_back(mut self, outcome: Outcome) {
         self.given_back = true;
-        self.queue.give_back(self.index, self.generation, outcome);
+        self.queue
+            .give_back(self.index, self.generation, outcome, self.frame);
     }
 
     /// Completes the buffer with `bytesused` bytes of data.
@@ -1246,8 +1310,12 @@ impl<O: QueueOps> Drop for ActiveBuffer<O> {
                 O::NAME,
                 self.index
             );
-            self.queue
-                .give_back(self.index, self.generation, Outcome::Error);
+            self.queue.give_back(
+                self.index,
+                self.generation,
+                Outcome::Error,
+                FrameInfo::default(),
+            );
         }
     }
 }

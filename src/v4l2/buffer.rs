@@ -151,14 +151,15 @@ fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
     if info.out_fence_pending {
         flags |= BUF_FLAG_OUT_FENCE;
     }
-    let done = matches!(info.state, BufState::Done | BufState::Error);
     *b = bindings::v4l2_buffer {
         index: info.index,
         type_: BUF_TYPE_VIDEO_CAPTURE,
         bytesused: info.bytesused,
         flags,
         field: super::types::FIELD_NONE,
-        sequence: if done { info.sequence } else { 0 },
+        // As `__fill_v4l2_buffer()`: the stored fields whatever the state. The core clears
+        // them at QBUF and PREPARE_BUF and keeps them after DQBUF and STREAMOFF.
+        sequence: info.sequence,
         memory: bindings::v4l2_memory_V4L2_MEMORY_MMAP,
         m: bindings::v4l2_buffer__bindgen_ty_1 {
             offset: info.offset,
@@ -169,11 +170,9 @@ fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
         reserved2: if info.fenced { -1i32 as u32 } else { 0 },
         ..Default::default()
     };
-    if done {
-        let ns = info.timestamp_ns;
-        b.timestamp.tv_sec = (ns / 1_000_000_000) as kernel::ffi::c_longlong;
-        b.timestamp.tv_usec = ((ns % 1_000_000_000) / 1_000) as kernel::ffi::c_longlong;
-    }
+    let ns = info.timestamp_ns;
+    b.timestamp.tv_sec = (ns / 1_000_000_000) as kernel::ffi::c_longlong;
+    b.timestamp.tv_usec = ((ns % 1_000_000_000) / 1_000) as kernel::ffi::c_longlong;
 }
 
 /// `VIDIOC_QUERYBUF`.
