@@ -7,6 +7,18 @@
 //! work item, and are completed through the rvb2 queue core. Error-injection controls make
 //! the next buffers fail, make `start_streaming` fail, or hold every buffer longer.
 //!
+//! # Frames, sequence numbers and timestamps
+//!
+//! Like vivid, rvivid counts frames from the start of the stream whether or not it had a
+//! buffer for them: frame `k` ends at `first + k * interval`, where `first` is one frame
+//! interval after `start_streaming`. Each buffer is given its frame's number as its sequence
+//! number and that nominal end time as its timestamp ([`ActiveBuffer::set_sequence`],
+//! [`ActiveBuffer::set_timestamp_ns`]). A frame with no buffer waiting is dropped, and so is
+//! every frame the work ran too late for: when it runs late by one or more whole periods it
+//! completes one buffer with the newest frame due, not a burst. So a drop shows as a gap in
+//! the sequence, timestamps always lie on the frame grid whatever the work's jitter (jiffies,
+//! a loaded machine), and a timestamp is never after the moment the buffer is completed.
+//!
 //! This file has no `unsafe` code: everything goes through the abstractions.
 
 use crate::queue::{ActiveBuffer, Queue, QueueOps};
@@ -213,9 +225,11 @@ fn interval_ns(i: Fract) -> u64 {
         .unwrap_or(1_000_000_000 / 30)
 }
 
-/// The delay until `deadline_ns` (`CLOCK_MONOTONIC`), in whole jiffies (rounded up).
-fn jiffies_until(deadline_ns: u64) -> Jiffies {
-    let ns = deadline_ns.saturating_sub(crate::time::monotonic_ns());
+/// The delay from `now_ns` until `deadline_ns` (`CLOCK_MONOTONIC`), in whole jiffies
+/// (rounded up). The timer may still fire up to a jiffy early (the current jiffy has
+/// partly elapsed), which the frame work checks for.
+fn jiffies_until(deadline_ns: u64, now_ns: u64) -> Jiffies {
+    let ns = deadline_ns.saturating_sub(now_ns);
     msecs_to_jiffies(ns.div_ceil(1_000_000).min(u64::from(u32::MAX)) as u32)
 }
 
@@ -232,19 +246,90 @@ struct GenState {
     streaming: bool,
     /// Buffers the driver owns, oldest first.
     active: KVec<ActiveBuffer<Capture>>,
-    frame: u32,
     tpg: Option<Tpg>,
     sizeimage: u32,
-    /// The frame interval.
+    /// The frame interval (fixed while streaming: `VIDIOC_S_PARM` is `EBUSY` then).
     interval_ns: u64,
-    /// When the next frame is due. Frames are scheduled against this absolute deadline, so
-    /// that the rate is kept on average although delays are whole jiffies.
-    next_ns: u64,
+    /// The nominal time of frame 0 of the stream (`CLOCK_MONOTONIC`): one interval after
+    /// `start_streaming`. Frame `k`'s is `first_ns + k * interval_ns`.
+    first_ns: u64,
+    /// The number of the next frame not yet produced or dropped (from 0 at
+    /// `start_streaming`; the low 32 bits are the sequence number).
+    next_frame: u64,
+    /// The "Hold" control: no buffer is completed before this time (`CLOCK_MONOTONIC`),
+    /// `interval + hold` after the last completed buffer's frame.
+    hold_until_ns: u64,
     fail_next: u32,
     hold_ms: u32,
     unordered: bool,
     /// The next completed buffer is the last of the stream.
     mark_last: bool,
+}
+
+impl GenState {
+    /// The nominal time of frame `k`.
+    fn frame_ns(&self, k: u64) -> u64 {
+        self.first_ns
+            .saturating_add(k.saturating_mul(self.interval_ns))
+    }
+
+    /// When the work has something to do: when frame `next_frame` is due, or later if a
+    /// buffer is held.
+    fn wake_ns(&self) -> u64 {
+        self.frame_ns(self.next_frame).max(self.hold_until_ns)
+    }
+
+    /// The delay until [`GenState::wake_ns`], for the frame work. Deadlines are absolute, so
+    /// whole-jiffy delays do not make the rate drift.
+    fn delay(&self) -> Jiffies {
+        jiffies_until(self.wake_ns(), crate::time::monotonic_ns())
+    }
+
+    /// The frame work: unless it runs early (a timer fires up to a jiffy before its time),
+    /// produces the newest frame due into the oldest waiting buffer. The frames before it
+    /// that were not produced yet are dropped (the work ran a whole period late or more, or a
+    /// buffer was held), and so is this one if no buffer waits.
+    fn produce(&mut self) {
+        let now = crate::time::monotonic_ns();
+        if now < self.wake_ns() || self.interval_ns == 0 {
+            return;
+        }
+        // `now >= frame_ns(next_frame)`, so `k >= next_frame`.
+        let k = (now - self.first_ns) / self.interval_ns;
+        self.next_frame = k + 1;
+        // In unordered mode the newest buffer is completed first when two are waiting.
+        let pick = if self.unordered && self.active.len() > 1 {
+            self.active.len() - 1
+        } else {
+            0
+        };
+        if pick >= self.active.len() {
+            return;
+        }
+        let Ok(mut buf) = self.active.remove(pick) else {
+            return;
+        };
+        // The frame counter is the sequence number (it wraps as V4L2's does).
+        let sequence = k as u32;
+        buf.set_sequence(sequence);
+        buf.set_timestamp_ns(self.frame_ns(k));
+        let filled = match (self.tpg.as_ref(), buf.data_mut()) {
+            (Some(tpg), Some(data)) => tpg.fill(data, sequence).is_ok(),
+            _ => false,
+        };
+        if self.fail_next > 0 || !filled {
+            self.fail_next = self.fail_next.saturating_sub(1);
+            buf.fail();
+        } else if core::mem::take(&mut self.mark_last) {
+            buf.done_last(self.sizeimage);
+        } else {
+            buf.done(self.sizeimage);
+        }
+        // "Hold": the next buffer is completed no earlier than `hold` after the next frame's
+        // time, with the newest frame due then.
+        let hold_ns = u64::from(self.hold_ms) * 1_000_000;
+        self.hold_until_ns = self.frame_ns(k + 1).saturating_add(hold_ns);
+    }
 }
 
 /// The frame generator: a delayed work item that fills the oldest buffer at each frame.
@@ -268,34 +353,8 @@ impl WorkItem for Generator {
         if !st.streaming {
             return;
         }
-        // In unordered mode the newest buffer is completed first when two are waiting.
-        let pick = if st.unordered && st.active.len() > 1 {
-            st.active.len() - 1
-        } else {
-            0
-        };
-        if pick < st.active.len() {
-            if let Ok(mut buf) = st.active.remove(pick) {
-                let frame = st.frame;
-                let filled = match (st.tpg.as_ref(), buf.data_mut()) {
-                    (Some(tpg), Some(data)) => tpg.fill(data, frame).is_ok(),
-                    _ => false,
-                };
-                if st.fail_next > 0 || !filled {
-                    st.fail_next = st.fail_next.saturating_sub(1);
-                    buf.fail();
-                } else if core::mem::take(&mut st.mark_last) {
-                    buf.done_last(st.sizeimage);
-                } else {
-                    buf.done(st.sizeimage);
-                }
-            }
-        }
-        st.frame = st.frame.wrapping_add(1);
-        let hold_ns = u64::from(st.hold_ms) * 1_000_000;
-        // A late frame does not make the next ones come in a burst.
-        st.next_ns = (st.next_ns + st.interval_ns + hold_ns).max(crate::time::monotonic_ns());
-        let delay = jiffies_until(st.next_ns);
+        st.produce();
+        let delay = st.delay();
         drop(st);
         // `Err` only while `stop_streaming()` cancels the work: the next frame is not wanted.
         let _ = work::system_percpu().enqueue_delayed(this, delay);
@@ -313,7 +372,9 @@ struct Capture {
 }
 
 impl Capture {
-    /// Rebuilds the generator's picture after a format or control change.
+    /// Rebuilds the generator's picture after a format or control change. The interval
+    /// cannot change while streaming (`VIDIOC_S_PARM` is `EBUSY` then), so the stream's frame
+    /// grid stays put.
     fn update_generator(&self, cfg: &Config) {
         let mut st = self.gen.st.lock();
         st.tpg = Some(Tpg::new(frame_format(&cfg.fmt), cfg.pattern, cfg.adjust));
@@ -347,13 +408,19 @@ impl QueueOps for Capture {
             }
             return Err(EIO);
         }
-        self.update_generator(&self.cfg.lock());
+        // Under the configuration lock, so that `s_parm` sees `streaming` and the interval
+        // cannot change under the stream.
+        let cfg = self.cfg.lock();
+        self.update_generator(&cfg);
         let mut st = self.gen.st.lock();
         st.streaming = true;
-        st.frame = 0;
-        st.next_ns = crate::time::monotonic_ns() + st.interval_ns;
-        let delay = jiffies_until(st.next_ns);
+        // Frame 0 ends one interval from now; the frame counter starts at 0.
+        st.first_ns = crate::time::monotonic_ns() + st.interval_ns;
+        st.next_frame = 0;
+        st.hold_until_ns = 0;
+        let delay = st.delay();
         drop(st);
+        drop(cfg);
         // The work is idle: `stop_streaming()` cancelled it, or it never ran.
         let _ = work::system_percpu().enqueue_delayed(self.gen.clone(), delay);
         Ok(())
@@ -468,7 +535,7 @@ impl v4l2::VideoOps for Rvivid {
         self.queue.ops().cfg.lock().interval
     }
 
-    fn s_parm(&self, want: Fract) -> Fract {
+    fn s_parm(&self, want: Fract) -> Result<Fract> {
         // The nearest supported interval; 0/0 means the default.
         let want_us = if want.numerator == 0 {
             1_000_000 / 30
@@ -489,9 +556,14 @@ impl v4l2::VideoOps for Rvivid {
             .unwrap_or(INTERVALS[0]);
         let ops = self.queue.ops();
         let mut cfg = ops.cfg.lock();
+        // A stream keeps its frame interval: the sequence numbers and timestamps of its frames
+        // lie on one grid. It may change between streams.
+        if ops.gen.st.lock().streaming {
+            return Err(EBUSY);
+        }
         cfg.interval = best;
         ops.update_generator(&cfg);
-        best
+        Ok(best)
     }
 
     fn enum_input(&self, index: u32) -> Result<Input> {
@@ -600,11 +672,12 @@ impl kernel::Module for RvividModule {
                 st <- new_mutex!(GenState {
                     streaming: false,
                     active: KVec::with_capacity(crate::queue::MAX_BUFFERS, GFP_KERNEL)?,
-                    frame: 0,
                     tpg: None,
                     sizeimage: 0,
                     interval_ns: 0,
-                    next_ns: 0,
+                    first_ns: 0,
+                    next_frame: 0,
+                    hold_until_ns: 0,
                     fail_next: 0,
                     hold_ms: 0,
                     unordered: false,

@@ -62,8 +62,9 @@ pub(crate) trait VideoOps: Send + Sync + Sized + 'static {
     /// `VIDIOC_G_PARM`: the time per frame.
     fn g_parm(&self) -> Fract;
 
-    /// `VIDIOC_S_PARM`: sets the time per frame nearest to `timeperframe`; returns it.
-    fn s_parm(&self, timeperframe: Fract) -> Fract;
+    /// `VIDIOC_S_PARM`: sets the time per frame nearest to `timeperframe`; returns it. A
+    /// driver may refuse a change it cannot make now (e.g. `EBUSY` while streaming).
+    fn s_parm(&self, timeperframe: Fract) -> Result<Fract>;
 
     /// `VIDIOC_ENUMINPUT`.
     fn enum_input(&self, index: u32) -> Result<Input>;
@@ -362,7 +363,7 @@ ioctls! {
         let tpf = d.s_parm(Fract {
             numerator: want.numerator,
             denominator: want.denominator,
-        });
+        })?;
         set_parm(a, tpf);
         Ok(())
     }

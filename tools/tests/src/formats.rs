@@ -143,7 +143,7 @@ fn check_pix(what: &str, p: &v4l2_pix_format) -> TestResult {
 }
 
 /// `VIDIOC_S_PARM` of the capture frame interval `numerator/denominator`; returns the result.
-fn s_parm(dev: &Device, numerator: u32, denominator: u32) -> Result<v4l2_streamparm, Errno> {
+pub fn s_parm(dev: &Device, numerator: u32, denominator: u32) -> Result<v4l2_streamparm, Errno> {
     let mut p = v4l2_streamparm::new(V4L2_BUF_TYPE_VIDEO_CAPTURE);
     p.capture_mut().timeperframe = v4l2_fract {
         numerator,
@@ -154,7 +154,7 @@ fn s_parm(dev: &Device, numerator: u32, denominator: u32) -> Result<v4l2_streamp
 }
 
 /// `VIDIOC_G_PARM` of the capture type.
-fn g_parm(dev: &Device) -> Result<v4l2_streamparm, Errno> {
+pub fn g_parm(dev: &Device) -> Result<v4l2_streamparm, Errno> {
     let mut p = v4l2_streamparm::new(V4L2_BUF_TYPE_VIDEO_CAPTURE);
     dev.ioctl(VIDIOC_G_PARM, &mut p)?;
     Ok(p)
