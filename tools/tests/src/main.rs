@@ -108,6 +108,23 @@ static TESTS: &[Test] = &[
         "sequence_restarts_after_restream",
         streaming::sequence_restarts_after_restream,
     ),
+    // Timing: the guest's clock, sequence numbers and timestamps, drops (streaming.rs).
+    (
+        "guest_clock_microsecond",
+        streaming::guest_clock_microsecond,
+    ),
+    (
+        "timestamps_follow_frame_interval",
+        streaming::timestamps_follow_frame_interval,
+    ),
+    (
+        "querybuf_after_dqbuf_keeps_fields",
+        streaming::querybuf_after_dqbuf_keeps_fields,
+    ),
+    (
+        "drops_show_as_sequence_gaps",
+        streaming::drops_show_as_sequence_gaps,
+    ),
     ("v4l2_compliance", v4l2_compliance),
     // Must stay last.
     ("dmesg_clean", dmesg_clean),

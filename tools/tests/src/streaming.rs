@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use crate::formats::{g_parm, set_format, RestoreDefaults};
+use crate::formats::{g_parm, s_parm, set_format, RestoreDefaults};
 use crate::frame::{check_color_bars, FrameFormat, FORMATS};
 use crate::harness::{first_lines, Ctx, TestResult};
 use crate::v4l2::*;
@@ -1995,4 +1995,328 @@ pub fn sequence_restarts_after_restream(ctx: &mut Ctx) -> TestResult {
         all_dequeued(&dev, 0..q.count(), &format!("after STREAMOFF {round}"))?;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing: the guest's clock, sequence numbers and timestamps, drops
+// ---------------------------------------------------------------------------------------------
+
+/// The guest's clock is precise enough for the timestamp tests: its clocksource is the TSC
+/// (tools/vm passes `tsc_early_khz`), and CLOCK_MONOTONIC read in a tight loop advances in
+/// steps far below the frame grid's tolerance (10% of 33 ms), where a jiffies clock would
+/// step by 4 ms. The clocksource and the step statistics go to clocksource.txt.
+pub fn guest_clock_microsecond(ctx: &mut Ctx) -> TestResult {
+    const READS: usize = 10_000;
+    let dir = std::path::Path::new("/sys/devices/system/clocksource/clocksource0");
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    let current = read("current_clocksource")?;
+    let available = read("available_clocksource").unwrap_or_else(|e| e);
+    let mut steps = Vec::with_capacity(READS);
+    let mut prev = monotonic_now();
+    for _ in 0..READS {
+        let t = monotonic_now();
+        steps.push(t.saturating_sub(prev).as_nanos() as u64);
+        prev = t;
+    }
+    let mut nonzero: Vec<u64> = steps.iter().copied().filter(|&s| s > 0).collect();
+    nonzero.sort_unstable();
+    steps.sort_unstable();
+    let median = steps[steps.len() / 2];
+    let min = nonzero.first().copied();
+    ctx.save_log(
+        "clocksource.txt",
+        format!(
+            "current_clocksource: {current}\navailable_clocksource: {available}\n\
+             {READS} consecutive CLOCK_MONOTONIC reads: {} zero steps, smallest non-zero step \
+             {min:?} ns, median step {median} ns, largest step {} ns\n",
+            READS - nonzero.len(),
+            steps[steps.len() - 1]
+        ),
+    )?;
+    ensure(current == "tsc", || {
+        format!("current clocksource is {current:?}, want \"tsc\" (available: {available})")
+    })?;
+    // The smallest step shows the resolution; the median, that readings advance in small
+    // steps (a read preempted by the host may take longer, hence not the largest).
+    ensure(min.is_some_and(|m| m < 10_000), || {
+        format!("smallest non-zero step of CLOCK_MONOTONIC over {READS} reads: {min:?} ns, want < 10 us")
+    })?;
+    ensure(median < 100_000, || {
+        format!("median step of CLOCK_MONOTONIC over {READS} reads: {median} ns, want < 100 us")
+    })
+}
+
+/// At every frame interval rvivid offers (1/30, the default, first; it offers none faster),
+/// 20 frames with 4 buffers: each timestamp is CLOCK_MONOTONIC (flag set), not after the DQBUF,
+/// and each pair of consecutive buffers has `dseq >= 1` and `|dts - dseq * interval|` within
+/// 10% of the interval; the first buffer's implies a start within STREAMON. VIDIOC_S_PARM is
+/// EBUSY while streaming (a stream keeps its grid). The buffers go to frame-timestamps.txt.
+pub fn timestamps_follow_frame_interval(ctx: &mut Ctx) -> TestResult {
+    const FRAMES: u32 = 20;
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let default = ok("VIDIOC_G_PARM", g_parm(&dev))?.capture().timeperframe;
+    ensure((default.numerator, default.denominator) == (1, 30), || {
+        format!(
+            "default timeperframe {}/{}, want 1/30",
+            default.numerator, default.denominator
+        )
+    })?;
+    let mut intervals = vec![(1, 30)];
+    for index in 0.. {
+        let mut e: v4l2_frmivalenum = zeroed();
+        e.index = index;
+        e.pixel_format = fmt.fourcc;
+        e.width = fmt.width;
+        e.height = fmt.height;
+        if dev.ioctl(VIDIOC_ENUM_FRAMEINTERVALS, &mut e).is_err() {
+            break;
+        }
+        let d = e.discrete();
+        if e.type_ == V4L2_FRMIVAL_TYPE_DISCRETE
+            && !intervals.contains(&(d.numerator, d.denominator))
+        {
+            intervals.push((d.numerator, d.denominator));
+        }
+    }
+    let mut log = String::new();
+    let result = (|| {
+        for &(n, d) in &intervals {
+            let what = format!("at {n}/{d} s");
+            let p = ok(format!("VIDIOC_S_PARM {n}/{d}"), s_parm(&dev, n, d))?;
+            let t = p.capture().timeperframe;
+            ensure((t.numerator, t.denominator) == (n, d), || {
+                format!(
+                    "VIDIOC_S_PARM {n}/{d}: got {}/{}",
+                    t.numerator, t.denominator
+                )
+            })?;
+            let q = Queue::request(&dev, 4)?;
+            let interval = q.interval_ns()?;
+            q.queue_all()?;
+            let floor = monotonic_now();
+            q.streamon()?;
+            // Four buffers queued: the driver started in STREAMON.
+            let mut grid = StreamGrid::new(interval, floor, monotonic_now());
+            let other = if (n, d) == (1, 30) { (1, 15) } else { (1, 30) };
+            expect_errno(
+                format!(
+                    "VIDIOC_S_PARM {}/{} while streaming {what}",
+                    other.0, other.1
+                ),
+                s_parm(&dev, other.0, other.1),
+                libc::EBUSY,
+            )?;
+            log.push_str(&format!(
+                "{what} (interval {interval} ns): index sequence timestamp_ns dqbuf_ns\n"
+            ));
+            let mut gaps = 0;
+            let mut last_seq = None;
+            for f in 0..FRAMES {
+                let b = q
+                    .next_buffer(FRAME_TIMEOUT)
+                    .map_err(|e| format!("{what}, frame {f}: {e}"))?;
+                let now = monotonic_now();
+                log.push_str(&format!(
+                    "  {} {} {} {}\n",
+                    b.index,
+                    b.sequence,
+                    timestamp_ns("", &b).unwrap_or(0),
+                    now.as_nanos()
+                ));
+                grid.check(
+                    &format!(
+                        "{what}, frame {f} (buffer {}, sequence {})",
+                        b.index, b.sequence
+                    ),
+                    &b,
+                    now,
+                )?;
+                if last_seq.is_some_and(|l: u32| b.sequence != l.wrapping_add(1)) {
+                    gaps += 1;
+                }
+                last_seq = Some(b.sequence);
+                q.qbuf(b.index)?;
+            }
+            log.push_str(&format!(
+                "  {gaps} gap(s) in the sequence (dropped frames)\n"
+            ));
+            q.streamoff()?;
+        }
+        Ok(())
+    })();
+    ctx.save_log("frame-timestamps.txt", &log)?;
+    result
+}
+
+/// After DQBUF, QUERYBUF reports what DQBUF did, as videobuf2's `__fill_v4l2_buffer()` does:
+/// sequence, timestamp, bytesused, field, flags (MAPPED, the timestamp type, LAST); STREAMOFF
+/// keeps them; PREPARE_BUF and QBUF clear sequence, timestamp and bytesused (a queued capture
+/// buffer reports 0, as v4l2-compliance checks) and LAST.
+pub fn querybuf_after_dqbuf_keeps_fields(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = current_format(&dev)?;
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+    q.queue_all()?;
+    q.streamon()?;
+    let mut checker = FrameChecker::new(fmt, &q)?;
+    let same = |what: &str, dq: &v4l2_buffer| -> TestResult {
+        let qb = ok(
+            format!("VIDIOC_QUERYBUF {} {what}", dq.index),
+            dev.querybuf(dq.index),
+        )?;
+        ensure(
+            qb.sequence == dq.sequence
+                && qb.timestamp.tv_sec == dq.timestamp.tv_sec
+                && qb.timestamp.tv_usec == dq.timestamp.tv_usec
+                && qb.bytesused == dq.bytesused
+                && qb.field == dq.field
+                && qb.flags == dq.flags
+                && qb.length == dq.length
+                && qb.offset() == dq.offset(),
+            || {
+                format!(
+                    "VIDIOC_QUERYBUF {} {what}: sequence {} timestamp {:?} bytesused {} field {} \
+                     flags {:#x}, but DQBUF reported sequence {} timestamp {:?} bytesused {} \
+                     field {} flags {:#x}",
+                    dq.index,
+                    qb.sequence,
+                    qb.timestamp,
+                    qb.bytesused,
+                    qb.field,
+                    qb.flags,
+                    dq.sequence,
+                    dq.timestamp,
+                    dq.bytesused,
+                    dq.field,
+                    dq.flags
+                )
+            },
+        )
+    };
+    let cleared = |what: &str, b: &v4l2_buffer| {
+        ensure(
+            b.sequence == 0
+                && b.timestamp.tv_sec == 0
+                && b.timestamp.tv_usec == 0
+                && b.bytesused == 0
+                && b.flags & V4L2_BUF_FLAG_LAST == 0,
+            || {
+                format!(
+                    "{what}: sequence {} timestamp {:?} bytesused {} flags {:#x}, want 0, 0, 0 \
+                     and no LAST",
+                    b.sequence, b.timestamp, b.bytesused, b.flags
+                )
+            },
+        )
+    };
+    // Dequeued, requeued: kept, then cleared by QBUF.
+    let b = q.next_buffer(FRAME_TIMEOUT)?;
+    checker.check(&b, false)?;
+    same("after DQBUF", &b)?;
+    let qb = ok(format!("VIDIOC_QBUF {}", b.index), dev.qbuf(b.index))?;
+    cleared(&format!("VIDIOC_QBUF {}", b.index), &qb)?;
+    let qb = ok(
+        format!("VIDIOC_QUERYBUF {}", b.index),
+        dev.querybuf(b.index),
+    )?;
+    cleared(&format!("VIDIOC_QUERYBUF {} after QBUF", b.index), &qb)?;
+    // Kept dequeued; then the last buffer of the stream ("Mark Last Buffer"), whose LAST flag
+    // QUERYBUF keeps reporting too.
+    let kept = q.next_buffer(FRAME_TIMEOUT)?;
+    checker.check(&kept, false)?;
+    same("after DQBUF", &kept)?;
+    ok(
+        "VIDIOC_S_CTRL RVIVID_CID_MARK_LAST = 1",
+        dev.s_ctrl(RVIVID_CID_MARK_LAST, 1),
+    )?;
+    let mut last = None;
+    for _ in 0..q.count() + 2 {
+        let b = q.next_buffer(FRAME_TIMEOUT)?;
+        checker.check(&b, false)?;
+        if b.flags & V4L2_BUF_FLAG_LAST != 0 {
+            last = Some(b);
+            break;
+        }
+        q.qbuf(b.index)?;
+    }
+    let last = last.ok_or("no buffer with V4L2_BUF_FLAG_LAST after RVIVID_CID_MARK_LAST")?;
+    same("after DQBUF of the LAST buffer", &last)?;
+    q.streamoff()?;
+    same("after STREAMOFF", &kept)?;
+    same("after STREAMOFF", &last)?;
+    // PREPARE_BUF clears them as QBUF does.
+    let p = ok(
+        format!("VIDIOC_PREPARE_BUF {}", last.index),
+        dev.prepare_buf(last.index),
+    )?;
+    cleared(&format!("VIDIOC_PREPARE_BUF {}", last.index), &p)?;
+    let qb = ok(format!("VIDIOC_QBUF {}", kept.index), dev.qbuf(kept.index))?;
+    cleared(&format!("VIDIOC_QBUF {} after STREAMOFF", kept.index), &qb)
+}
+
+/// A dropped frame is visible: with every buffer dequeued and held for 6 frame periods
+/// (measured with CLOCK_MONOTONIC), the next buffer's sequence number jumps by the number of
+/// periods that passed since the last buffer's frame, within 1 either way. Exactly: its frame
+/// is the newest due when the work first runs after the QBUF, so its timestamp (on the grid)
+/// is less than a period before the QBUF, and it is not after the DQBUF; on a loaded host the
+/// work may run more than a period late, and the DQBUF time bounds that.
+pub fn drops_show_as_sequence_gaps(ctx: &mut Ctx) -> TestResult {
+    const HOLD_FRAMES: u32 = 6;
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let q = Queue::request(&dev, 4)?;
+    let interval = q.interval_ns()?;
+    q.queue_all()?;
+    let floor = monotonic_now();
+    q.streamon()?;
+    let mut grid = StreamGrid::new(interval, floor, monotonic_now());
+    // Take every buffer back: from the last one on, the driver has none.
+    let mut held = Vec::new();
+    for n in 0..q.count() {
+        let b = q
+            .next_buffer(FRAME_TIMEOUT)
+            .map_err(|e| format!("frame {n}: {e}"))?;
+        grid.check(&format!("frame {n}"), &b, monotonic_now())?;
+        held.push(b);
+    }
+    let last = held[held.len() - 1];
+    let last_ts = timestamp_ns("the last buffer before the hold", &last)?;
+    std::thread::sleep(Duration::from_nanos(interval * u64::from(HOLD_FRAMES)));
+    let queued_at = monotonic_now().as_nanos() as u64;
+    q.qbuf(held[0].index)?;
+    let b = q
+        .next_buffer(FRAME_TIMEOUT)
+        .map_err(|e| format!("after holding every buffer: {e}"))?;
+    let dequeued_at = monotonic_now();
+    grid.check("the buffer queued after the hold", &b, dequeued_at)?;
+    let dseq = u64::from(b.sequence.wrapping_sub(last.sequence));
+    // Periods from the last frame that had a buffer to the QBUF (those frames had none).
+    let passed = (queued_at - last_ts) / interval;
+    // Upper bound: the frame is not after the DQBUF.
+    let by_dqbuf = (dequeued_at.as_nanos() as u64 - last_ts) / interval;
+    let detail = format!(
+        "last buffer before the hold: sequence {} at {last_ts} ns; QBUF at {queued_at} ns \
+         ({passed} periods of {interval} ns later); next buffer: sequence {} (+{dseq}), \
+         dequeued at {} ns ({by_dqbuf} periods)",
+        last.sequence,
+        b.sequence,
+        dequeued_at.as_nanos()
+    );
+    ctx.save_log("drops.txt", format!("{detail}\n"))?;
+    ensure(passed >= u64::from(HOLD_FRAMES), || {
+        format!("held for fewer than {HOLD_FRAMES} periods: {detail}")
+    })?;
+    ensure(
+        dseq + 1 >= passed && dseq <= (passed + 1).max(by_dqbuf),
+        || format!("the sequence jumped by {dseq}, want {passed} +- 1: {detail}"),
+    )?;
+    q.streamoff()
 }
