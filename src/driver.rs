@@ -13,11 +13,12 @@
 //! buffer for them: frame `k` ends at `first + k * interval`, where `first` is one frame
 //! interval after `start_streaming`. Each buffer is given its frame's number as its sequence
 //! number and that nominal end time as its timestamp ([`ActiveBuffer::set_sequence`],
-//! [`ActiveBuffer::set_timestamp_ns`]). A frame with no buffer waiting is dropped, and so is
-//! every frame the work ran too late for: when it runs late by one or more whole periods it
-//! completes one buffer with the newest frame due, not a burst. So a drop shows as a gap in
-//! the sequence, timestamps always lie on the frame grid whatever the work's jitter (jiffies,
-//! a loaded machine), and a timestamp is never after the moment the buffer is completed.
+//! [`ActiveBuffer::set_timestamp_ns`]). A frame goes into the oldest buffer the driver had
+//! by the frame's time ([`ActiveBuffer::queued_ns`]); a frame with no buffer is dropped, and
+//! shows as a gap in the sequence. When the work runs late (jiffies, a loaded machine) it
+//! produces every frame it missed into the buffers that were there for them, so lateness
+//! delays buffers but drops nothing. Timestamps always lie on the frame grid, and a
+//! timestamp is never after the moment the buffer is completed.
 //!
 //! This file has no `unsafe` code: everything goes through the abstractions.
 
@@ -286,29 +287,60 @@ impl GenState {
     }
 
     /// The frame work: unless it runs early (a timer fires up to a jiffy before its time),
-    /// produces the newest frame due into the oldest waiting buffer. The frames before it
-    /// that were not produced yet are dropped (the work ran a whole period late or more, or a
-    /// buffer was held), and so is this one if no buffer waits.
+    /// produces every frame due since the last run, as the emulated sensor would have: frame
+    /// `k` goes into the oldest waiting buffer the driver had by the frame's time
+    /// ([`ActiveBuffer::queued_ns`]); a frame with no such buffer is dropped (a gap in the
+    /// sequence). So the work running late (jiffies, a loaded machine) delays buffers but
+    /// drops no frame a buffer was there for; only a queue left empty by userspace drops
+    /// frames. With "Hold" set, one buffer is completed per hold period, with the newest frame
+    /// due; the frames in between are dropped.
     fn produce(&mut self) {
         let now = crate::time::monotonic_ns();
         if now < self.wake_ns() || self.interval_ns == 0 {
             return;
         }
-        // `now >= frame_ns(next_frame)`, so `k >= next_frame`.
-        let k = (now - self.first_ns) / self.interval_ns;
-        self.next_frame = k + 1;
-        // In unordered mode the newest buffer is completed first when two are waiting.
-        let pick = if self.unordered && self.active.len() > 1 {
-            self.active.len() - 1
+        // `now >= frame_ns(next_frame)`, so `newest >= next_frame`.
+        let newest = (now - self.first_ns) / self.interval_ns;
+        let first = if self.hold_ms > 0 {
+            newest
         } else {
-            0
+            self.next_frame
         };
-        if pick >= self.active.len() {
-            return;
+        self.next_frame = newest + 1;
+        let mut k = first;
+        while k <= newest {
+            // The oldest waiting buffer serves no frame before it was queued: skip to the
+            // first frame it can serve (the frames skipped are dropped).
+            let Some(oldest) = self.active.first().map(ActiveBuffer::queued_ns) else {
+                return;
+            };
+            if oldest > self.frame_ns(k) {
+                k = (oldest - self.first_ns).div_ceil(self.interval_ns);
+                continue;
+            }
+            let at = self.frame_ns(k);
+            // The buffers there for frame `k` (the list is in hand-over order, so they are
+            // its first ones). In unordered mode the newest of them is completed first.
+            let waiting = self.active.iter().filter(|b| b.queued_ns() <= at).count();
+            let pick = if self.unordered && waiting > 1 {
+                waiting - 1
+            } else {
+                0
+            };
+            let Ok(buf) = self.active.remove(pick) else {
+                return;
+            };
+            self.complete(buf, k);
+            if self.hold_ms > 0 {
+                return;
+            }
+            k += 1;
         }
-        let Ok(mut buf) = self.active.remove(pick) else {
-            return;
-        };
+    }
+
+    /// Fills `buf` with frame `k` and completes it (or fails it, if the error injection says
+    /// so or the fill failed).
+    fn complete(&mut self, mut buf: ActiveBuffer<Capture>, k: u64) {
         // The frame counter is the sequence number (it wraps as V4L2's does).
         let sequence = k as u32;
         buf.set_sequence(sequence);

@@ -858,6 +858,7 @@ impl<O: QueueOps> Queue<O> {
             }
         }
         this.flush();
+        let queued_ns = crate::time::monotonic_ns();
         for i in ready.iter() {
             let Some(buf) = inner.bufs[i].as_ref() else {
                 continue;
@@ -869,6 +870,7 @@ impl<O: QueueOps> Queue<O> {
                 mem: buf.mem.clone(),
                 length: buf.length,
                 frame: FrameInfo::default(),
+                queued_ns,
                 given_back: false,
             });
         }
@@ -1226,6 +1228,8 @@ pub(crate) struct ActiveBuffer<O: QueueOps> {
     mem: Arc<VmallocBuf>,
     length: u32,
     frame: FrameInfo,
+    /// When the core handed the buffer to the driver (`CLOCK_MONOTONIC` nanoseconds).
+    queued_ns: u64,
     given_back: bool,
 }
 
@@ -1233,6 +1237,12 @@ impl<O: QueueOps> ActiveBuffer<O> {
     /// The buffer's index.
     pub(crate) fn index(&self) -> u32 {
         self.index as u32
+    }
+
+    /// When the core handed the buffer to the driver, in `CLOCK_MONOTONIC` nanoseconds: a
+    /// driver that emulates a frame clock can tell whether the buffer was there for a frame.
+    pub(crate) fn queued_ns(&self) -> u64 {
+        self.queued_ns
     }
 
     /// The buffer's memory, to fill; `None` if the queue took the buffer back (STREAMOFF
