@@ -11,7 +11,6 @@
 
 struct video_device;
 struct lock_class_key;
-struct v4l2_ctrl_handler;
 struct dma_fence;
 struct vm_area_struct;
 struct sync_file;
@@ -26,8 +25,6 @@ unsigned long rvb2_spin_lock_irqsave(spinlock_t *lock);
 bool rvb2_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
 void rvb2_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 void rvb2_assert_spin_locked(spinlock_t *lock);
-
-int rvb2_ctrl_handler_init(struct v4l2_ctrl_handler *hdl, unsigned int nr_of_controls_hint);
 
 u64 rvb2_ktime_get_ns(void);
 

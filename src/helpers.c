@@ -58,11 +58,6 @@ void rvb2_assert_spin_locked(spinlock_t *lock)
 	lockdep_assert_held(lock);
 }
 
-int rvb2_ctrl_handler_init(struct v4l2_ctrl_handler *hdl, unsigned int nr_of_controls_hint)
-{
-	return v4l2_ctrl_handler_init(hdl, nr_of_controls_hint);
-}
-
 u64 rvb2_ktime_get_ns(void)
 {
 	return ktime_get_ns();

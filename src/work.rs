@@ -67,9 +67,9 @@ where
     // gives is the `work` field of a `delayed_work`, which lives as long as the `T`.
     let dwork = unsafe { container_of!(work, bindings::delayed_work, work) };
 
-    // SAFETY: `dwork` points at a live `delayed_work`, initialised by `DelayedWork::new` (the
-    // only way to create a `DelayedWork`), with the work function `<Arc<T> as
-    // WorkItemPointer<ID>>::run`.
+    // SAFETY: `dwork` points at a live `delayed_work`: the `DelayedWork<T, ID>` field that
+    // `impl_has_delayed_work!` names, which pin-initialisation (`DelayedWork::new`, the only
+    // initialiser) set up with the work function `<Arc<T> as WorkItemPointer<ID>>::run`.
     if !unsafe { bindings::cancel_delayed_work_sync(dwork) } {
         return;
     }
@@ -78,7 +78,8 @@ where
     // it off the workqueue before its function ran, so that function will not run for this
     // queueing. A work of `T` with `WorkItem::Pointer = Arc<T>` is queued only by
     // `<Arc<T> as RawWorkItem<ID>>::__enqueue` (the `Pin<KBox<T>>` and `ARef<T>` implementations
-    // need `Pointer = Self`), which gives the workqueue a reference leaked with
+    // need `Pointer = Self`, and this crate implements `RawWorkItem` for no other pointer to
+    // one of its types), which gives the workqueue a reference leaked with
     // `Arc::into_raw` when the `queue_work_on` closure returns true, and the work function,
     // `<Arc<T> as WorkItemPointer<ID>>::run`, takes it back with
     // `Arc::from_raw(T::work_container_of(work))`, which is `ptr` by the invariants of `HasWork`.

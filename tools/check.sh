@@ -44,17 +44,28 @@ kunit_cases() {
 	done <"$RVB2_TOP/src/queue/kunit.rs"
 }
 
-# Host unit tests of crate $1 (a directory), as "<prefix>.<test>" with prefix $2.
+# Host unit tests of crate $1 (a directory), as "<prefix>.<test>" with prefix $2. A crate
+# whose tests do not build, or that lists none, stands for a failing test of its own.
 host_cases() {
-	(cd "$1" && cargo test --release -q -- --list --format terse 2>/dev/null) |
-		sed -n "s/^\(.*\): test$/$2.\1/p"
+	local list
+	if list=$(cd "$1" && cargo test --release -q -- --list --format terse 2>"$logs/host-$2-list.txt") &&
+		list=$(sed -n "s/^\(.*\): test$/$2.\1/p" <<<"$list") && [ -n "$list" ]; then
+		echo "$list"
+	else
+		echo "$2.build"
+	fi
 }
 
 # Runs the host unit tests of crate $1 and records each one as "<prefix>.<test>" ($2). One at a
 # time: the harness's own tests fork.
 host_tests() {
 	local out="$logs/host-$2.txt"
-	(cd "$1" && cargo test --release -- --test-threads=1) >"$out" 2>&1
+	if ! grep -qxF "$2.build" "$expected"; then
+		(cd "$1" && cargo test --release -- --test-threads=1) >"$out" 2>&1
+	else
+		record FAIL "$2.build" "its tests do not build or list none: see build/logs/host-$2-list.txt"
+		return
+	fi
 	sed -nE 's/^test (.*) \.\.\. (ok|FAILED|ignored.*)$/\1\t\2/p' "$out" |
 	while IFS=$'\t' read -r name outcome; do
 		case "$outcome" in
@@ -85,7 +96,7 @@ host_tests "$RVB2_TOP/tools/tpg-test" host.tpg
 
 # The test the guest was in when the run ended: the last "begin" marker with no "end".
 last_begun() {
-	sed -nE 's/.*rvb2-tests: (begin|end) ([A-Za-z0-9_.]+).*/\1 \2/p' "$logs/console.txt" |
+	sed -nE 's/.*rvb2-tests: (begin|end) ([^ ]+).*/\1 \2/p' "$logs/console.txt" |
 		tail -n 1 | awk '$1 == "begin" { print $2 }'
 }
 
@@ -114,7 +125,7 @@ esac
 
 # Every expected test reported exactly once.
 while read -r name; do
-	n=$(grep -cE "^(PASS|FAIL) ${name//./\\.}( |$)" "$results")
+	n=$(awk -v n="$name" '($1 == "PASS" || $1 == "FAIL") && $2 == n' "$results" | wc -l)
 	if [ "$n" -eq 0 ]; then
 		record FAIL "$name" "did not report (the run stopped or skipped it)"
 	elif [ "$n" -gt 1 ]; then
@@ -123,8 +134,17 @@ while read -r name; do
 done <"$expected"
 
 # Nothing in the kernel's console output, from boot to power-off, reports a problem outside
-# what a test window allows (the same judgement as the guest's dmesg_clean test).
-if bad=$("$tests_bin" --scan-log "$logs/console.txt"); then
+# what a test window allows (the same judgement as the guest's dmesg_clean test). The console
+# must be whole for that to mean anything: the kernel's banner, and a begin and an end marker
+# for every userspace test that reported.
+ran=$("$tests_bin" --list "$@" | awk 'NR == FNR { want[$0] = 1; next } ($1 == "PASS" || $1 == "FAIL") && ($2 in want)' - "$results" | wc -l)
+begins=$(grep -c 'rvb2-tests: begin ' "$logs/console.txt")
+ends=$(grep -c 'rvb2-tests: end ' "$logs/console.txt")
+if ! grep -q '\] Linux version ' "$logs/console.txt"; then
+	record FAIL console_clean "the console has no kernel banner (empty or cut: see console.txt)"
+elif [ "$begins" -ne "$ran" ] || [ "$ends" -ne "$ran" ]; then
+	record FAIL console_clean "the console has $begins begin and $ends end markers for $ran tests: lines are missing"
+elif bad=$("$tests_bin" --scan-log "$logs/console.txt"); then
 	record PASS console_clean
 else
 	record FAIL console_clean "$(echo "$bad" | head -3 | tr '\n' '|')"

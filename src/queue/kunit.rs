@@ -61,12 +61,31 @@ mod tests {
         }
     }
 
-    fn new_queue() -> Result<Arc<Queue<TestOps>>> {
-        Queue::new(try_pin_init!(TestOps {
+    /// A test's queue. Dropping it stops the queue's fence work, as a driver does when its
+    /// device goes away: no work of the queue may still run once the test returned (the module
+    /// can be unloaded right after its suite ran).
+    struct TestQueue(Arc<Queue<TestOps>>);
+
+    impl core::ops::Deref for TestQueue {
+        type Target = Arc<Queue<TestOps>>;
+
+        fn deref(&self) -> &Self::Target {
+            &self.0
+        }
+    }
+
+    impl Drop for TestQueue {
+        fn drop(&mut self) {
+            Queue::shutdown(&self.0);
+        }
+    }
+
+    fn new_queue() -> Result<TestQueue> {
+        Ok(TestQueue(Queue::new(try_pin_init!(TestOps {
             held <- new_mutex!(KVec::new()),
             starts <- new_mutex!(0),
             fail_start: AtomicBool::new(false),
-        }))
+        }))?))
     }
 
     /// The indices the driver holds, oldest first.

@@ -451,8 +451,8 @@ impl<O: QueueOps> Queue<O> {
         Ok(r)
     }
 
-    /// Stops the fence work for good: called when the queue's device goes away (no file is
-    /// open, so no fence callback is registered and none can be).
+    /// Stops the fence work: called when the queue's device goes away (no file is open, so no
+    /// fence callback is registered and none can be, and nothing queues the work again).
     pub(crate) fn shutdown(this: &Arc<Self>) {
         work::cancel_delayed_work_sync(this);
     }

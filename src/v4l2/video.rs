@@ -512,8 +512,19 @@ impl<T: VideoOps> Node<T> {
         });
         // The control framework keeps pointers into `menus`: it must never reallocate.
         *menus = KVec::with_capacity(n_menu, GFP_KERNEL)?;
-        // SAFETY: `hdl` is zeroed and not shared yet.
-        to_result(unsafe { bindings::rvb2_ctrl_handler_init(hdl, controls.len() as u32) })?;
+        // The handler's lock gets a lockdep class of its own, as `v4l2_ctrl_handler_init()`
+        // gives one per call site.
+        let key = kernel::static_lock_class!();
+        // SAFETY: `hdl` is zeroed and not shared yet; `key` is static and the name a static
+        // C string. The key's type is the kernel crate's binding of the same C type.
+        to_result(unsafe {
+            bindings::v4l2_ctrl_handler_init_class(
+                hdl,
+                controls.len() as u32,
+                key.as_ptr().cast(),
+                c"rvb2_ctrl_handler_lock".as_char_ptr().cast(),
+            )
+        })?;
         let ops = &Self::CTRL_OPS;
         for c in controls {
             // SAFETY: `hdl` is initialised; `ops` and the names and menus are `'static` or

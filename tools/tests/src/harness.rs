@@ -494,8 +494,12 @@ fn run_isolated(ctx: &mut Ctx, f: fn(&mut Ctx) -> TestResult, timeout: Duration)
         // SAFETY: Ends the child without running the parent's exit handlers twice.
         unsafe { libc::_exit(0) }
     }
-    // SAFETY: `wr` is the parent's copy of the write end, which it does not use.
-    unsafe { libc::close(wr) };
+    // SAFETY: `wr` is the parent's copy of the write end, which it does not use. setpgid()
+    // in both processes, so that the group exists whichever runs first.
+    unsafe {
+        libc::close(wr);
+        libc::setpgid(pid, pid);
+    }
     let mut pipe = unsafe_file(rd);
     let mut msg = Vec::new();
     let deadline = Instant::now() + timeout;
@@ -536,7 +540,7 @@ fn run_isolated(ctx: &mut Ctx, f: fn(&mut Ctx) -> TestResult, timeout: Duration)
     if timed_out {
         // SAFETY: Signals the child's process group, which this function created.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
-        return match wait_child(pid, Duration::from_secs(10)) {
+        return match wait_child(pid, Duration::from_secs(10), false) {
             Some(_) => fail(format!(
                 "hung: still running after its {} s timeout (killed)",
                 timeout.as_secs()
@@ -552,22 +556,27 @@ fn run_isolated(ctx: &mut Ctx, f: fn(&mut Ctx) -> TestResult, timeout: Duration)
         };
     }
     // The pipe closed: the child exited (or is about to), or it closed the pipe itself.
-    let status = match wait_child(pid, Duration::from_secs(10)) {
-        Some(s) => s,
-        None => {
-            // SAFETY: As above.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            let stuck = wait_child(pid, Duration::from_secs(10)).is_none();
-            return Outcome {
-                result: Err("the test process did not exit after sending its result".into()),
-                stuck,
-            };
-        }
-    };
-    // Whatever the test started and left behind goes with it.
-    // SAFETY: As above; the group may be empty (ESRCH), which is fine.
+    // Whatever the test started and left behind goes with it: signalled while the child is
+    // not reaped yet, so the group's id cannot have been reused.
+    if let Some(status) = wait_child(pid, Duration::from_secs(10), true) {
+        return judge(status, &msg);
+    }
+    // SAFETY: As above.
     unsafe { libc::kill(-pid, libc::SIGKILL) };
-    let msg = String::from_utf8_lossy(&msg);
+    let stuck = wait_child(pid, Duration::from_secs(10), false).is_none();
+    Outcome {
+        result: Err("the test process did not exit after sending its result".into()),
+        stuck,
+    }
+}
+
+/// The outcome of a test whose process ended with wait status `status`, having sent `msg`.
+fn judge(status: libc::c_int, msg: &[u8]) -> Outcome {
+    let fail = |msg: String| Outcome {
+        result: Err(msg),
+        stuck: false,
+    };
+    let msg = String::from_utf8_lossy(msg);
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         return fail(format!(
@@ -596,28 +605,59 @@ fn unsafe_file(fd: libc::c_int) -> fs::File {
 }
 
 /// Waits for child `pid` at most `timeout`; returns its wait status, or `None` if it did not
-/// end in time.
-fn wait_child(pid: libc::pid_t, timeout: Duration) -> Option<libc::c_int> {
-    // A pidfd becomes readable when the process ends: no polling loop.
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as libc::c_int;
-    if pidfd >= 0 {
-        let mut pfd = libc::pollfd {
-            fd: pidfd,
-            events: libc::POLLIN,
-            revents: 0,
+/// end in time. With `kill_group`, its process group is killed once the child has ended but
+/// before it is reaped (what the test started and left behind goes with it).
+fn wait_child(pid: libc::pid_t, timeout: Duration, kill_group: bool) -> Option<libc::c_int> {
+    let deadline = Instant::now() + timeout;
+    let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
+    loop {
+        // WNOWAIT: the child stays a zombie, so its pid and group id stay taken.
+        // SAFETY: `info` is valid for writes.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
         };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: `pfd` is one valid pollfd; `pidfd` is ours to close.
-        unsafe {
-            libc::poll(&mut pfd, 1, ms);
-            libc::close(pidfd);
+        // SAFETY: waitid() filled `info` (or left it zeroed: si_pid 0).
+        let ended = r == 0 && unsafe { info.si_pid() } == pid;
+        if ended {
+            break;
         }
+        if r != 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return None;
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        // Waiting for the child to end, with a timeout: a pidfd would tell at once, but this
+        // also works where pidfd_open() does not.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if kill_group {
+        // SAFETY: The group is the child's own (setpgid() above); the child is a zombie, so
+        // its id is not reused. ESRCH (an empty group) is fine.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
     let mut status = 0;
-    // SAFETY: `status` is valid for writes.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    (r == pid).then_some(status)
+    loop {
+        // SAFETY: `status` is valid for writes.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Some(status);
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
+/// A zeroed `siginfo_t`, for waitid().
+fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
+    // SAFETY: `siginfo_t` is a plain C struct for which all-zero bytes are valid.
+    unsafe { core::mem::zeroed() }
 }
 
 /// The name of signal `sig`.
@@ -652,7 +692,10 @@ impl Kmsg {
         Ok(Self { file })
     }
 
-    /// Reads the records not read yet; returns their messages.
+    /// Reads the records not read yet; returns their messages (with the `\xNN` escapes
+    /// /dev/kmsg writes for control characters decoded). If records were lost (overwritten
+    /// before they were read) or the log could not be read, that is said as a message of its
+    /// own, which the scanner judges as a problem.
     fn read_new(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 8192];
@@ -664,13 +707,19 @@ impl Kmsg {
                     let rec = String::from_utf8_lossy(&buf[..n]);
                     let first = rec.lines().next().unwrap_or("");
                     if let Some((_, text)) = first.split_once(';') {
-                        out.push(text.to_string());
+                        out.extend(kernlog::unescape(text).lines().map(str::to_string));
                     }
                 }
                 // Records overwritten before we read them: go on from the oldest left.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                    out.push(kernlog::LOST.to_string());
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    out.push(format!("{} ({e})", kernlog::LOST));
+                    break;
+                }
             }
         }
         out

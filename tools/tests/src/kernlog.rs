@@ -11,6 +11,36 @@ pub const BEGIN: &str = "rvb2-tests: begin ";
 /// The marker the harness writes to the kernel log after a test (followed by its name).
 pub const END: &str = "rvb2-tests: end ";
 
+/// What the harness logs in a test's window when it could not read all of the kernel's
+/// records (they were overwritten first, or reading failed): a problem, since what was lost
+/// cannot be judged.
+pub const LOST: &str = "rvb2-tests: kernel log records lost";
+
+/// Decodes the `\xNN` escapes /dev/kmsg writes for control characters (a newline inside a
+/// record is `\x0a`), so that each line of a record is judged on its own.
+pub fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("\\x") {
+        out.push_str(&rest[..i]);
+        let hex = rest
+            .get(i + 2..i + 4)
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(b) => {
+                out.push(char::from(b));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push_str("\\x");
+                rest = &rest[i + 2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// What marks a kernel log line as a problem. Each needle must start a word (so "DEBUG:" is
 /// not "BUG:").
 const BAD: &[&str] = &[
@@ -59,6 +89,9 @@ const BAD: &[&str] = &[
     // Userspace crashes the kernel logs ("rvb2-tests[12]: segfault at 0 ip ...", "traps: ...").
     "segfault at",
     "traps:",
+    // Records the console or the harness lost: what they said cannot be judged.
+    "messages dropped",
+    "kernel log records lost",
     // KUnit: a failed or skipped case (a skip is not a pass).
     "not ok ",
     "# SKIP",
@@ -257,6 +290,15 @@ mod tests {
         ] {
             assert!(!is_bad(ok), "{ok}");
         }
+    }
+
+    #[test]
+    fn kmsg_escapes() {
+        assert_eq!(unescape("a\\x0aWARNING: b"), "a\nWARNING: b");
+        assert_eq!(unescape("tab\\x09x \\xzz \\x"), "tab\tx \\xzz \\x");
+        assert!(unescape("foo\\x0aBUG: x").lines().any(is_bad));
+        assert!(is_bad(LOST));
+        assert!(is_bad("** 12 printk messages dropped **"));
     }
 
     #[test]
