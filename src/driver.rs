@@ -385,6 +385,9 @@ impl WorkItem for Generator {
         if !st.streaming {
             return;
         }
+        // Buffers the queue took back (their fence deadline passed) are dropped, which gives
+        // them back: the queue hands them out again only then.
+        st.active.retain(|b| !b.taken_back());
         st.produce();
         let delay = st.delay();
         drop(st);

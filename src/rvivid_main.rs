@@ -12,6 +12,7 @@ mod bindings;
 mod driver;
 mod fence;
 mod mem;
+mod param;
 mod queue;
 mod sync;
 mod time;

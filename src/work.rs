@@ -14,6 +14,9 @@
 //! - [`system_percpu`] returns `system_percpu_wq`, the queue `schedule_delayed_work()` uses:
 //!   the crate's [`kernel::workqueue::system`] returns `system_wq`, which 7.2 deprecates (it
 //!   warns when a work is first queued on it).
+//! - [`mod_delayed_work`] queues a delayed work or moves its timer if it is already pending
+//!   (`mod_delayed_work()`): the crate's [`Queue::enqueue_delayed`] leaves a pending work's time
+//!   alone, and the queue's deadline work must be able to run earlier than it was armed for.
 //!
 //! C header: [`include/linux/workqueue.h`](srctree/include/linux/workqueue.h).
 //!
@@ -24,6 +27,7 @@ use kernel::{
     bindings,
     container_of,
     sync::Arc,
+    time::Jiffies,
     workqueue::{
         HasDelayedWork,
         Queue,
@@ -55,17 +59,9 @@ where
     T: HasDelayedWork<T, ID> + WorkItem<ID, Pointer = Arc<T>>,
 {
     // The pointer `Arc::into_raw` returns for an `Arc` of this allocation, which is what
-    // `<Arc<T> as RawWorkItem<ID>>::__enqueue` hands to the workqueue.
+    // `<Arc<T> as RawWorkItem<ID>>::__enqueue` and [`mod_delayed_work`] hand to the workqueue.
     let ptr = Arc::as_ptr(this).cast_mut();
-
-    // SAFETY: `ptr` points at the `T` that `this` keeps alive.
-    let work = unsafe { T::raw_get_work(ptr) };
-    // SAFETY: `raw_get_work` returned a pointer to the `Work<T, ID>` field of that `T`, so it is
-    // valid and aligned.
-    let work = unsafe { Work::raw_get(work) };
-    // SAFETY: By the safety requirements of `HasDelayedWork`, the `work_struct` that `HasWork`
-    // gives is the `work` field of a `delayed_work`, which lives as long as the `T`.
-    let dwork = unsafe { container_of!(work, bindings::delayed_work, work) };
+    let dwork = raw_delayed_work::<T, ID>(this);
 
     // SAFETY: `dwork` points at a live `delayed_work`: the `DelayedWork<T, ID>` field that
     // `impl_has_delayed_work!` names, which pin-initialisation (`DelayedWork::new`, the only
@@ -80,10 +76,68 @@ where
     // `<Arc<T> as RawWorkItem<ID>>::__enqueue` (the `Pin<KBox<T>>` and `ARef<T>` implementations
     // need `Pointer = Self`, and this crate implements `RawWorkItem` for no other pointer to
     // one of its types), which gives the workqueue a reference leaked with
-    // `Arc::into_raw` when the `queue_work_on` closure returns true, and the work function,
+    // `Arc::into_raw` when the `queue_work_on` closure returns true, or by [`mod_delayed_work`],
+    // which leaks one the same way unless the work was pending already (and so held one): a
+    // pending work holds exactly one such reference. The work function,
     // `<Arc<T> as WorkItemPointer<ID>>::run`, takes it back with
     // `Arc::from_raw(T::work_container_of(work))`, which is `ptr` by the invariants of `HasWork`.
     // We take that reference back in its place, once: the work is no longer pending. It is not
     // the last reference, since `this` holds another.
     drop(unsafe { Arc::from_raw(ptr) });
+}
+
+/// The `delayed_work` of the delayed work `ID` of `this`.
+fn raw_delayed_work<T, const ID: u64>(this: &Arc<T>) -> *mut bindings::delayed_work
+where
+    T: HasDelayedWork<T, ID> + WorkItem<ID, Pointer = Arc<T>>,
+{
+    let ptr = Arc::as_ptr(this).cast_mut();
+    // SAFETY: `ptr` points at the `T` that `this` keeps alive.
+    let work = unsafe { T::raw_get_work(ptr) };
+    // SAFETY: `raw_get_work` returned a pointer to the `Work<T, ID>` field of that `T`, so it is
+    // valid and aligned.
+    let work = unsafe { Work::raw_get(work) };
+    // SAFETY: By the safety requirements of `HasDelayedWork`, the `work_struct` that `HasWork`
+    // gives is the `work` field of a `delayed_work`, which lives as long as the `T`.
+    unsafe { container_of!(work, bindings::delayed_work, work) }
+}
+
+/// Queues the delayed work `ID` of `this` on `queue` to run after `delay`, or, if it is already
+/// pending, moves its timer to that time (`mod_delayed_work()`): earlier or later.
+///
+/// It does not sleep and may be called in any context, with any lock held (it takes the
+/// workqueue's and the timer's raw spinlocks, with interrupts disabled).
+pub(crate) fn mod_delayed_work<T, const ID: u64>(queue: &Queue, this: &Arc<T>, delay: Jiffies)
+where
+    T: HasDelayedWork<T, ID> + WorkItem<ID, Pointer = Arc<T>>,
+{
+    let dwork = raw_delayed_work::<T, ID>(this);
+    // The reference the workqueue holds while the work is pending, which the work function takes
+    // back (see below). Leaked first: once queued, the work may run at once.
+    let ptr = Arc::into_raw(this.clone()).cast_mut();
+    // `Queue` is a `#[repr(transparent)]` wrapper of an `Opaque<workqueue_struct>`, itself a
+    // transparent wrapper: `Queue::from_raw` makes the reverse cast.
+    let wq = core::ptr::from_ref(queue)
+        .cast::<bindings::workqueue_struct>()
+        .cast_mut();
+    // SAFETY: `wq` is the live workqueue `queue` wraps; `dwork` points at a live `delayed_work`,
+    // initialised by `DelayedWork::new` with the work function `<Arc<T> as
+    // WorkItemPointer<ID>>::run`, which lives as long as `this`'s allocation, kept alive by the
+    // reference leaked above until the work function runs.
+    let was_pending = unsafe {
+        bindings::mod_delayed_work_on(
+            bindings::wq_misc_consts_WORK_CPU_UNBOUND as kernel::ffi::c_int,
+            wq,
+            dwork,
+            delay,
+        )
+    };
+    if was_pending {
+        // SAFETY: The work was already pending, so the workqueue already held the reference its
+        // one run takes back (`<Arc<T> as RawWorkItem<ID>>::__enqueue` leaked it, or an earlier
+        // call of this function); this call only moved its timer, and the work is still queued
+        // once. The reference leaked above is not needed: take it back, once. It is not the last
+        // one: `this` holds another.
+        drop(unsafe { Arc::from_raw(ptr) });
+    }
 }

@@ -7,7 +7,7 @@
 
 use super::*;
 use crate::fence::{context_alloc, Fence, OutFence};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 #[kunit_tests(rvb2_queue)]
 mod tests {
@@ -25,6 +25,8 @@ mod tests {
         #[pin]
         starts: Mutex<u32>,
         fail_start: AtomicBool,
+        /// The fence bound, in ms (long unless a case shortens it).
+        timeout_ms: AtomicU32,
     }
 
     impl QueueOps for TestOps {
@@ -59,6 +61,10 @@ mod tests {
                 b.fail();
             }
         }
+
+        fn fence_timeout_ms(&self) -> u32 {
+            self.timeout_ms.load(Ordering::Relaxed)
+        }
     }
 
     /// A test's queue. Dropping it stops the queue's fence work, as a driver does when its
@@ -85,6 +91,7 @@ mod tests {
             held <- new_mutex!(KVec::new()),
             starts <- new_mutex!(0),
             fail_start: AtomicBool::new(false),
+            timeout_ms: AtomicU32::new(60_000),
         }))?))
     }
 
@@ -576,6 +583,125 @@ mod tests {
         Ok(())
     }
 
+    /// `-ETIMEDOUT`, the error of out-fences whose buffer the deadline failed.
+    fn etimedout() -> i32 {
+        ETIMEDOUT.to_errno()
+    }
+
+    #[test]
+    fn deadline_fails_a_buffer_never_streamed() -> Result {
+        let q = new_queue()?;
+        q.ops().timeout_ms.store(50, Ordering::Relaxed);
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
+        // Unfenced buffers have no deadline.
+        qbuf(&q, 1)?;
+        assert!(wait_for(|| out0.status() != 0));
+        assert_eq!(out0.status(), etimedout());
+        let info = q.querybuf(0)?;
+        assert_eq!(
+            (info.state, info.out_fence_pending),
+            (BufState::Error, false)
+        );
+        assert_eq!(q.querybuf(1)?.state, BufState::Queued);
+        // Returned by DQBUF once streaming, first.
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(q.dqbuf(OWNER, true)?.state, BufState::Error);
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn deadline_fails_a_never_signalled_in_fence() -> Result {
+        let q = new_queue()?;
+        q.ops().timeout_ms.store(50, Ordering::Relaxed);
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        let producer = OutFence::new(context_alloc(), 1)?;
+        let out0 = qbuf_fenced(&q, 0, Some(producer.fence().clone()), true)?.ok_or(EINVAL)?;
+        qbuf(&q, 1)?;
+        qbuf(&q, 2)?;
+        Queue::streamon(&q, OWNER)?;
+        assert!(wait_for(|| out0.status() != 0));
+        assert_eq!(out0.status(), etimedout());
+        // The buffers behind it go to the driver: two are ready, streaming starts.
+        assert!(wait_for(|| held(&q).len() == 2));
+        assert_eq!(&held(&q)[..], &[1, 2]);
+        assert!(!q.querybuf(0)?.in_fence_pending);
+        // The late signal reaches nothing.
+        producer.signal(None);
+        assert_eq!(q.dqbuf(OWNER, true)?.index, 0);
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn deadline_takes_buffers_back_from_the_driver() -> Result {
+        let q = new_queue()?;
+        q.ops().timeout_ms.store(50, Ordering::Relaxed);
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
+        let out1 = qbuf_fenced(&q, 1, None, true)?.ok_or(EINVAL)?;
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(&held(&q)[..], &[0, 1]);
+        assert!(wait_for(|| out1.status() != 0));
+        assert_eq!((out0.status(), out1.status()), (etimedout(), etimedout()));
+        // The driver's tokens are stale: they write and complete nothing.
+        assert!(q.ops().held.lock().iter().all(|b| b.taken_back()));
+        for index in [0, 1] {
+            let info = q.dqbuf(OWNER, true)?;
+            assert_eq!((info.index, info.state), (index, BufState::Error));
+        }
+        // Queued again, buffer 0 waits until the driver gave its stale token back, and buffer 2
+        // waits behind it.
+        q.ops().timeout_ms.store(60_000, Ordering::Relaxed);
+        qbuf(&q, 0)?;
+        qbuf(&q, 2)?;
+        assert_eq!(&held(&q)[..], &[0, 1]);
+        assert_eq!(complete_oldest(&q, false), Some(0));
+        assert!(wait_for(|| held(&q).len() == 3));
+        assert_eq!(&held(&q)[..], &[1, 0, 2]);
+        assert_eq!(q.dqbuf(OWNER, true).err(), Some(EAGAIN));
+        assert_eq!(complete_oldest(&q, false), Some(1));
+        assert_eq!(complete_oldest(&q, false), Some(0));
+        assert_eq!(q.dqbuf(OWNER, true)?.state, BufState::Done);
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn deadline_keeps_out_fence_order() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
+        let out1 = qbuf_fenced(&q, 1, None, true)?.ok_or(EINVAL)?;
+        // A shorter bound for buffer 2 fails buffer 0 (queued before it) as well.
+        q.ops().timeout_ms.store(50, Ordering::Relaxed);
+        let out2 = qbuf_fenced(&q, 2, None, true)?.ok_or(EINVAL)?;
+        Queue::streamon(&q, OWNER)?;
+        // The driver completes buffer 1 before the deadline: its fence waits for buffer 0's.
+        let b1 = q.ops().held.lock().remove(1).map_err(|_| EINVAL)?;
+        b1.done(SIZE);
+        assert_eq!(out1.status(), 0);
+        assert!(wait_for(|| out2.status() != 0));
+        // Buffer 0 failed, buffer 1 done: the fences signal in QBUF order, each agreeing with
+        // its buffer; DQBUF gives buffers in completion order (1 came back first).
+        assert_eq!(
+            (out0.status(), out1.status(), out2.status()),
+            (etimedout(), 1, etimedout())
+        );
+        let order = [
+            (1, BufState::Done),
+            (0, BufState::Error),
+            (2, BufState::Error),
+        ];
+        for (index, state) in order {
+            let info = q.dqbuf(OWNER, true)?;
+            assert_eq!((info.index, info.state), (index, state));
+        }
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
     #[test]
     fn querybuf_after_dqbuf_keeps_fields() -> Result {
         let q = new_queue()?;
@@ -618,6 +744,26 @@ mod tests {
             (qd.sequence, qd.timestamp_ns, qd.bytesused, qd.last),
             (0, 0, 0, false)
         );
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn deadline_covers_an_out_fence_waiting_for_earlier_buffers() -> Result {
+        let q = new_queue()?;
+        q.ops().timeout_ms.store(50, Ordering::Relaxed);
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        // Buffer 0 has no fence, hence no deadline of its own.
+        qbuf(&q, 0)?;
+        let out1 = qbuf_fenced(&q, 1, None, true)?.ok_or(EINVAL)?;
+        Queue::streamon(&q, OWNER)?;
+        // The driver completes buffer 1 and keeps buffer 0: out-fence 1 waits for buffer 0
+        // until buffer 1's deadline fails buffer 0.
+        let b1 = q.ops().held.lock().remove(1).map_err(|_| EINVAL)?;
+        b1.done(SIZE);
+        assert!(wait_for(|| out1.status() != 0));
+        assert_eq!(out1.status(), 1);
+        assert_eq!(q.querybuf(0)?.state, BufState::Error);
         q.streamoff(OWNER)?;
         Ok(())
     }

@@ -46,6 +46,19 @@
 //! flag; DQBUF and STREAMOFF keep them, so QUERYBUF after DQBUF reports what DQBUF did
 //! (videobuf2's `__fill_v4l2_buffer()` reports the stored fields whatever the state).
 //!
+//! # The fence deadline
+//!
+//! A buffer queued with a fence (in or out) gets a deadline: its QBUF time plus
+//! [`QueueOps::fence_timeout_ms`]. One delayed work per queue, `deadline_work`, is armed for the
+//! earliest deadline of the buffers not yet completed. When it passes, the buffer and every
+//! buffer queued before it that is not completed yet fail (`Error`), in QBUF order, whatever
+//! they wait for (an in-fence, STREAMON, enough buffers to start, the driver): out-fences signal
+//! `-ETIMEDOUT`, in QBUF order on an ordered queue. A buffer the driver holds is taken back as
+//! STREAMOFF does (its token goes stale); the queue does not hand it to the driver again until
+//! the driver gave the stale token back. The deadline work takes only `state`, never `lock`
+//! (QBUF and CREATE_BUFS allocate memory under `lock`), so nothing userspace does can keep an
+//! out-fence from signalling. See `Documentation/dma-fence-rules.rst`.
+//!
 //! # Locking
 //!
 //! Two locks, always taken in this order:
@@ -82,6 +95,10 @@ use kernel::{
         ArcBorrow,
         Mutex, //
     },
+    time::{
+        msecs_to_jiffies,
+        Jiffies, //
+    },
     workqueue::{
         impl_has_delayed_work,
         new_delayed_work,
@@ -101,6 +118,31 @@ pub(crate) const POLL_ERR: u32 = 0x0008;
 
 /// The stride between the `mmap()` offsets of consecutive buffers (16 MiB).
 const OFFSET_SHIFT: u32 = 24;
+
+/// The default bound on a fenced buffer, from QBUF to completion, in milliseconds (the
+/// `fence_timeout_ms` module parameter): more than twice the longest a legitimate rvivid stream
+/// makes a buffer wait (32 buffers ahead at its slowest rate, 15 fps: 2.2 s), and above the
+/// 3.1 s that Samsung's Exynos scaler waits for an in-fence. See
+/// `Documentation/dma-fence-rules.rst`.
+pub(crate) const FENCE_TIMEOUT_DEFAULT_MS: u32 = 5000;
+/// The smallest bound that can be set.
+pub(crate) const FENCE_TIMEOUT_MIN_MS: u32 = 1;
+/// The largest bound that can be set: 60 s, half the hung-task detector's default, so that a
+/// task waiting on an rvb2 out-fence is never reported as hung.
+pub(crate) const FENCE_TIMEOUT_MAX_MS: u32 = 60_000;
+
+/// The ID of the fence work (`WorkItem<FENCE_WORK>`).
+const FENCE_WORK: u64 = 0;
+/// The ID of the deadline work (`WorkItem<DEADLINE_WORK>`).
+const DEADLINE_WORK: u64 = 1;
+
+/// The delay until `deadline_ns` (`CLOCK_MONOTONIC`), in jiffies: rounded up, plus one, since
+/// the current jiffy has partly elapsed.
+fn delay_until(deadline_ns: u64) -> Jiffies {
+    let ns = deadline_ns.saturating_sub(crate::time::monotonic_ns());
+    let ms = ns.div_ceil(1_000_000).min(u64::from(u32::MAX)) as u32;
+    msecs_to_jiffies(ms).saturating_add(1)
+}
 
 /// `ENOBUFS`, which the kernel crate does not name.
 fn enobufs() -> Error {
@@ -222,6 +264,15 @@ pub(crate) trait QueueOps: Send + Sync + Sized + 'static {
     fn is_unordered(&self) -> bool {
         false
     }
+
+    /// The bound on a buffer queued with a fence, in milliseconds: if it is not completed that
+    /// long after its QBUF, the queue fails it (and every buffer queued before it) and signals
+    /// its out-fence with `-ETIMEDOUT`. Asked at each fenced QBUF; it must exceed the longest a
+    /// buffer can legitimately wait with this driver (its slowest frame period times the buffers
+    /// ahead of it). By default, the `fence_timeout_ms` module parameter.
+    fn fence_timeout_ms(&self) -> u32 {
+        crate::param::FENCE_TIMEOUT_MS.get()
+    }
 }
 
 /// A buffer and its memory, owned by the queue.
@@ -251,6 +302,15 @@ struct Slot {
     fenced: bool,
     /// The driver marked the buffer the last of the stream.
     last: bool,
+    /// When a fenced buffer must be completed (`CLOCK_MONOTONIC` ns), set by QBUF.
+    deadline_ns: Option<u64>,
+    /// The deadline failed the buffer: its out-fence signals `-ETIMEDOUT`.
+    timed_out: bool,
+    /// The driver holds a token ([`ActiveBuffer`]) for the buffer, current or stale. The buffer
+    /// is not handed to the driver again until that token is given back, so that the driver
+    /// never holds two tokens of one buffer (the deadline takes buffers back from a driver that
+    /// is still using them). Survives STREAMOFF and frees, as the token does.
+    held: bool,
 }
 
 impl Slot {
@@ -266,13 +326,21 @@ impl Slot {
         out_fence: None,
         fenced: false,
         last: false,
+        deadline_ns: None,
+        timed_out: false,
+        held: false,
     };
 
-    /// Signals the out-fence of a completed buffer, if it has one pending: with `-EIO` if the
-    /// buffer failed.
+    /// Signals the out-fence of a completed buffer, if it has one pending: with `-ETIMEDOUT` if
+    /// its deadline failed it, `-EIO` if it failed otherwise.
     fn signal_out_fence(slot: &mut Slot) {
         if let Some(out) = slot.out_fence.take() {
-            out.signal((slot.state == BufState::Error).then_some(EIO));
+            let error = if slot.timed_out {
+                Some(ETIMEDOUT)
+            } else {
+                (slot.state == BufState::Error).then_some(EIO)
+            };
+            out.signal(error);
         }
     }
 
@@ -286,7 +354,28 @@ impl Slot {
 
     /// Whether the buffer is queued and may go to the driver now.
     fn ready(&self) -> bool {
-        self.state == BufState::Queued && self.in_fence.is_none() && !self.fence_failed
+        self.state == BufState::Queued
+            && self.in_fence.is_none()
+            && !self.fence_failed
+            && !self.held
+    }
+
+    /// Whether the buffer is queued and holds back the buffers queued after it: it waits for
+    /// its in-fence, or for the driver to give back a stale token of it.
+    fn blocks(&self) -> bool {
+        self.state == BufState::Queued
+            && !self.fence_failed
+            && (self.in_fence.is_some() || self.held)
+    }
+
+    /// The buffer's deadline, if it has one and is not completed yet, or is completed but its
+    /// out-fence still waits (on an ordered queue, for the buffers queued before it).
+    fn pending_deadline(&self) -> Option<u64> {
+        match self.state {
+            BufState::Queued | BufState::Active => self.deadline_ns,
+            BufState::Done | BufState::Error if self.out_fence.is_some() => self.deadline_ns,
+            _ => None,
+        }
     }
 }
 
@@ -325,6 +414,8 @@ struct State {
     ordered: bool,
     /// Userspace dequeued a buffer marked last: nothing more comes until STREAMOFF.
     last_buffer_dequeued: bool,
+    /// The deadline the deadline work is armed for, until it runs.
+    deadline_armed_ns: Option<u64>,
 }
 
 /// The outcome of a buffer the driver gives back.
@@ -354,7 +445,11 @@ pub(crate) struct Queue<O: QueueOps> {
     done_wq: PollCondVar,
     /// Runs when an in-fence signals: buffers behind it may go to the driver now.
     #[pin]
-    fence_work: DelayedWork<Self>,
+    fence_work: DelayedWork<Self, FENCE_WORK>,
+    /// Runs at the earliest deadline of the fenced buffers: fails the buffers whose deadline
+    /// passed. Takes only `state`.
+    #[pin]
+    deadline_work: DelayedWork<Self, DEADLINE_WORK>,
     /// One in-fence callback per buffer.
     waiters: [FenceWaiter<Self>; MAX_BUFFERS],
     #[pin]
@@ -362,10 +457,11 @@ pub(crate) struct Queue<O: QueueOps> {
 }
 
 impl_has_delayed_work! {
-    impl{O: QueueOps} HasDelayedWork<Self> for Queue<O> { self.fence_work }
+    impl{O: QueueOps} HasDelayedWork<Self, FENCE_WORK> for Queue<O> { self.fence_work }
+    impl{O: QueueOps} HasDelayedWork<Self, DEADLINE_WORK> for Queue<O> { self.deadline_work }
 }
 
-impl<O: QueueOps> WorkItem for Queue<O> {
+impl<O: QueueOps> WorkItem<FENCE_WORK> for Queue<O> {
     type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
@@ -378,10 +474,17 @@ impl<O: QueueOps> WorkItem for Queue<O> {
     }
 }
 
+impl<O: QueueOps> WorkItem<DEADLINE_WORK> for Queue<O> {
+    type Pointer = Arc<Self>;
+
+    fn run(this: Arc<Self>) {
+        Self::expire(&this);
+    }
+}
+
 impl<O: QueueOps> FenceNotify for Queue<O> {
     fn fence_signalled(this: ArcBorrow<'_, Self>) {
-        // Already queued (`Err`) is as good: the work has not run yet.
-        let _ = work::system_percpu().enqueue_delayed(Arc::from(this), 0);
+        Self::kick(&Arc::from(this));
     }
 }
 
@@ -421,11 +524,13 @@ impl<O: QueueOps> Queue<O> {
                         sequence: 0,
                         ordered: true,
                         last_buffer_dequeued: false,
+                        deadline_armed_ns: None,
                     },
                     c"rvb2_queue_state"
                 ),
                 done_wq <- new_poll_condvar!("rvb2_queue_done"),
                 fence_work <- new_delayed_work!("rvb2_queue_fence_work"),
+                deadline_work <- new_delayed_work!("rvb2_queue_deadline_work"),
                 waiters: [const { FenceWaiter::new() }; MAX_BUFFERS],
                 ops <- ops,
             }? Error),
@@ -451,10 +556,18 @@ impl<O: QueueOps> Queue<O> {
         Ok(r)
     }
 
-    /// Stops the fence work: called when the queue's device goes away (no file is open, so no
-    /// fence callback is registered and none can be, and nothing queues the work again).
+    /// Stops the fence and deadline works: called when the queue's device goes away (no file is
+    /// open, so no fence callback is registered and none can be, and nothing queues the works
+    /// again). The deadline work goes first: it may queue the fence work.
     pub(crate) fn shutdown(this: &Arc<Self>) {
-        work::cancel_delayed_work_sync(this);
+        work::cancel_delayed_work_sync::<Self, DEADLINE_WORK>(this);
+        work::cancel_delayed_work_sync::<Self, FENCE_WORK>(this);
+    }
+
+    /// Queues the fence work, which moves the queue forward ([`Queue::advance`]).
+    fn kick(this: &Arc<Self>) {
+        // Already queued (`Err`) is as good: the work has not run yet.
+        let _ = work::system_percpu().enqueue_delayed::<_, FENCE_WORK>(this.clone(), 0);
     }
 
     /// Frees buffers `start..start + count` (all must exist, be dequeued and unmapped).
@@ -474,9 +587,11 @@ impl<O: QueueOps> Queue<O> {
                 if freed.is_some() {
                     inner.num_buffers -= 1;
                 }
-                // The generation survives, so that a token the driver kept stays stale.
+                // The generation survives, so that a token the driver kept stays stale, and so does
+                // the record of that token.
                 *slot = Slot {
                     generation: slot.generation.wrapping_add(1),
+                    held: slot.held,
                     ..Slot::IDLE
                 };
             }
@@ -722,6 +837,21 @@ impl<O: QueueOps> Queue<O> {
 
         let fenced = out.is_some() || fences.in_fence.is_some();
         let in_fence = fences.in_fence;
+        if let Some(fence) = in_fence.as_ref() {
+            // The waiter kicks `fence_work`, which settles the fence; an already signalled
+            // fence is settled by `advance()` below. It is registered before the buffer is
+            // queued, so that the buffer is never queued with a callback it does not know of
+            // (the deadline work removes callbacks of the buffers it fails). Until then the
+            // fence work it may kick waits for `lock`.
+            // SAFETY: The buffer's waiter is unused (the buffer was dequeued, so its previous
+            // fence was removed), lives in the queue, and `cancel()` removes the callback
+            // before the queue can go away (the owner's release cancels).
+            unsafe { this.waiters[index].add(fence, this.as_arc_borrow()) }?;
+        }
+        let deadline_ns = fenced.then(|| {
+            let bound_ns = u64::from(this.ops.fence_timeout_ms()) * 1_000_000;
+            crate::time::monotonic_ns().saturating_add(bound_ns)
+        });
         {
             let mut st = this.state.lock();
             st.queued.push_back(index);
@@ -732,20 +862,13 @@ impl<O: QueueOps> Queue<O> {
             slot.fence_failed = false;
             slot.fenced = fenced;
             slot.out_fence = out;
+            slot.in_fence = in_fence;
+            slot.deadline_ns = deadline_ns;
+            slot.timed_out = false;
             st.waiting_for_buffers = false;
-        }
-        if let Some(fence) = in_fence {
-            // The waiter kicks `fence_work`, which settles the fence; an already signalled
-            // fence is settled by `advance()` below.
-            // SAFETY: The buffer's waiter is unused (the buffer was dequeued, so its previous
-            // fence was removed), lives in the queue, and `cancel()` removes the callback
-            // before the queue can go away (the owner's release cancels).
-            let added = unsafe { this.waiters[index].add(&fence, this.as_arc_borrow()) };
-            if let Err(e) = added {
-                Self::unqueue(this, index, prepared);
-                return Err(e);
+            if deadline_ns.is_some() {
+                Self::arm_deadline(this, &mut st);
             }
-            this.state.lock().slots[index].in_fence = Some(fence);
         }
 
         if let Err(e) = Self::advance(this, &mut inner) {
@@ -758,15 +881,19 @@ impl<O: QueueOps> Queue<O> {
     }
 
     /// Undoes a QBUF of `index` that failed: the buffer is dequeued again, its waiter
-    /// removed and its out-fence signalled with an error.
+    /// removed and its out-fence signalled with an error. (Its deadline may have failed it
+    /// meanwhile: it is then taken off the done list too.)
     fn unqueue(this: &Arc<Self>, index: usize, prepared: bool) {
         let (in_fence, out) = {
             let mut st = this.state.lock();
             st.queued.remove(index);
+            st.done.remove(index);
             let slot = &mut st.slots[index];
             slot.state = BufState::Dequeued;
             slot.prepared = prepared;
             slot.fenced = false;
+            slot.deadline_ns = None;
+            slot.timed_out = false;
             (slot.in_fence.take(), slot.out_fence.take())
         };
         if let Some(f) = in_fence {
@@ -819,6 +946,10 @@ impl<O: QueueOps> Queue<O> {
                     slot.fence_failed = status < 0;
                     settled[i] = slot.in_fence.take();
                 }
+                if slot.blocks() {
+                    // The driver still holds a stale token of it.
+                    break;
+                }
                 if slot.ready() {
                     ready += 1;
                 }
@@ -846,11 +977,13 @@ impl<O: QueueOps> Queue<O> {
                 if slot.state != BufState::Queued || slot.fence_failed {
                     continue;
                 }
-                if slot.in_fence.is_some() {
-                    // Everything behind a pending in-fence waits: QBUF order is kept.
+                if slot.blocks() {
+                    // Everything behind a pending in-fence (or a buffer whose stale token the
+                    // driver still holds) waits: QBUF order is kept.
                     break;
                 }
                 slot.state = BufState::Active;
+                slot.held = true;
                 slot.generation = slot.generation.wrapping_add(1);
                 gens[i] = slot.generation;
                 ready.push_back(i);
@@ -901,26 +1034,124 @@ impl<O: QueueOps> Queue<O> {
     /// an ordered queue signal in their sequence number order, whatever order the driver
     /// completes buffers in.
     fn flush(&self) {
-        let mut any = false;
-        {
-            let mut st = self.state.lock();
-            let queued = st.queued.clone();
-            for i in queued.iter() {
-                let slot = &st.slots[i];
-                match slot.state {
-                    BufState::Done | BufState::Error => {}
-                    BufState::Queued if slot.fence_failed => {
-                        Self::complete(&mut st, i, BufState::Error, 0, FrameInfo::default());
-                        any = true;
-                    }
-                    _ => break,
-                }
-                Slot::signal_out_fence(&mut st.slots[i]);
-            }
-        }
+        let any = Self::flush_locked(&mut self.state.lock());
         if any {
             self.done_wq.notify_all();
         }
+    }
+
+    /// [`Queue::flush`] with `state` held; returns whether it completed a buffer.
+    fn flush_locked(st: &mut State) -> bool {
+        let mut any = false;
+        let queued = st.queued.clone();
+        for i in queued.iter() {
+            let slot = &st.slots[i];
+            match slot.state {
+                BufState::Done | BufState::Error => {}
+                BufState::Queued if slot.fence_failed => {
+                    Self::complete(st, i, BufState::Error, 0, FrameInfo::default());
+                    any = true;
+                }
+                _ => break,
+            }
+            Slot::signal_out_fence(&mut st.slots[i]);
+        }
+        any
+    }
+
+    /// Arms the deadline work for the earliest deadline of the buffers not completed yet,
+    /// unless it is armed for that time or earlier already (it re-arms itself when it runs).
+    fn arm_deadline(this: &Arc<Self>, st: &mut State) {
+        let next = st
+            .queued
+            .iter()
+            .filter_map(|i| st.slots[i].pending_deadline())
+            .min();
+        let Some(next) = next else {
+            return;
+        };
+        if st.deadline_armed_ns.is_some_and(|armed| armed <= next) {
+            return;
+        }
+        st.deadline_armed_ns = Some(next);
+        work::mod_delayed_work::<Self, DEADLINE_WORK>(
+            work::system_percpu(),
+            this,
+            delay_until(next),
+        );
+    }
+
+    /// The deadline work: fails the buffers whose deadline passed, and every buffer queued
+    /// before them, then re-arms for the next deadline. Takes only `state`: nothing held
+    /// around an allocation or a wait for userspace, so out-fences signal whatever userspace
+    /// does with the queue's ioctls.
+    fn expire(this: &Arc<Self>) {
+        // Fence references are put after `state` is released.
+        let mut in_fences: [Option<Fence>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        let expired = {
+            let mut st = this.state.lock();
+            st.deadline_armed_ns = None;
+            let expired = this.expire_locked(&mut st, crate::time::monotonic_ns(), &mut in_fences);
+            Self::arm_deadline(this, &mut st);
+            expired
+        };
+        drop(in_fences);
+        if expired {
+            this.done_wq.notify_all();
+            // Buffers queued behind the failed ones may go to the driver now.
+            Self::kick(this);
+        }
+    }
+
+    /// Fails, in QBUF order, every buffer not completed yet up to the last one whose deadline
+    /// is `now` or earlier; returns whether there was one. The in-fences of the failed buffers
+    /// are moved to `in_fences`, their callbacks removed.
+    fn expire_locked(
+        &self,
+        st: &mut State,
+        now: u64,
+        in_fences: &mut [Option<Fence>; MAX_BUFFERS],
+    ) -> bool {
+        let queued = st.queued.clone();
+        let Some(last) = queued
+            .iter()
+            .filter(|&i| st.slots[i].pending_deadline().is_some_and(|d| d <= now))
+            .last()
+        else {
+            return false;
+        };
+        for i in queued.iter() {
+            let slot = &mut st.slots[i];
+            match slot.state {
+                BufState::Queued => {
+                    if let Some(fence) = slot.in_fence.take() {
+                        // Under `state`, so that no QBUF can register this waiter again before
+                        // the callback is off the fence: the buffer only becomes dequeued
+                        // (DQBUF) once `state` is released.
+                        self.waiters[i].remove(&fence);
+                        in_fences[i] = Some(fence);
+                    }
+                    // A buffer whose in-fence failed keeps its `-EIO`.
+                    slot.timed_out = !slot.fence_failed;
+                    Self::complete(st, i, BufState::Error, 0, FrameInfo::default());
+                }
+                BufState::Active => {
+                    // Taken back from the driver, whose token goes stale (`held` stays until
+                    // the driver gives it back).
+                    slot.generation = slot.generation.wrapping_add(1);
+                    slot.timed_out = true;
+                    st.owned_by_driver -= 1;
+                    Self::complete(st, i, BufState::Error, 0, FrameInfo::default());
+                }
+                _ => {}
+            }
+            if i == last {
+                break;
+            }
+        }
+        // An ordered queue's out-fences signal in QBUF order.
+        Self::flush_locked(st);
+        true
     }
 
     /// Completes every queued buffer with an error, in order (the driver has none).
@@ -1009,6 +1240,8 @@ impl<O: QueueOps> Queue<O> {
                 slot.state = BufState::Dequeued;
                 slot.prepared = false;
                 slot.fence_failed = false;
+                slot.deadline_ns = None;
+                slot.timed_out = false;
                 in_fences[i] = slot.in_fence.take();
                 if let Some(out) = slot.out_fence.take() {
                     out.signal(Some(crate::fence::ecanceled()));
@@ -1189,11 +1422,25 @@ impl<O: QueueOps> Queue<O> {
     }
 
     /// A buffer comes back from the driver.
-    fn give_back(&self, index: usize, generation: u32, outcome: Outcome, frame: FrameInfo) {
-        let mut st = self.state.lock();
+    fn give_back(
+        this: &Arc<Self>,
+        index: usize,
+        generation: u32,
+        outcome: Outcome,
+        frame: FrameInfo,
+    ) {
+        let mut st = this.state.lock();
         let slot = &mut st.slots[index];
+        // The driver holds no token of the buffer any more (it never holds two).
+        slot.held = false;
         if slot.state != BufState::Active || slot.generation != generation {
-            // Taken back already (STREAMOFF reclaimed it); nothing to do.
+            // Taken back already (STREAMOFF or the deadline reclaimed it): nothing to complete.
+            // If it was queued again meanwhile, it waited for this token: move on.
+            let waiting = slot.state == BufState::Queued;
+            drop(st);
+            if waiting {
+                Self::kick(this);
+            }
             return;
         }
         st.owned_by_driver -= 1;
@@ -1209,8 +1456,8 @@ impl<O: QueueOps> Queue<O> {
             Outcome::Error => Self::complete(&mut st, index, BufState::Error, 0, frame),
         }
         drop(st);
-        self.flush();
-        self.done_wq.notify_all();
+        this.flush();
+        this.done_wq.notify_all();
     }
 }
 
@@ -1245,19 +1492,27 @@ impl<O: QueueOps> ActiveBuffer<O> {
         self.queued_ns
     }
 
-    /// The buffer's memory, to fill; `None` if the queue took the buffer back (STREAMOFF
-    /// reclaimed a buffer the driver kept): this token is stale then and must not write.
+    /// Whether the queue took the buffer back (STREAMOFF reclaimed a buffer the driver kept,
+    /// or its fence deadline passed): the token is stale, completing it does nothing, and the
+    /// driver should give it back (any way) or drop it soon, since the queue does not hand the
+    /// buffer to the driver again before.
+    pub(crate) fn taken_back(&self) -> bool {
+        let st = self.queue.state.lock();
+        let slot = &st.slots[self.index];
+        slot.state != BufState::Active || slot.generation != self.generation
+    }
+
+    /// The buffer's memory, to fill; `None` if the queue took the buffer back
+    /// ([`ActiveBuffer::taken_back`]): this token is stale then and must not write.
     pub(crate) fn data_mut(&mut self) -> Option<&mut [u8]> {
-        {
-            let st = self.queue.state.lock();
-            let slot = &st.slots[self.index];
-            if slot.state != BufState::Active || slot.generation != self.generation {
-                return None;
-            }
+        if self.taken_back() {
+            return None;
         }
         let len = (self.length as usize).min(self.mem.size());
-        // SAFETY: The memory is valid for `size` bytes while `self.mem` lives; the driver owns
-        // the buffer through this token, which is current (checked above), so there is no
+        // SAFETY: The memory is valid for `size` bytes while `self.mem` lives. The driver owns
+        // the buffer through this token, which was current when checked above; the queue may
+        // take the buffer back since, but hands it to the driver again only once this token is
+        // given back or dropped (`Slot::held`), which ends this borrow first, so there is no
         // other reference to its contents in the kernel. (Userspace may access its mappings,
         // which the kernel never orders against.)
         Some(unsafe { core::slice::from_raw_parts_mut(self.mem.as_ptr(), len) })
@@ -1280,8 +1535,13 @@ impl<O: QueueOps> ActiveBuffer<O> {
 
     fn give_back(mut self, outcome: Outcome) {
         self.given_back = true;
-        self.queue
-            .give_back(self.index, self.generation, outcome, self.frame);
+        Queue::give_back(
+            &self.queue,
+            self.index,
+            self.generation,
+            outcome,
+            self.frame,
+        );
     }
 
     /// Completes the buffer with `bytesused` bytes of data.
@@ -1315,12 +1575,16 @@ impl<O: QueueOps> ActiveBuffer<O> {
 impl<O: QueueOps> Drop for ActiveBuffer<O> {
     fn drop(&mut self) {
         if !self.given_back {
-            pr_warn!(
-                "rvb2: {}: buffer {} dropped by the driver\n",
-                O::NAME,
-                self.index
-            );
-            self.queue.give_back(
+            // Dropping a token the queue took back is a fine way to give it back.
+            if !self.taken_back() {
+                pr_warn!(
+                    "rvb2: {}: buffer {} dropped by the driver\n",
+                    O::NAME,
+                    self.index
+                );
+            }
+            Queue::give_back(
+                &self.queue,
                 self.index,
                 self.generation,
                 Outcome::Error,

@@ -1146,6 +1146,28 @@ pub static FENCE_TESTS: &[Test] = &[
     ),
     ("fence_signal_then_close_race", fence_signal_then_close_race),
     (
+        "fence_deadline_before_streamon",
+        fence_deadline_before_streamon,
+    ),
+    (
+        "fence_deadline_too_few_buffers",
+        fence_deadline_too_few_buffers,
+    ),
+    (
+        "fence_deadline_in_fence_never_signalled",
+        fence_deadline_in_fence_never_signalled,
+    ),
+    ("fence_deadline_in_driver", fence_deadline_in_driver),
+    (
+        "fence_deadline_races_completion",
+        fence_deadline_races_completion,
+    ),
+    (
+        "fence_deadline_streamoff_close_race",
+        fence_deadline_streamoff_close_race,
+    ),
+    ("fence_deadline_bound_changed", fence_deadline_bound_changed),
+    (
         "fence_ordered_seqno_merge_dedup",
         fence_ordered_seqno_merge_dedup,
     ),
@@ -2898,6 +2920,453 @@ fn fence_signal_then_close_race(ctx: &mut Ctx) -> TestResult {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The bound on fenced buffers (fence_timeout_ms): every out-fence signals in finite time
+// ---------------------------------------------------------------------------------------------
+
+/// The module parameter that holds the bound, in ms.
+const FENCE_TIMEOUT_PARAM: &str = "/sys/module/rvivid/parameters/fence_timeout_ms";
+/// Its default.
+const FENCE_TIMEOUT_DEFAULT_MS: u32 = 5000;
+/// Its range.
+const FENCE_TIMEOUT_MAX_MS: u32 = 60_000;
+
+/// Reads the bound.
+fn read_bound() -> Result<u32, String> {
+    let text = std::fs::read_to_string(FENCE_TIMEOUT_PARAM)
+        .map_err(|e| format!("reading {FENCE_TIMEOUT_PARAM}: {e}"))?;
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{FENCE_TIMEOUT_PARAM} holds {text:?}: {e}"))
+}
+
+/// Writes `value` to the bound's sysfs file.
+fn write_bound(value: &str) -> std::io::Result<()> {
+    std::fs::write(FENCE_TIMEOUT_PARAM, value)
+}
+
+/// Sets the bound while alive, and puts back the value it found.
+struct Bound {
+    old: u32,
+}
+
+impl Bound {
+    fn set(ms: u32) -> Result<Self, String> {
+        let old = read_bound()?;
+        let bound = Bound { old };
+        bound.change(ms)?;
+        Ok(bound)
+    }
+
+    /// Changes the bound again (the old value is still restored).
+    fn change(&self, ms: u32) -> TestResult {
+        write_bound(&ms.to_string())
+            .map_err(|e| format!("writing {ms} to {FENCE_TIMEOUT_PARAM}: {e}"))
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let _ = write_bound(&self.old.to_string());
+    }
+}
+
+/// How long an out-fence whose bound is `bound_ms` may take to signal once its deadline is
+/// near: a few times the bound, plus a second for a loaded guest.
+fn expiry_limit(bound_ms: u32) -> Duration {
+    Duration::from_millis(u64::from(bound_ms) * 4 + 1000)
+}
+
+/// Waits (polling the fd) for an out-fence that the deadline must fail: it must signal within
+/// [`expiry_limit`] with -ETIMEDOUT. Returns its signal time (CLOCK_MONOTONIC ns).
+fn expect_timed_out(fd: &OwnedFd, bound_ms: u32, what: &str) -> Result<u64, String> {
+    let s = syncfile::wait_signalled(fd.as_raw_fd(), expiry_limit(bound_ms), what)?;
+    check(s == -libc::ETIMEDOUT, || {
+        format!("{what}: {}, want -ETIMEDOUT", status_str(s))
+    })?;
+    Ok(single_fence(fd, what)?.timestamp_ns)
+}
+
+/// Fails unless `ts_ns` (a fence's signal time) is at least `bound_ms` after `t0_ns` (a time
+/// taken before the buffer's QBUF): the deadline never fires early.
+fn not_before(ts_ns: u64, t0_ns: u64, bound_ms: u32, what: &str) -> TestResult {
+    let bound_ns = u64::from(bound_ms) * 1_000_000;
+    check(ts_ns >= t0_ns + bound_ns, || {
+        format!(
+            "{what} signalled {} ms after its QBUF, before its {bound_ms} ms bound",
+            ts_ns.saturating_sub(t0_ns) / 1_000_000
+        )
+    })
+}
+
+/// Out-fences of buffers queued without STREAMON signal -ETIMEDOUT at the bound, in QBUF order,
+/// never before it; an unfenced buffer has no bound. Until STREAMON, QUERYBUF shows the failed
+/// buffers DONE|ERROR (neither QUEUED nor a pending fence), QBUF of them is EINVAL and DQBUF is
+/// EINVAL (not streaming); after STREAMON, DQBUF returns them first, with ERROR, and the queue
+/// streams on.
+fn fence_deadline_before_streamon(ctx: &mut Ctx) -> TestResult {
+    const BOUND: u32 = 200;
+    let rig = Rig::new(ctx, 3)?;
+    let _bound = Bound::set(BOUND)?;
+    let t0 = monotonic_ns();
+    let out0 = rig.q_out(0)?;
+    let out1 = rig.q_out(1)?;
+    rig.q_plain(2)?;
+    let ts0 = expect_timed_out(&out0, BOUND, "out-fence 0 (no STREAMON)")?;
+    let ts1 = expect_timed_out(&out1, BOUND, "out-fence 1 (no STREAMON)")?;
+    not_before(ts0, t0, BOUND, "out-fence 0")?;
+    check(ts0 <= ts1, || {
+        format!("out-fence 1 signalled at {ts1} ns, before out-fence 0 ({ts0} ns)")
+    })?;
+    for i in 0..2 {
+        rig.expect_flags(
+            i,
+            V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_ERROR,
+            V4L2_BUF_FLAG_QUEUED | IN | OUT,
+            "failed at the bound before STREAMON",
+        )?;
+    }
+    rig.expect_flags(
+        2,
+        V4L2_BUF_FLAG_QUEUED,
+        V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_ERROR,
+        "unfenced: no bound",
+    )?;
+    crate::expect_errno("DQBUF before STREAMON", rig.dqbuf_nb(), libc::EINVAL)?;
+    rig.q_fail(
+        0,
+        0,
+        0,
+        libc::EINVAL,
+        "QBUF of a failed buffer not dequeued",
+    )?;
+    rig.streamon()?;
+    for i in 0..2 {
+        let b = rig.dq_expect(i, true)?;
+        check(
+            b.flags & V4L2_BUF_FLAG_DONE == 0 && b.bytesused == 0,
+            || {
+                format!(
+                    "DQBUF({i}): flags {}, bytesused {}",
+                    flags_str(b.flags),
+                    b.bytesused
+                )
+            },
+        )?;
+    }
+    rig.q_plain(0)?;
+    rig.dq_expect(2, false)?;
+    rig.dq_expect(0, false)?;
+    Ok(())
+}
+
+/// Streaming with fewer buffers than rvivid needs to start (two): the lone out-fenced buffer
+/// fails at the bound (-ETIMEDOUT, DQBUF gives it with ERROR); then the queue starts normally.
+fn fence_deadline_too_few_buffers(ctx: &mut Ctx) -> TestResult {
+    const BOUND: u32 = 200;
+    let rig = Rig::new(ctx, 4)?;
+    let bound = Bound::set(BOUND)?;
+    rig.streamon()?;
+    let t0 = monotonic_ns();
+    let out0 = rig.q_out(0)?;
+    rig.expect_flags(0, V4L2_BUF_FLAG_QUEUED | OUT, V4L2_BUF_FLAG_DONE, "alone")?;
+    let ts = expect_timed_out(&out0, BOUND, "out-fence 0 (one buffer of two)")?;
+    not_before(ts, t0, BOUND, "out-fence 0")?;
+    rig.dq_expect(0, true)?;
+    drop(bound);
+    let out1 = rig.q_out(1)?;
+    rig.q_plain(2)?;
+    rig.dq_expect(1, false)?;
+    expect_ok(&out1, "out-fence 1")?;
+    rig.dq_expect(2, false)?;
+    Ok(())
+}
+
+/// An in-fence that never signals (its sw_sync timeline is never advanced): its buffer, with an
+/// out-fence or without, fails at the bound and comes back with ERROR in QBUF order (IN_FENCE
+/// no longer reported); the buffers behind it then stream; the late signal changes nothing.
+fn fence_deadline_in_fence_never_signalled(ctx: &mut Ctx) -> TestResult {
+    const BOUND: u32 = 300;
+    let rig = Rig::new(ctx, 4)?;
+    let bound = Bound::set(BOUND)?;
+    let tl = Timeline::open()?;
+    let f = tl.create_fence(1)?;
+    let t0 = monotonic_ns();
+    let out0 = rig.q_in_out(0, f.as_raw_fd())?;
+    rig.q_in(1, f.as_raw_fd())?;
+    rig.streamon()?;
+    rig.expect_flags(
+        0,
+        V4L2_BUF_FLAG_QUEUED | IN | OUT,
+        0,
+        "waiting for the in-fence",
+    )?;
+    let ts = expect_timed_out(&out0, BOUND, "out-fence of buffer 0")?;
+    not_before(ts, t0, BOUND, "out-fence of buffer 0")?;
+    let b = rig.dq_expect(0, true)?;
+    check(b.flags & (IN | OUT) == 0, || {
+        format!("DQBUF(0): flags {}", flags_str(b.flags))
+    })?;
+    let b = rig
+        .dqbuf_within(expiry_limit(BOUND))
+        .map_err(|e| format!("buffer 1 (in-fence only): {e}"))?;
+    check(b.index == 1 && b.flags & V4L2_BUF_FLAG_ERROR != 0, || {
+        format!(
+            "DQBUF: buffer {} flags {}, want buffer 1 with ERROR",
+            b.index,
+            flags_str(b.flags)
+        )
+    })?;
+    drop(bound);
+    let out2 = rig.q_out(2)?;
+    rig.q_plain(3)?;
+    rig.dq_expect(2, false)?;
+    expect_ok(&out2, "out-fence of buffer 2")?;
+    rig.dq_expect(3, false)?;
+    tl.inc(1)?;
+    rig.expect_held("the late in-fence signal", &[], &[])?;
+    rig.expect_flags(
+        0,
+        0,
+        V4L2_BUF_FLAG_QUEUED | V4L2_BUF_FLAG_DONE,
+        "after the late signal",
+    )
+}
+
+/// The bound passes while buffers are with the driver (rvivid holds each 3 s longer,
+/// "Hold Buffer (ms)"): they are taken back, fail with ERROR and -ETIMEDOUT, in QBUF order (at
+/// least buffers 1-3, which the hold keeps past the bound; buffer 0's fate depends on the
+/// guest's speed, but its ERROR flag agrees with its fence). Queued again, they are handed to
+/// the driver once it let go of its stale tokens, and complete normally.
+fn fence_deadline_in_driver(ctx: &mut Ctx) -> TestResult {
+    const BOUND: u32 = 300;
+    let rig = Rig::new(ctx, 4)?;
+    rig.set_ctrl(RVIVID_CID_HOLD_MS, 3000)?;
+    let bound = Bound::set(BOUND)?;
+    let t0 = monotonic_ns();
+    let outs = (0..4)
+        .map(|i| rig.q_out(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    rig.streamon()?;
+    let mut last_ts = 0;
+    for (i, out) in outs.iter().enumerate() {
+        let what = format!("out-fence {i}");
+        let s = syncfile::wait_signalled(out.as_raw_fd(), expiry_limit(BOUND), &what)?;
+        let ts = single_fence(out, &what)?.timestamp_ns;
+        check(s == 1 || s == -libc::ETIMEDOUT, || {
+            format!("{what}: {}, want signalled or -ETIMEDOUT", status_str(s))
+        })?;
+        check(i == 0 || s == -libc::ETIMEDOUT, || {
+            format!(
+                "{what}: {}, want -ETIMEDOUT (held 3 s in the driver)",
+                status_str(s)
+            )
+        })?;
+        if s < 0 {
+            not_before(ts, t0, BOUND, &what)?;
+        }
+        check(ts >= last_ts, || {
+            format!("{what} signalled before out-fence {}", i - 1)
+        })?;
+        last_ts = ts;
+        rig.dq_expect(i as u32, s < 0)?;
+    }
+    drop(bound);
+    rig.set_ctrl(RVIVID_CID_HOLD_MS, 0)?;
+    let again = (1..4)
+        .map(|i| rig.q_out(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, out) in (1..4).zip(&again) {
+        rig.dq_expect(i, false)?;
+        expect_ok(out, &format!("out-fence of buffer {i}, queued again"))?;
+    }
+    Ok(())
+}
+
+/// Expiry racing normal completion: four buffers always queued with out-fences at 30 fps (a
+/// buffer waits about four frame periods), with a bound cycling around that wait (20 ms to
+/// 400 ms). Each buffer comes back once, in QBUF order, its out-fence signalled either OK or
+/// -ETIMEDOUT, its ERROR flag set exactly when the fence failed, and the fences signal in QBUF
+/// order. Both outcomes must occur.
+fn fence_deadline_races_completion(ctx: &mut Ctx) -> TestResult {
+    const BOUNDS: [u32; 5] = [20, 60, 100, 150, 400];
+    const BUFFERS: usize = 60;
+    let rig = Rig::new(ctx, 6)?;
+    let bound = Bound::set(BOUNDS[0])?;
+    let mut pending: VecDeque<(u32, OwnedFd)> = VecDeque::new();
+    for i in 0..4 {
+        pending.push_back((i, rig.q_out(i)?));
+    }
+    let mut free: VecDeque<u32> = (4..6).collect();
+    rig.streamon()?;
+    let (mut good, mut timed_out) = (0, 0);
+    let mut last_ts = 0;
+    let mut n = 0;
+    while good + timed_out < BUFFERS {
+        let b = rig.dqbuf()?;
+        let (want, out) = pending.pop_front().ok_or("DQBUF with nothing queued")?;
+        check(b.index == want, || {
+            format!(
+                "DQBUF returned buffer {}, want {want} (QBUF order)",
+                b.index
+            )
+        })?;
+        let f = single_fence(&out, "out-fence")?;
+        let error = b.flags & V4L2_BUF_FLAG_ERROR != 0;
+        check(
+            (f.status == 1 && !error) || (f.status == -libc::ETIMEDOUT && error),
+            || {
+                format!(
+                    "buffer {} came back with flags {}, its out-fence {}",
+                    b.index,
+                    flags_str(b.flags),
+                    status_str(f.status)
+                )
+            },
+        )?;
+        check(f.timestamp_ns >= last_ts, || {
+            format!(
+                "out-fence of buffer {} signalled before the one queued before it",
+                b.index
+            )
+        })?;
+        last_ts = f.timestamp_ns;
+        if error {
+            timed_out += 1;
+        } else {
+            good += 1;
+        }
+        free.push_back(b.index);
+        n += 1;
+        bound.change(BOUNDS[n % BOUNDS.len()])?;
+        let i = free.pop_front().ok_or("no free buffer")?;
+        pending.push_back((i, rig.q_out(i)?));
+    }
+    check(good > 0 && timed_out > 0, || {
+        format!("{good} buffers completed and {timed_out} timed out: the race was not run")
+    })
+}
+
+/// STREAMOFF or close() racing the deadline (bound 30-90 ms, the queue stopped 0-100 ms after
+/// STREAMON), twenty times: every out-fence signals exactly once (OK, -EIO, -ECANCELED or
+/// -ETIMEDOUT), in QBUF order, and after STREAMOFF every buffer is dequeued.
+fn fence_deadline_streamoff_close_race(ctx: &mut Ctx) -> TestResult {
+    for round in 0..20u32 {
+        let mut rig = Rig::new(ctx, 4)?;
+        let _bound = Bound::set(30 + (round % 4) * 20)?;
+        let outs = (0..4)
+            .map(|i| rig.q_out(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        rig.streamon()?;
+        std::thread::sleep(Duration::from_millis(u64::from(round * 37 % 100)));
+        let streamoff = round % 2 == 0;
+        if streamoff {
+            quick("STREAMOFF", || rig.streamoff())?;
+        } else {
+            quick("close()", || {
+                rig.close_device();
+                Ok(())
+            })?;
+        }
+        let mut last_ts = 0;
+        for (i, out) in outs.iter().enumerate() {
+            let what = format!("round {round}: out-fence {i}");
+            let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, &what)?;
+            check(
+                [1, -libc::EIO, -libc::ECANCELED, -libc::ETIMEDOUT].contains(&s),
+                || format!("{what}: {}", status_str(s)),
+            )?;
+            let ts = single_fence(out, &what)?.timestamp_ns;
+            check(ts >= last_ts, || {
+                format!("{what} signalled out of QBUF order")
+            })?;
+            last_ts = ts;
+            if streamoff {
+                rig.expect_flags(
+                    i as u32,
+                    0,
+                    V4L2_BUF_FLAG_QUEUED | V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_ERROR | OUT,
+                    &format!("round {round}: after STREAMOFF"),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bound is the module parameter fence_timeout_ms: 5000 ms by default, readable and
+/// writable in sysfs, 1..60000 (anything else is EINVAL and changes nothing). A change applies
+/// to buffers queued afterwards: lowered, the newer buffer fails at its shorter bound and the
+/// older one with it (buffers fail in QBUF order), long before the older one's bound; raised,
+/// the older buffer still fails at its own bound and the newer one stays pending.
+fn fence_deadline_bound_changed(ctx: &mut Ctx) -> TestResult {
+    const SHORT: u32 = 250;
+    let value = read_bound()?;
+    check(value == FENCE_TIMEOUT_DEFAULT_MS, || {
+        format!("{FENCE_TIMEOUT_PARAM} is {value}, want the default {FENCE_TIMEOUT_DEFAULT_MS}")
+    })?;
+    let bound = Bound::set(FENCE_TIMEOUT_DEFAULT_MS)?;
+    let max = FENCE_TIMEOUT_MAX_MS.to_string();
+    let over = (FENCE_TIMEOUT_MAX_MS + 1).to_string();
+    for bad in ["0", &*over, "-1", "abc", "\n"] {
+        match write_bound(bad) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            r => {
+                return Err(format!(
+                    "writing {bad:?} to {FENCE_TIMEOUT_PARAM}: {r:?}, want EINVAL"
+                ))
+            }
+        }
+        let v = read_bound()?;
+        check(v == FENCE_TIMEOUT_DEFAULT_MS, || {
+            format!("after writing {bad:?}: {FENCE_TIMEOUT_PARAM} is {v}")
+        })?;
+    }
+    for good in ["1", &*max, "0x100\n"] {
+        write_bound(good).map_err(|e| format!("writing {good:?}: {e}"))?;
+    }
+    check(read_bound()? == 256, || {
+        "0x100 did not read back as 256".into()
+    })?;
+
+    let rig = Rig::new(ctx, 4)?;
+    bound.change(FENCE_TIMEOUT_DEFAULT_MS)?;
+    let t0 = monotonic_ns();
+    let out0 = rig.q_out(0)?;
+    bound.change(SHORT)?;
+    let t1 = monotonic_ns();
+    let out1 = rig.q_out(1)?;
+    let ts1 = expect_timed_out(&out1, SHORT, "out-fence 1 (queued after lowering)")?;
+    not_before(ts1, t1, SHORT, "out-fence 1")?;
+    let s0 = fstatus(&out0, "out-fence 0")?;
+    let ts0 = single_fence(&out0, "out-fence 0")?.timestamp_ns;
+    check(s0 == -libc::ETIMEDOUT && ts0 <= ts1, || {
+        format!(
+            "out-fence 0 (queued before, 5 s bound): {}, at {ts0} ns (1 at {ts1})",
+            status_str(s0)
+        )
+    })?;
+    check(ts0 < t0 + 2_500_000_000, || {
+        "out-fence 0 did not fail with the later buffer, long before its own bound".into()
+    })?;
+    rig.streamoff()?;
+
+    let t2 = monotonic_ns();
+    let out2 = rig.q_out(2)?;
+    bound.change(FENCE_TIMEOUT_MAX_MS)?;
+    let out3 = rig.q_out(3)?;
+    let ts2 = expect_timed_out(&out2, SHORT, "out-fence 2 (queued before raising)")?;
+    not_before(ts2, t2, SHORT, "out-fence 2")?;
+    let rev = syncfile::poll_fd(out3.as_raw_fd(), libc::POLLIN, 3 * SHORT as i32)
+        .map_err(|e| format!("poll(out-fence 3): {e}"))?;
+    check(rev == 0, || {
+        format!("out-fence 3 (60 s bound) signalled within {} ms", 3 * SHORT)
+    })?;
+    expect_pending(&out3, "out-fence 3 (60 s bound)")?;
+    rig.streamoff()?;
+    expect_cancelled(&out3, "out-fence 3 after STREAMOFF")
+}
+
+// ---------------------------------------------------------------------------------------------
 // Out-fence contexts and order (§6 #17-#20)
 // ---------------------------------------------------------------------------------------------
 
@@ -3513,6 +3982,9 @@ fn fence_stress_random(ctx: &mut Ctx) -> TestResult {
     const MAX_QUEUED: usize = 8;
     let seed = monotonic_ns();
     let baseline = fd_count()?;
+    // The model expects in-fences to hold buffers as long as the test wants (18 s at most):
+    // the bound is the largest while it runs.
+    let _bound = Bound::set(FENCE_TIMEOUT_MAX_MS)?;
     let result = (|| {
         let rig = Rig::new(ctx, NBUF)?;
         let mut rng = Rng::new(seed);
