@@ -5,6 +5,7 @@
  * Kbuild name ends up in the generated file.
  */
 #include <linux/dma-fence.h>
+#include <linux/dma-fence-unwrap.h>
 #include <linux/dma-buf.h>
 #include <linux/sync_file.h>
 #include <linux/vmalloc.h>

@@ -33,6 +33,12 @@ pub(crate) fn ecanceled() -> Error {
     Error::from_errno(-(kernel::bindings::ECANCELED as i32))
 }
 
+/// `EDEADLK`, the error of a `VIDIOC_QBUF` whose in-fence waits for an out-fence of its own
+/// queue.
+pub(crate) fn edeadlk() -> Error {
+    Error::from_errno(-(kernel::bindings::EDEADLK as i32))
+}
+
 /// A counted reference to a `struct dma_fence`.
 ///
 /// # Invariants
@@ -82,6 +88,29 @@ impl Fence {
     pub(crate) fn seqno(&self) -> u64 {
         // SAFETY: The fence is live; `seqno` never changes after initialisation.
         unsafe { (*self.as_ptr()).seqno }
+    }
+
+    /// Calls `f` with the context of every fence this one is made of that has not signalled:
+    /// the components of a container (a `dma_fence_array`, as `SYNC_IOC_MERGE` makes, or a
+    /// `dma_fence_chain`, at any depth), or the fence itself if it is none, as
+    /// `dma_fence_unwrap_for_each()` walks them.
+    pub(crate) fn for_each_pending_context(&self, mut f: impl FnMut(u64)) {
+        let mut cursor = bindings::dma_fence_unwrap::default();
+        // SAFETY: The fence is live (type invariant) and `cursor` is valid for writes. The cursor
+        // holds a reference on the container it walks, and the container references its
+        // components, so every fence it returns is live until the next call; walking to the end
+        // (a null return) drops the cursor's reference.
+        let mut component = unsafe { bindings::dma_fence_unwrap_first(self.as_ptr(), &mut cursor) };
+        while !component.is_null() {
+            // SAFETY: `component` is live (see above).
+            if !unsafe { bindings::rvb2_dma_fence_is_signaled(component) } {
+                // SAFETY: As above; `context` never changes after initialisation.
+                f(unsafe { (*component).context });
+            }
+            // SAFETY: `cursor` was set up by `dma_fence_unwrap_first()` and not yet walked to
+            // its end.
+            component = unsafe { bindings::dma_fence_unwrap_next(&mut cursor) };
+        }
     }
 }
 

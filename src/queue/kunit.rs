@@ -749,6 +749,28 @@ mod tests {
     }
 
     #[test]
+    fn self_dependency_is_edeadlk() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(
+            qbuf_fenced(&q, 1, Some(out0.clone()), true).err(),
+            Some(crate::fence::edeadlk())
+        );
+        let info = q.querybuf(1)?;
+        assert_eq!((info.state, info.fenced), (BufState::Dequeued, false));
+        // Another queue's fence, or this one's once signalled, is fine.
+        let other = OutFence::new(context_alloc(), 1)?;
+        qbuf_fenced(&q, 1, Some(other.fence().clone()), false)?;
+        q.streamoff(OWNER)?;
+        assert!(out0.status() < 0);
+        qbuf_fenced(&q, 2, Some(out0), false)?;
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
     fn deadline_covers_an_out_fence_waiting_for_earlier_buffers() -> Result {
         let q = new_queue()?;
         q.ops().timeout_ms.store(50, Ordering::Relaxed);

@@ -57,7 +57,8 @@
 //! STREAMOFF does (its token goes stale); the queue does not hand it to the driver again until
 //! the driver gave the stale token back. The deadline work takes only `state`, never `lock`
 //! (QBUF and CREATE_BUFS allocate memory under `lock`), so nothing userspace does can keep an
-//! out-fence from signalling. See `Documentation/dma-fence-rules.rst`.
+//! out-fence from signalling. A QBUF whose in-fence is, or contains, a pending out-fence of the
+//! same queue fails with `EDEADLK`. See `Documentation/dma-fence-rules.rst`.
 //!
 //! # Locking
 //!
@@ -77,7 +78,7 @@
 mod kunit;
 mod list;
 
-use crate::fence::{context_alloc, Fence, FenceNotify, FenceWaiter, OutFence};
+use crate::fence::{context_alloc, edeadlk, Fence, FenceNotify, FenceWaiter, OutFence};
 use crate::mem::VmallocBuf;
 use crate::sync::{new_irq_spinlock, IrqSpinLock};
 use crate::work;
@@ -817,6 +818,10 @@ impl<O: QueueOps> Queue<O> {
             this.ops.buf_prepare(length)?;
         }
 
+        if let Some(fence) = fences.in_fence.as_ref() {
+            this.check_self_dependency(fence)?;
+        }
+
         // The out-fence is made and published before anything changes, so that a failure
         // leaves nothing behind; its fd is installed by the caller only after success.
         let mut out = None;
@@ -1152,6 +1157,30 @@ impl<O: QueueOps> Queue<O> {
         // An ordered queue's out-fences signal in QBUF order.
         Self::flush_locked(st);
         true
+    }
+
+    /// Fails with `EDEADLK` if `fence` is, or contains, an out-fence of this queue that has not
+    /// signalled: the buffer would wait for the queue itself (a buffer queued before it, which
+    /// may itself wait for this one to start streaming). Called with `lock` held, so no new
+    /// out-fence appears meanwhile; out-fences that signal meanwhile only make the answer
+    /// conservative.
+    fn check_self_dependency(&self, fence: &Fence) -> Result {
+        let mut ours = [0u64; MAX_BUFFERS];
+        let mut n = 0;
+        {
+            let st = self.state.lock();
+            for out in st.slots.iter().filter_map(|s| s.out_fence.as_ref()) {
+                ours[n] = out.fence().context();
+                n += 1;
+            }
+        }
+        let mut dependent = false;
+        fence.for_each_pending_context(|context| dependent |= ours[..n].contains(&context));
+        if dependent {
+            Err(edeadlk())
+        } else {
+            Ok(())
+        }
     }
 
     /// Completes every queued buffer with an error, in order (the driver has none).

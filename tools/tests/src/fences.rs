@@ -1116,8 +1116,12 @@ pub static FENCE_TESTS: &[Test] = &[
         fence_in_fence_fd_closed_after_qbuf,
     ),
     (
-        "fence_in_fence_from_out_fence_chain",
-        fence_in_fence_from_out_fence_chain,
+        "fence_self_dependency_edeadlk",
+        fence_self_dependency_edeadlk,
+    ),
+    (
+        "fence_self_dependency_merged_edeadlk",
+        fence_self_dependency_merged_edeadlk,
     ),
     (
         "fence_never_signalled_streamoff",
@@ -2423,34 +2427,89 @@ fn fence_in_fence_fd_closed_after_qbuf(ctx: &mut Ctx) -> TestResult {
     )
 }
 
-/// An out-fence used as another buffer's in-fence (a chain within one queue, §6 #32): buffer
-/// 2 waits for buffer 0's out-fence and then completes.
-fn fence_in_fence_from_out_fence_chain(ctx: &mut Ctx) -> TestResult {
+/// An in-fence that is this queue's own pending out-fence is refused with EDEADLK (§6 #32
+/// within one queue): buffer 1 would wait for buffer 0's out-fence, which waits for buffer 0,
+/// which waits for a second ready buffer to start streaming. Nothing changes and no fd is
+/// installed; the same buffers then stream normally, and once signalled the same fence is an
+/// ordinary in-fence.
+fn fence_self_dependency_edeadlk(ctx: &mut Ctx) -> TestResult {
     let rig = Rig::new(ctx, 4)?;
     let out0 = rig.q_out(0)?;
-    rig.q_plain(1)?;
-    let out2 = rig.q_in_out(2, out0.as_raw_fd())?;
-    rig.q_plain(3)?;
-    rig.expect_flags(2, V4L2_BUF_FLAG_QUEUED | IN | OUT, 0, "chained buffer")?;
     rig.streamon()?;
-    for i in 0..4 {
-        rig.dq_expect(i, false)?;
+    let fd = out0.as_raw_fd();
+    rig.q_fail(1, IN, fd, libc::EDEADLK, "in-fence = own out-fence")?;
+    rig.q_fail(
+        1,
+        IN | OUT,
+        fd,
+        libc::EDEADLK,
+        "in-fence = own out-fence, OUT",
+    )?;
+    expect_pending(&out0, "out-fence 0 after the refused QBUFs")?;
+    rig.expect_flags(1, 0, V4L2_BUF_FLAG_QUEUED | IN | OUT, "refused")?;
+    rig.q_plain(1)?;
+    rig.dq_expect(0, false)?;
+    expect_ok(&out0, "out-fence 0")?;
+    rig.dq_expect(1, false)?;
+    rig.q_in(2, fd)?;
+    rig.q_plain(3)?;
+    rig.dq_expect(2, false)?;
+    rig.dq_expect(3, false)?;
+    Ok(())
+}
+
+/// A merged in-fence that contains a pending out-fence of this queue is EDEADLK too: merged
+/// with a sw_sync fence (a `dma_fence_array`), and two of the queue's own out-fences (on an
+/// ordered queue the merge keeps the later one; on an unordered queue, whose fences have a
+/// context each, an array of both). Once the queue's component signalled, the same merge is
+/// accepted.
+fn fence_self_dependency_merged_edeadlk(ctx: &mut Ctx) -> TestResult {
+    {
+        let rig = Rig::new(ctx, 4)?;
+        let tl = Timeline::open()?;
+        let t1 = tl.create_fence(1)?;
+        let out0 = rig.q_out(0)?;
+        let m = merge(&t1, &out0, "sw_sync + own out-fence")?;
+        check(num_fences(&m, "sw_sync + own out-fence")? == 2, || {
+            "the merge of a sw_sync fence and an out-fence does not hold two fences".into()
+        })?;
+        rig.q_fail(1, IN | OUT, m.as_raw_fd(), libc::EDEADLK, "merge with own")?;
+        let out1 = rig.q_out(1)?;
+        let both = merge(&out0, &out1, "own + own (ordered)")?;
+        rig.q_fail(
+            2,
+            IN,
+            both.as_raw_fd(),
+            libc::EDEADLK,
+            "merge of own (ordered)",
+        )?;
+        rig.streamon()?;
+        rig.dq_expect(0, false)?;
+        rig.dq_expect(1, false)?;
+        expect_ok(&out0, "out-fence 0")?;
+        rig.q_in(2, m.as_raw_fd())?;
+        rig.q_plain(3)?;
+        rig.expect_held("the sw_sync component pends", &[2], &[3])?;
+        tl.inc(1)?;
+        rig.dq_expect(2, false)?;
+        rig.dq_expect(3, false)?;
     }
-    let f0 = single_fence(&out0, "out-fence 0")?;
-    let f2 = single_fence(&out2, "out-fence 2")?;
-    check(f0.status == 1 && f2.status == 1, || {
-        format!(
-            "out-fences: 0 {}, 2 {}",
-            status_str(f0.status),
-            status_str(f2.status)
-        )
+    let mut rig = Rig::open(ctx)?;
+    rig.set_ctrl(RVIVID_CID_UNORDERED, 1)?;
+    rig.reqbufs(3)?;
+    let out0 = rig.q_out(0)?;
+    let out1 = rig.q_out(1)?;
+    let both = merge(&out0, &out1, "own + own (unordered)")?;
+    check(num_fences(&both, "own + own (unordered)")? == 2, || {
+        "two unordered out-fences merge into fewer than two fences".into()
     })?;
-    check(f0.timestamp_ns <= f2.timestamp_ns, || {
-        format!(
-            "buffer 2 (waiting for out-fence 0) signalled at {} ns, before out-fence 0 ({} ns)",
-            f2.timestamp_ns, f0.timestamp_ns
-        )
-    })
+    rig.q_fail(
+        2,
+        IN | OUT,
+        both.as_raw_fd(),
+        libc::EDEADLK,
+        "merge (unordered)",
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
