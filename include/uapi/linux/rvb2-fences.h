@@ -10,11 +10,19 @@
  *    once its fence signalled, and buffers queued after it wait too (QBUF order is kept). An
  *    in-fence that signals with an error keeps the buffer from the driver: it is returned by
  *    VIDIOC_DQBUF, in order, with V4L2_BUF_FLAG_ERROR. Anything but a sync_file fd is EINVAL.
+ *    An in-fence that is, or contains, an unsignalled out-fence of the same queue is EDEADLK
+ *    (nothing changes, no fd is installed).
  *  - Without V4L2_BUF_FLAG_IN_FENCE, fence_fd must be 0 or -1 (EINVAL otherwise).
  *  - V4L2_BUF_FLAG_OUT_FENCE: on success fence_fd is a new O_CLOEXEC sync_file fd that
  *    signals when this buffer is done (status 1), or with an error (negative status, see
- *    SYNC_IOC_FILE_INFO) if it fails or is cancelled (STREAMOFF, REQBUFS(0), close). Both
- *    flags may be set on one buffer. A failing QBUF installs no fd and leaves no fence.
+ *    SYNC_IOC_FILE_INFO) if it fails (-EIO), is cancelled (-ECANCELED: STREAMOFF,
+ *    REQBUFS(0), close) or reaches its deadline (-ETIMEDOUT, below). Both flags may be set on
+ *    one buffer. A failing QBUF installs no fd and leaves no fence.
+ *  - The bound: a buffer queued with either flag that has not completed fence_timeout_ms
+ *    (module parameter, /sys/module/<module>/parameters/fence_timeout_ms, default 5000) after
+ *    its QBUF fails with V4L2_BUF_FLAG_ERROR, together with every buffer queued before it
+ *    that has not completed; their out-fences signal -ETIMEDOUT, in QBUF order. So every
+ *    out-fence signals within the bound, whatever userspace does.
  *  - Without V4L2_BUF_FLAG_OUT_FENCE, fence_fd is returned as -1 if IN_FENCE was set, else 0.
  * VIDIOC_DQBUF, VIDIOC_QUERYBUF, VIDIOC_PREPARE_BUF never return an fd: fence_fd is -1 for a
  * buffer last queued with a fence flag, else 0. VIDIOC_QUERYBUF reports IN_FENCE while the
