@@ -345,9 +345,11 @@ mod tests {
         assert_eq!(held(&q).len(), 0);
         assert!(q.querybuf(0)?.in_fence_pending);
         producer.signal(None);
-        assert!(wait_for(|| held(&q).len() == 3));
+        // The fence work hands the buffers over, then calls start_streaming().
+        assert!(wait_for(
+            || held(&q).len() == 3 && *q.ops().starts.lock() == 1
+        ));
         assert_eq!(&held(&q)[..], &[0, 1, 2]);
-        assert_eq!(*q.ops().starts.lock(), 1);
         assert!(!q.querybuf(0)?.in_fence_pending);
         q.streamoff(OWNER)?;
         Ok(())
