@@ -40,7 +40,11 @@ mod tests {
         }
 
         fn buf_queue(&self, buf: ActiveBuffer<Self>) {
-            let _ = self.held.lock().push(buf, GFP_KERNEL);
+            // On a signalling path: no allocation (room for every buffer is reserved, and the
+            // driver never holds two tokens of one buffer).
+            if let Err(e) = self.held.lock().push_within_capacity(buf) {
+                e.0.fail();
+            }
         }
 
         fn start_streaming(&self, _count: u32) -> Result {
@@ -88,7 +92,7 @@ mod tests {
 
     fn new_queue() -> Result<TestQueue> {
         Ok(TestQueue(Queue::new(try_pin_init!(TestOps {
-            held <- new_mutex!(KVec::new()),
+            held <- new_mutex!(KVec::with_capacity(MAX_BUFFERS, GFP_KERNEL)?),
             starts <- new_mutex!(0),
             fail_start: AtomicBool::new(false),
             timeout_ms: AtomicU32::new(60_000),
@@ -97,9 +101,10 @@ mod tests {
 
     /// The indices the driver holds, oldest first.
     fn held(q: &Queue<TestOps>) -> KVec<u32> {
-        let mut v = KVec::new();
+        // Allocated before taking `held`, which the signalling paths take.
+        let mut v = KVec::with_capacity(MAX_BUFFERS, GFP_KERNEL).unwrap_or_default();
         for b in q.ops().held.lock().iter() {
-            let _ = v.push(b.index(), GFP_KERNEL);
+            let _ = v.push_within_capacity(b.index());
         }
         v
     }

@@ -55,24 +55,33 @@
 //! they wait for (an in-fence, STREAMON, enough buffers to start, the driver): out-fences signal
 //! `-ETIMEDOUT`, in QBUF order on an ordered queue. A buffer the driver holds is taken back as
 //! STREAMOFF does (its token goes stale); the queue does not hand it to the driver again until
-//! the driver gave the stale token back. The deadline work takes only `state`, never `lock`
-//! (QBUF and CREATE_BUFS allocate memory under `lock`), so nothing userspace does can keep an
-//! out-fence from signalling. A QBUF whose in-fence is, or contains, a pending out-fence of the
-//! same queue fails with `EDEADLK`. See `Documentation/dma-fence-rules.rst`.
+//! the driver gave the stale token back. The deadline work takes only `state`, so nothing
+//! userspace does can keep an out-fence from signalling. A QBUF whose in-fence is, or
+//! contains, a pending out-fence of the same queue fails with `EDEADLK`. See
+//! `Documentation/dma-fence-rules.rst`.
 //!
 //! # Locking
 //!
-//! Two locks, always taken in this order:
+//! Three locks, always taken in this order:
 //!
-//! - `lock`, a mutex, serialises the queue's operations (the ioctls, `mmap()`, `release()`,
-//!   the fence work) and protects the buffers' memory and the streaming state. Driver callbacks
-//!   ([`QueueOps`]) run under it, except [`ActiveBuffer`] completion.
+//! - `ioctl`, a mutex, serialises the operations that change the buffers, their fence context
+//!   or sequence numbers (the ioctls but DQBUF and QUERYBUF, `mmap()`, `release()`, the
+//!   changes of [`Queue::with_idle`]). They allocate memory (buffers, out-fences and their
+//!   sync_files, page tables) with only this one held. No signalling path takes it.
+//! - `lock`, a mutex, protects the buffers' memory and the streaming state; the operations
+//!   above, DQBUF and the fence work take it. Driver callbacks ([`QueueOps`]) run under it,
+//!   except [`ActiveBuffer`] completion. Nothing allocates with `GFP_KERNEL`, copies to or
+//!   from userspace or waits for a fence under it: the fence work, a signalling path, takes
+//!   it.
 //! - `state`, a spinlock taken with interrupts disabled, protects the buffer states, the
-//!   queued and done lists and the buffers' fences: the driver completes buffers from any
-//!   context (a timer, a work item) with only this lock. Nothing that sleeps runs under it.
+//!   queued and done lists and the buffers' fences and deadlines: the driver completes buffers
+//!   from any context (a timer, a work item) with only this lock, and the deadline work takes
+//!   only this one. Nothing that sleeps runs under it.
 //!
 //! Driver callbacks are never called with `state` held, so a driver may take its own locks in
-//! them and complete buffers while holding those.
+//! them and complete buffers while holding those. A driver's callbacks run on signalling paths
+//! (the fence work hands buffers over and starts streaming): they must not allocate with
+//! `GFP_KERNEL`, nor take a lock held elsewhere around such an allocation.
 
 #[cfg(CONFIG_KUNIT = "y")]
 mod kunit;
@@ -438,6 +447,12 @@ struct FrameInfo {
 /// A buffer queue.
 #[pin_data]
 pub(crate) struct Queue<O: QueueOps> {
+    /// Serialises the operations that change the buffers, their fence context or sequence
+    /// numbers, and may allocate memory (QBUF, REQBUFS, CREATE_BUFS, `mmap()`...): they hold it
+    /// around their allocations and take `lock` only around the changes. No signalling path
+    /// takes it.
+    #[pin]
+    ioctl: Mutex<()>,
     #[pin]
     lock: Mutex<Inner>,
     #[pin]
@@ -502,6 +517,7 @@ impl<O: QueueOps> Queue<O> {
     pub(crate) fn new(ops: impl PinInit<O, Error>) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
+                ioctl <- new_mutex!((), "rvb2_queue_ioctl"),
                 lock <- new_mutex!(Inner {
                     bufs: [const { None }; MAX_BUFFERS],
                     num_buffers: 0,
@@ -545,9 +561,11 @@ impl<O: QueueOps> Queue<O> {
     }
 
     /// Runs `f` unless buffers are allocated (`EBUSY` then, as drivers check `vb2_is_busy()`),
-    /// with the operation lock held, so that no REQBUFS or CREATE_BUFS runs meanwhile: for
-    /// changes the buffers depend on (the format, the ordering).
+    /// with the operation locks held, so that no REQBUFS or CREATE_BUFS runs meanwhile: for
+    /// changes the buffers depend on (the format, the ordering). `f` must not allocate with
+    /// `GFP_KERNEL` (`lock` is held).
     pub(crate) fn with_idle<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        let _ioctl = self.ioctl.lock();
         let inner = self.lock.lock();
         if inner.num_buffers > 0 {
             return Err(EBUSY);
@@ -603,33 +621,57 @@ impl<O: QueueOps> Queue<O> {
         drop(freed);
     }
 
-    /// Allocates up to `count` buffers of `size` bytes in the first free range of slots.
-    ///
-    /// Returns the first index and how many were allocated.
-    fn alloc(&self, inner: &mut Inner, count: u32, size: u32) -> Result<(u32, u32)> {
-        if inner.num_buffers == 0 {
-            // The format is settled now: it decides how out-fences are ordered.
-            inner.unordered = self.ops.is_unordered();
-            self.state.lock().ordered = !inner.unordered;
-            inner.fence_context = context_alloc();
-            inner.fence_seqno = 0;
-        }
-        let count = count as usize;
-        let first = (0..=MAX_BUFFERS.saturating_sub(count))
+    /// The first range of `count` free slots.
+    fn first_free(inner: &Inner, count: usize) -> Result<usize> {
+        (0..=MAX_BUFFERS.saturating_sub(count))
             .find(|&s| inner.bufs[s..s + count].iter().all(Option::is_none))
-            .ok_or_else(enobufs)?;
+            .ok_or_else(enobufs)
+    }
+
+    /// Allocates the memory of up to `count` buffers of `size` bytes, stopping at the first
+    /// failure; returns it and how many. Called with `ioctl` held but not `lock`, which the
+    /// signalling paths take.
+    fn alloc_mem(count: usize, size: u32) -> ([Option<Arc<VmallocBuf>>; MAX_BUFFERS], u32) {
+        let mut mems = [const { None }; MAX_BUFFERS];
         let mut allocated = 0;
-        for slot in &mut inner.bufs[first..first + count] {
+        for mem in mems.iter_mut().take(count) {
             match VmallocBuf::new(size as usize) {
-                Ok(mem) => {
-                    *slot = Some(Buffer { mem, length: size });
+                Ok(m) => {
+                    *mem = Some(m);
                     allocated += 1;
                 }
                 Err(_) => break,
             }
         }
-        inner.num_buffers += allocated;
-        Ok((first as u32, allocated))
+        (mems, allocated)
+    }
+
+    /// Installs the buffers `mems` (of `size` bytes) from slot `first` on. On an empty queue
+    /// the format is settled now: the driver says how out-fences are ordered, and an ordered
+    /// queue gets its fence context. Returns how many were installed.
+    fn install(
+        &self,
+        inner: &mut Inner,
+        first: usize,
+        mems: &mut [Option<Arc<VmallocBuf>>; MAX_BUFFERS],
+        size: u32,
+    ) -> u32 {
+        if inner.num_buffers == 0 {
+            inner.unordered = self.ops.is_unordered();
+            self.state.lock().ordered = !inner.unordered;
+            inner.fence_context = context_alloc();
+            inner.fence_seqno = 0;
+        }
+        let mut installed = 0;
+        for (slot, mem) in inner.bufs[first..].iter_mut().zip(mems.iter_mut()) {
+            let Some(mem) = mem.take() else {
+                break;
+            };
+            *slot = Some(Buffer { mem, length: size });
+            installed += 1;
+        }
+        inner.num_buffers += installed;
+        installed
     }
 
     /// Whether any allocated buffer is mapped by userspace.
@@ -640,37 +682,44 @@ impl<O: QueueOps> Queue<O> {
     /// `VIDIOC_REQBUFS`: frees all buffers (`count == 0`) or replaces them with `count` new
     /// ones. Returns the number allocated.
     pub(crate) fn reqbufs(&self, owner: FileId, memory: Memory, count: u32) -> Result<u32> {
-        let mut inner = self.lock.lock();
-        check_owner(&inner, owner)?;
-        if inner.streaming {
-            return Err(EBUSY);
-        }
-        if inner.waiting_in_dqbuf && count > 0 {
-            return Err(EBUSY);
-        }
-        if inner.num_buffers > 0 || count == 0 {
-            if Self::any_mapped(&inner) {
+        let _ioctl = self.ioctl.lock();
+        let min = O::MIN_QUEUED_BUFFERS + 1;
+        let (count, size) = {
+            let mut inner = self.lock.lock();
+            check_owner(&inner, owner)?;
+            if inner.streaming {
                 return Err(EBUSY);
             }
-            self.cancel(&mut inner);
-            self.free_range(&mut inner, 0, MAX_BUFFERS);
-            if count == 0 {
-                inner.owner = None;
-                return Ok(0);
+            if inner.waiting_in_dqbuf && count > 0 {
+                return Err(EBUSY);
             }
-        }
-        let min = O::MIN_QUEUED_BUFFERS + 1;
-        let count = count.max(min).min(MAX_BUFFERS as u32);
-        let size = self.ops.buffer_size();
-        let (_, allocated) = self.alloc(&mut inner, count, size)?;
+            if inner.num_buffers > 0 || count == 0 {
+                if Self::any_mapped(&inner) {
+                    return Err(EBUSY);
+                }
+                self.cancel(&mut inner);
+                self.free_range(&mut inner, 0, MAX_BUFFERS);
+                if count == 0 {
+                    inner.owner = None;
+                    return Ok(0);
+                }
+            }
+            (
+                count.max(min).min(MAX_BUFFERS as u32),
+                self.ops.buffer_size(),
+            )
+        };
+        // The queue is empty, and stays so while `ioctl` is held.
+        let (mut mems, allocated) = Self::alloc_mem(count as usize, size);
         if allocated < min {
-            self.free_range(&mut inner, 0, MAX_BUFFERS);
             return Err(ENOMEM);
         }
+        let mut inner = self.lock.lock();
+        let installed = self.install(&mut inner, 0, &mut mems, size);
         inner.memory = Some(memory);
         inner.owner = Some(owner);
         self.state.lock().waiting_for_buffers = true;
-        Ok(allocated)
+        Ok(installed)
     }
 
     /// The number of allocated buffers (reported by `VIDIOC_CREATE_BUFS` as the next index).
@@ -696,28 +745,35 @@ impl<O: QueueOps> Queue<O> {
         count: u32,
         size: u32,
     ) -> Result<(u32, u32)> {
-        let mut inner = self.lock.lock();
-        check_owner(&inner, owner)?;
-        if inner.memory.is_some_and(|m| m != memory) {
-            return Err(EINVAL);
-        }
-        if inner.waiting_in_dqbuf {
-            return Err(EBUSY);
-        }
-        if inner.num_buffers as usize >= MAX_BUFFERS {
-            return Err(enobufs());
-        }
-        if size < self.ops.buffer_size() {
-            return Err(EINVAL);
-        }
-        let count = count.min(MAX_BUFFERS as u32 - inner.num_buffers);
-        let (first, allocated) = self.alloc(&mut inner, count, size)?;
+        let _ioctl = self.ioctl.lock();
+        let (first, count) = {
+            let inner = self.lock.lock();
+            check_owner(&inner, owner)?;
+            if inner.memory.is_some_and(|m| m != memory) {
+                return Err(EINVAL);
+            }
+            if inner.waiting_in_dqbuf {
+                return Err(EBUSY);
+            }
+            if inner.num_buffers as usize >= MAX_BUFFERS {
+                return Err(enobufs());
+            }
+            if size < self.ops.buffer_size() {
+                return Err(EINVAL);
+            }
+            let count = count.min(MAX_BUFFERS as u32 - inner.num_buffers) as usize;
+            (Self::first_free(&inner, count)?, count)
+        };
+        // The free range stays free while `ioctl` is held.
+        let (mut mems, allocated) = Self::alloc_mem(count, size);
         if allocated == 0 {
             return Err(ENOMEM);
         }
+        let mut inner = self.lock.lock();
+        let installed = self.install(&mut inner, first, &mut mems, size);
         inner.memory = Some(memory);
         inner.owner = Some(owner);
-        Ok((first, allocated))
+        Ok((first as u32, installed))
     }
 
     /// Returns what userspace sees of buffer `index`.
@@ -771,6 +827,7 @@ impl<O: QueueOps> Queue<O> {
         index: u32,
         memory: Memory,
     ) -> Result<BufferInfo> {
+        let _ioctl = self.ioctl.lock();
         let inner = self.lock.lock();
         check_owner(&inner, owner)?;
         let index = Self::check_buffer(&inner, index, memory)?;
@@ -802,44 +859,53 @@ impl<O: QueueOps> Queue<O> {
         memory: Memory,
         fences: QbufFences<F>,
     ) -> Result<(BufferInfo, Option<P>)> {
-        let mut inner = this.lock.lock();
-        check_owner(&inner, owner)?;
-        let index = Self::check_buffer(&inner, index, memory)?;
-        let prepared = {
-            let st = this.state.lock();
-            let slot = &st.slots[index];
-            if slot.state != BufState::Dequeued {
-                return Err(EINVAL);
+        // Held throughout: no other operation changes the buffer, the fence context or the
+        // sequence numbers while `lock` is released for the allocations below.
+        let _ioctl = this.ioctl.lock();
+        let (index, prepared, place) = {
+            let inner = this.lock.lock();
+            check_owner(&inner, owner)?;
+            let index = Self::check_buffer(&inner, index, memory)?;
+            let prepared = {
+                let st = this.state.lock();
+                let slot = &st.slots[index];
+                if slot.state != BufState::Dequeued {
+                    return Err(EINVAL);
+                }
+                slot.prepared
+            };
+            if !prepared {
+                let length = inner.bufs[index].as_ref().map_or(0, |b| b.length);
+                this.ops.buf_prepare(length)?;
             }
-            slot.prepared
+            if let Some(fence) = fences.in_fence.as_ref() {
+                this.check_self_dependency(fence)?;
+            }
+            // An ordered queue's out-fence takes the next sequence number of its context; an
+            // unordered one's gets a context of its own.
+            let place = (!inner.unordered).then_some((inner.fence_context, inner.fence_seqno + 1));
+            (index, prepared, place)
         };
-        if !prepared {
-            let length = inner.bufs[index].as_ref().map_or(0, |b| b.length);
-            this.ops.buf_prepare(length)?;
-        }
-
-        if let Some(fence) = fences.in_fence.as_ref() {
-            this.check_self_dependency(fence)?;
-        }
 
         // The out-fence is made and published before anything changes, so that a failure
-        // leaves nothing behind; its fd is installed by the caller only after success.
+        // leaves nothing behind; its fd is installed by the caller only after success. Both
+        // allocate, so `lock` is not held (the signalling paths take it).
         let mut out = None;
         let mut published = None;
         if let Some(publish) = fences.publish {
-            let fence = if inner.unordered {
-                OutFence::new(context_alloc(), 1)?
-            } else {
-                OutFence::new(inner.fence_context, inner.fence_seqno + 1)?
+            let fence = match place {
+                Some((context, seqno)) => OutFence::new(context, seqno)?,
+                None => OutFence::new(context_alloc(), 1)?,
             };
             // On failure `fence` is dropped here, which signals it (nobody can see it).
             published = Some(publish(&fence)?);
-            if !inner.unordered {
-                inner.fence_seqno += 1;
-            }
             out = Some(fence);
         }
 
+        let mut inner = this.lock.lock();
+        if out.is_some() && place.is_some() {
+            inner.fence_seqno += 1;
+        }
         let fenced = out.is_some() || fences.in_fence.is_some();
         let in_fence = fences.in_fence;
         if let Some(fence) = in_fence.as_ref() {
@@ -1294,6 +1360,7 @@ impl<O: QueueOps> Queue<O> {
 
     /// `VIDIOC_STREAMON`.
     pub(crate) fn streamon(this: &Arc<Self>, owner: FileId) -> Result {
+        let _ioctl = this.ioctl.lock();
         let mut inner = this.lock.lock();
         check_owner(&inner, owner)?;
         if inner.streaming {
@@ -1314,6 +1381,7 @@ impl<O: QueueOps> Queue<O> {
 
     /// `VIDIOC_STREAMOFF`: stops streaming and returns every buffer to userspace.
     pub(crate) fn streamoff(&self, owner: FileId) -> Result {
+        let _ioctl = self.ioctl.lock();
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
         self.cancel(&mut inner);
@@ -1380,6 +1448,7 @@ impl<O: QueueOps> Queue<O> {
         if count == 0 {
             return Ok(());
         }
+        let _ioctl = self.ioctl.lock();
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
         let (start, count) = (start as usize, count as usize);
@@ -1404,6 +1473,7 @@ impl<O: QueueOps> Queue<O> {
     /// The owner's file was closed: stops streaming and frees the buffers (their memory lives
     /// on while userspace still maps it).
     pub(crate) fn release(&self, file: FileId) {
+        let _ioctl = self.ioctl.lock();
         let mut inner = self.lock.lock();
         if inner.owner != Some(file) {
             return;
@@ -1421,16 +1491,22 @@ impl<O: QueueOps> Queue<O> {
         if index << shift != pgoff {
             return Err(EINVAL);
         }
-        let inner = self.lock.lock();
-        if inner.memory != Some(Memory::Mmap) {
-            return Err(EINVAL);
-        }
-        let buf = inner
-            .bufs
-            .get(index)
-            .and_then(Option::as_ref)
-            .ok_or(EINVAL)?;
-        VmallocBuf::mmap(&buf.mem, vma)
+        // `ioctl` keeps REQBUFS and REMOVE_BUFS from freeing the buffer before it is mapped;
+        // mapping allocates page tables, so not under `lock`.
+        let _ioctl = self.ioctl.lock();
+        let mem = {
+            let inner = self.lock.lock();
+            if inner.memory != Some(Memory::Mmap) {
+                return Err(EINVAL);
+            }
+            let buf = inner
+                .bufs
+                .get(index)
+                .and_then(Option::as_ref)
+                .ok_or(EINVAL)?;
+            buf.mem.clone()
+        };
+        VmallocBuf::mmap(&mem, vma)
     }
 
     /// The `poll()` file operation, for the events in `requested`.
