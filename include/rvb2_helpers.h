@@ -32,6 +32,8 @@ struct dma_fence *rvb2_dma_fence_get(struct dma_fence *fence);
 void rvb2_dma_fence_put(struct dma_fence *fence);
 void rvb2_dma_fence_set_error(struct dma_fence *fence, int error);
 bool rvb2_dma_fence_is_signaled(struct dma_fence *fence);
+bool rvb2_dma_fence_begin_signalling(void);
+void rvb2_dma_fence_end_signalling(bool cookie);
 struct sync_file *rvb2_sync_file_create(struct dma_fence *fence);
 
 unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma);

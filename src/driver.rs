@@ -22,6 +22,7 @@
 //!
 //! This file has no `unsafe` code: everything goes through the abstractions.
 
+use crate::fence::SignallingSection;
 use crate::queue::{ActiveBuffer, Queue, QueueOps};
 use crate::tpg::{Adjust, FrameFormat, Pattern, PixelFormat, Tpg, PATTERN_NAMES};
 use crate::v4l2::{
@@ -381,6 +382,9 @@ impl WorkItem for Generator {
     type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
+        // Completing buffers signals their out-fences: nothing here may allocate or wait for a
+        // lock held around an allocation (`st` never is).
+        let _signalling = SignallingSection::begin();
         let mut st = this.st.lock();
         if !st.streaming {
             return;

@@ -7,6 +7,9 @@
 //!   signalled signals it with `-ECANCELED`, so no out-fence is ever left pending (the
 //!   dma-fence rule that fences signal in finite time).
 //! - [`FenceWaiter`] is a callback registered on a fence, which notifies its owner.
+//! - [`SignallingSection`] annotates code that out-fences need in order to signal
+//!   (`dma_fence_begin_signalling()`), so that lockdep checks it against the cross-driver
+//!   rules: no `GFP_KERNEL` allocation, no lock that is held elsewhere around one.
 //!
 //! Out-fences have no `release` or `wait` operation, so once signalled they no longer refer
 //! to this module (`dma_fence_signal()` detaches their ops); the module waits for an RCU
@@ -18,6 +21,7 @@
 
 use crate::bindings;
 use core::{
+    marker::PhantomData,
     ptr::NonNull,
     sync::atomic::{AtomicPtr, Ordering},
 };
@@ -230,6 +234,46 @@ impl Drop for OutFence {
             bindings::rvb2_dma_fence_set_error(self.fence.as_ptr(), ecanceled().to_errno());
             bindings::dma_fence_signal(self.fence.as_ptr());
         }
+    }
+}
+
+/// A dma-fence signalling critical section, from [`SignallingSection::begin`] until the guard
+/// is dropped (`dma_fence_begin_signalling()` / `dma_fence_end_signalling()`).
+///
+/// Everything an out-fence needs in order to signal runs in one: the driver's completion of a
+/// buffer, the queue's fence and deadline works, the cancel of STREAMOFF, REQBUFS and close.
+/// Other drivers may wait for a fence from memory reclaim or with their locks held, so lockdep
+/// (primed at boot with `fs_reclaim` before `dma_fence_map`) reports any `GFP_KERNEL`
+/// allocation in a section, and any lock taken in one that is held elsewhere around such an
+/// allocation. Sections nest; in atomic context (a spinlock held, an interrupt) beginning one
+/// annotates nothing, so a section must begin before the locks it covers. Without
+/// `CONFIG_LOCKDEP` it costs nothing.
+///
+/// The annotation is per task, so the guard stays on the thread that made it.
+pub(crate) struct SignallingSection {
+    cookie: bool,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl SignallingSection {
+    /// Begins a section.
+    #[must_use = "the section ends when the guard is dropped"]
+    pub(crate) fn begin() -> Self {
+        Self {
+            // SAFETY: May be called in any context.
+            cookie: unsafe { bindings::rvb2_dma_fence_begin_signalling() },
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for SignallingSection {
+    fn drop(&mut self) {
+        // SAFETY: `cookie` came from `dma_fence_begin_signalling()` on this task (the guard is
+        // not `Send`). Only a `false` cookie releases the annotation, and at most one live guard
+        // of a task has one (a section begun inside another gets `true`), so the annotation is
+        // released once, by the task that holds it.
+        unsafe { bindings::rvb2_dma_fence_end_signalling(self.cookie) };
     }
 }
 

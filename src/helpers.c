@@ -93,6 +93,17 @@ bool rvb2_dma_fence_is_signaled(struct dma_fence *fence)
 	return dma_fence_is_signaled(fence);
 }
 
+/* Functions with CONFIG_LOCKDEP, static inline stubs without. */
+bool rvb2_dma_fence_begin_signalling(void)
+{
+	return dma_fence_begin_signalling();
+}
+
+void rvb2_dma_fence_end_signalling(bool cookie)
+{
+	dma_fence_end_signalling(cookie);
+}
+
 /*
  * sync_file_create(), as a function of the module's own so that the fault-injection tests can
  * make it fail with fail_function (it then returns NULL, as on an allocation failure).

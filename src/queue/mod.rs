@@ -82,12 +82,23 @@
 //! them and complete buffers while holding those. A driver's callbacks run on signalling paths
 //! (the fence work hands buffers over and starts streaming): they must not allocate with
 //! `GFP_KERNEL`, nor take a lock held elsewhere around such an allocation.
+//!
+//! # Signalling sections
+//!
+//! Every path that can lead to `dma_fence_signal()` on an out-fence runs in a
+//! [`SignallingSection`] (`dma_fence_begin_signalling()`): a driver's completion
+//! ([`ActiveBuffer`]'s give-back; rvivid also wraps its frame work), the fence work, the
+//! deadline work, the cancel of STREAMOFF, REQBUFS and the owner's close, QBUF's and STREAMON's
+//! [`Queue::advance`], and DQBUF's signal of an out-of-order buffer. Lockdep then checks the
+//! rules above over the whole test suite.
 
 #[cfg(CONFIG_KUNIT = "y")]
 mod kunit;
 mod list;
 
-use crate::fence::{context_alloc, edeadlk, Fence, FenceNotify, FenceWaiter, OutFence};
+use crate::fence::{
+    context_alloc, edeadlk, Fence, FenceNotify, FenceWaiter, OutFence, SignallingSection,
+};
 use crate::mem::VmallocBuf;
 use crate::sync::{new_irq_spinlock, IrqSpinLock};
 use crate::work;
@@ -481,6 +492,8 @@ impl<O: QueueOps> WorkItem<FENCE_WORK> for Queue<O> {
     type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
+        // It hands buffers to the driver and completes failed ones: out-fences need it.
+        let _signalling = SignallingSection::begin();
         let mut inner = this.lock.lock();
         if Self::advance(&this, &mut inner).is_err() {
             // `start_streaming()` failed with nobody to tell: the queued buffers come back
@@ -942,11 +955,14 @@ impl<O: QueueOps> Queue<O> {
             }
         }
 
+        // Buffers may go to the driver, and failed ones complete: out-fences need this.
+        let signalling = SignallingSection::begin();
         if let Err(e) = Self::advance(this, &mut inner) {
             // `start_streaming()` failed: as in videobuf2, this buffer was not queued.
             Self::unqueue(this, index, prepared);
             return Err(e);
         }
+        drop(signalling);
         let st = this.state.lock();
         Ok((Self::info(&inner, &st, index)?, published))
     }
@@ -1157,6 +1173,7 @@ impl<O: QueueOps> Queue<O> {
     /// around an allocation or a wait for userspace, so out-fences signal whatever userspace
     /// does with the queue's ioctls.
     fn expire(this: &Arc<Self>) {
+        let _signalling = SignallingSection::begin();
         // Fence references are put after `state` is released.
         let mut in_fences: [Option<Fence>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         let expired = {
@@ -1303,6 +1320,8 @@ impl<O: QueueOps> Queue<O> {
     /// Stops the driver and takes every buffer back to the dequeued state: pending in-fence
     /// callbacks are removed, and out-fences not yet signalled signal with `-ECANCELED`.
     fn cancel(&self, inner: &mut Inner) {
+        // The driver gives its buffers back, and the rest are signalled here.
+        let _signalling = SignallingSection::begin();
         if inner.start_streaming_called {
             self.ops.stop_streaming();
         }
@@ -1371,6 +1390,7 @@ impl<O: QueueOps> Queue<O> {
         }
         this.state.lock().sequence = 0;
         inner.streaming = true;
+        let _signalling = SignallingSection::begin();
         if let Err(e) = Self::advance(this, &mut inner) {
             inner.streaming = false;
             return Err(e);
@@ -1394,6 +1414,9 @@ impl<O: QueueOps> Queue<O> {
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
         loop {
+            // A driver completing out of order on an ordered queue leaves an out-fence for
+            // DQBUF to signal.
+            let signalling = SignallingSection::begin();
             let mut st = self.state.lock();
             if !st.streaming {
                 return Err(EINVAL);
@@ -1426,6 +1449,7 @@ impl<O: QueueOps> Queue<O> {
             // Wait without the operation lock, so that QBUF and STREAMOFF can proceed.
             inner.waiting_in_dqbuf = true;
             drop(st);
+            drop(signalling);
             drop(inner);
             let mut st = self.state.lock();
             let mut interrupted = false;
@@ -1534,6 +1558,9 @@ impl<O: QueueOps> Queue<O> {
         outcome: Outcome,
         frame: FrameInfo,
     ) {
+        // The driver may have begun one (it should, from where it completes buffers); from
+        // atomic context this annotates nothing.
+        let _signalling = SignallingSection::begin();
         let mut st = this.state.lock();
         let slot = &mut st.slots[index];
         // The driver holds no token of the buffer any more (it never holds two).
