@@ -107,6 +107,11 @@ where
 ///
 /// It does not sleep and may be called in any context, with any lock held (it takes the
 /// workqueue's and the timer's raw spinlocks, with interrupts disabled).
+///
+/// It must not race with [`cancel_delayed_work_sync`] of the same work: while a cancel runs,
+/// the work is disabled and `mod_delayed_work_on()` queues nothing, so the reference this
+/// function hands over would leak (never freed; not unsound). rvb2 arms its works only while
+/// the queue is in use, and cancels them only when it is not.
 pub(crate) fn mod_delayed_work<T, const ID: u64>(queue: &Queue, this: &Arc<T>, delay: Jiffies)
 where
     T: HasDelayedWork<T, ID> + WorkItem<ID, Pointer = Arc<T>>,
