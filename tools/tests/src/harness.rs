@@ -367,7 +367,7 @@ pub fn run_main(tests: &[Test], config: &RunConfig) -> i32 {
             kmsg.mark(kernlog::BEGIN, name);
             let mut outcome = run_isolated(&mut ctx, *f, config.timeout(name));
             kmsg.mark(kernlog::END, name);
-            let problems = kmsg.problems(name);
+            let problems = kmsg.problems();
             if !problems.is_empty() {
                 let report = problems
                     .iter()
@@ -442,6 +442,16 @@ struct Outcome {
     stuck: bool,
 }
 
+impl Outcome {
+    /// A failure, with the test's process gone.
+    fn fail(reason: String) -> Self {
+        Self {
+            result: Err(reason),
+            stuck: false,
+        }
+    }
+}
+
 /// Runs `f` in a child process (its own process group) and waits for its result, at most
 /// `timeout`.
 ///
@@ -451,14 +461,10 @@ struct Outcome {
 /// cannot be killed within 10 s (it is stuck in the kernel), the outcome says so and the run
 /// stops there, since what follows would run against a device in an unknown state.
 fn run_isolated(ctx: &mut Ctx, f: fn(&mut Ctx) -> TestResult, timeout: Duration) -> Outcome {
-    let fail = |msg: String| Outcome {
-        result: Err(msg),
-        stuck: false,
-    };
     let mut fds = [0; 2];
     // SAFETY: `fds` is valid for two `c_int`s.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return fail(format!("pipe2: {}", std::io::Error::last_os_error()));
+        return Outcome::fail(format!("pipe2: {}", std::io::Error::last_os_error()));
     }
     let (rd, wr) = (fds[0], fds[1]);
     let _ = std::io::stdout().flush();
@@ -473,7 +479,7 @@ fn run_isolated(ctx: &mut Ctx, f: fn(&mut Ctx) -> TestResult, timeout: Duration)
             libc::close(rd);
             libc::close(wr);
         }
-        return fail(format!("fork: {e}"));
+        return Outcome::fail(format!("fork: {e}"));
     }
     if pid == 0 {
         // The child: its own process group, so that a timeout kills what it started too.
@@ -488,7 +494,7 @@ fn run_isolated(ctx: &mut Ctx, f: fn(&mut Ctx) -> TestResult, timeout: Duration)
         };
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
-        let mut pipe = unsafe_file(wr);
+        let mut pipe = pipe_file(wr);
         let _ = pipe.write_all(msg.as_bytes());
         drop(pipe);
         // SAFETY: Ends the child without running the parent's exit handlers twice.
@@ -500,7 +506,7 @@ fn run_isolated(ctx: &mut Ctx, f: fn(&mut Ctx) -> TestResult, timeout: Duration)
         libc::close(wr);
         libc::setpgid(pid, pid);
     }
-    let mut pipe = unsafe_file(rd);
+    let mut pipe = pipe_file(rd);
     let mut msg = Vec::new();
     let deadline = Instant::now() + timeout;
     let mut timed_out = false;
@@ -541,7 +547,7 @@ fn run_isolated(ctx: &mut Ctx, f: fn(&mut Ctx) -> TestResult, timeout: Duration)
         // SAFETY: Signals the child's process group, which this function created.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
         return match wait_child(pid, Duration::from_secs(10), false) {
-            Some(_) => fail(format!(
+            Some(_) => Outcome::fail(format!(
                 "hung: still running after its {} s timeout (killed)",
                 timeout.as_secs()
             )),
@@ -572,14 +578,10 @@ fn run_isolated(ctx: &mut Ctx, f: fn(&mut Ctx) -> TestResult, timeout: Duration)
 
 /// The outcome of a test whose process ended with wait status `status`, having sent `msg`.
 fn judge(status: libc::c_int, msg: &[u8]) -> Outcome {
-    let fail = |msg: String| Outcome {
-        result: Err(msg),
-        stuck: false,
-    };
     let msg = String::from_utf8_lossy(msg);
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
-        return fail(format!(
+        return Outcome::fail(format!(
             "the test process was killed by signal {sig} ({})",
             signal_name(sig)
         ));
@@ -590,15 +592,15 @@ fn judge(status: libc::c_int, msg: &[u8]) -> Outcome {
             result: Ok(()),
             stuck: false,
         },
-        ("fail", reason) if code == 0 => fail(reason.to_string()),
-        _ => fail(format!(
+        ("fail", reason) if code == 0 => Outcome::fail(reason.to_string()),
+        _ => Outcome::fail(format!(
             "the test process exited with status {code} without a result"
         )),
     }
 }
 
 /// A `File` over a pipe end this module owns (closed when dropped).
-fn unsafe_file(fd: libc::c_int) -> fs::File {
+fn pipe_file(fd: libc::c_int) -> fs::File {
     use std::os::fd::FromRawFd;
     // SAFETY: `fd` is an open pipe end that the caller owns and hands over.
     unsafe { fs::File::from_raw_fd(fd) }
@@ -737,19 +739,10 @@ impl Kmsg {
             .write_all(format!("<6>{marker}{name}\n").as_bytes());
     }
 
-    /// The problems the kernel reported since [`Kmsg::drain`], judged as test `name`'s
-    /// window.
-    fn problems(&mut self, name: &str) -> Vec<kernlog::Problem> {
-        let msgs = self.read_new();
-        let allowed = kernlog::allowed_for(name);
-        msgs.iter()
-            .filter(|m| !m.contains(kernlog::BEGIN) && !m.contains(kernlog::END))
-            .filter(|m| kernlog::is_bad_unless(m, allowed))
-            .map(|m| kernlog::Problem {
-                test: Some(name.to_string()),
-                line: m.clone(),
-            })
-            .collect()
+    /// The problems the kernel reported since [`Kmsg::drain`]: the records read are the
+    /// test's window, between its markers, judged as every log is ([`kernlog::scan`]).
+    fn problems(&mut self) -> Vec<kernlog::Problem> {
+        kernlog::scan(self.read_new().iter().map(String::as_str))
     }
 }
 
