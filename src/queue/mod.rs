@@ -78,6 +78,10 @@
 //!   from any context (a timer, a work item) with only this lock, and the deadline work takes
 //!   only this one. Nothing that sleeps runs under it.
 //!
+//! Two more locks nest inside: a waiter's registration lock (inside `state`, around the
+//! fence's lock; see [`FenceWaiter`]) and the token counter's (taken by a token when it is made
+//! and when it goes, with whatever the driver holds).
+//!
 //! Driver callbacks are never called with `state` held, so a driver may take its own locks in
 //! them and complete buffers while holding those. A driver's callbacks run on signalling paths
 //! (the fence work hands buffers over and starts streaming): they must not allocate with
@@ -88,9 +92,9 @@
 //! Every path that can lead to `dma_fence_signal()` on an out-fence runs in a
 //! [`SignallingSection`] (`dma_fence_begin_signalling()`): a driver's completion
 //! ([`ActiveBuffer`]'s give-back; rvivid also wraps its frame work), the fence work, the
-//! deadline work, the cancel of STREAMOFF, REQBUFS and the owner's close, QBUF's and STREAMON's
-//! [`Queue::advance`], and DQBUF's signal of an out-of-order buffer. Lockdep then checks the
-//! rules above over the whole test suite.
+//! deadline work, the cancel of STREAMOFF, REQBUFS and the owner's close, and QBUF's and
+//! STREAMON's [`Queue::advance`]. DQBUF signals nothing: a buffer reaches the done list with
+//! its out-fence signalled. Lockdep then checks the rules above over the whole test suite.
 
 #[cfg(CONFIG_KUNIT = "y")]
 mod kunit;
@@ -475,6 +479,25 @@ struct FrameInfo {
 }
 
 /// A buffer queue.
+///
+/// # Invariants
+///
+/// With `lock` and `state` held (`state` alone for what it protects):
+///
+/// - A slot that is not `Dequeued`, or is `prepared`, has a buffer in `Inner::bufs`.
+/// - `state.queued` holds, in QBUF order, exactly the buffers that are `Queued`, `Active`,
+///   `Done` or `Error`. `state.done` holds only `Done` and `Error` buffers: on an unordered
+///   queue in completion order, on an ordered queue in QBUF order and only once every buffer
+///   queued before it is completed. A buffer on `state.done` has no pending out-fence.
+/// - `owned_by_driver` is the number of `Active` slots. A slot is `held` while a token
+///   ([`ActiveBuffer`]) for it exists, current or stale; there is at most one, and a current
+///   one (same generation, `Active`) for every `Active` slot.
+/// - `waiters[i]` is registered only while slot `i` is `Queued` with an `in_fence` (and
+///   briefly after a path took that fence, until it unregisters the waiter).
+/// - A slot has an `out_fence` only while it is on `state.queued`; every out-fence of an
+///   ordered queue is on `Inner::fence_context`, and they signal in sequence number order.
+/// - `tokens` counts the existing tokens; each holds a reference on the queue until it stops
+///   counting, so none is the last while [`Queue::shutdown`] has not returned.
 #[pin_data]
 pub(crate) struct Queue<O: QueueOps> {
     /// Serialises the operations that change the buffers, their fence context or sequence
