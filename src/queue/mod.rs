@@ -445,7 +445,8 @@ struct State {
     slots: [Slot; MAX_BUFFERS],
     /// Buffers from QBUF to DQBUF, in QBUF order.
     queued: IndexList,
-    /// Completed buffers, in completion order.
+    /// Completed buffers waiting for DQBUF: in completion order on an unordered queue, in QBUF
+    /// order on an ordered one (see [`Queue::flush`]).
     done: IndexList,
     streaming: bool,
     /// No buffer was queued since streaming was set up (poll reports an error then).
@@ -1698,12 +1699,15 @@ impl<O: QueueOps> Queue<O> {
         // The driver may have begun one (it should, from where it completes buffers); from
         // atomic context this annotates nothing.
         let _signalling = SignallingSection::begin();
+        // Declared before the guard, so dropped after it: nothing is dropped under `state`.
+        let _replaced;
         let mut st = this.state.lock();
         let slot = &mut st.slots[index];
-        // The driver holds no token of the buffer any more (it never holds two), and a new
-        // token takes the parked reference before it is made: `parked` is empty.
+        // The driver holds no token of the buffer any more (it never holds two). The slot's
+        // previous parked reference was taken when this token was made (or the buffer freed),
+        // so `_replaced` is empty.
         slot.held = false;
-        slot.parked = mem;
+        _replaced = core::mem::replace(&mut slot.parked, mem);
         if slot.state != BufState::Active || slot.generation != generation {
             // Taken back already (STREAMOFF or the deadline reclaimed it): nothing to complete.
             // The buffer may have been freed since, and the parked reference be its last: the
