@@ -929,6 +929,91 @@ pub fn create_bufs_count_and_sizes(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
+/// Waits up to `timeout` until thread `tid` of this process sleeps in `ioctl(fd, req, ...)`
+/// (`/proc/self/task/TID/syscall` names a syscall only while the thread is blocked in it).
+fn wait_blocked_in_ioctl(tid: libc::pid_t, fd: RawFd, req: u32, timeout: Duration) -> TestResult {
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let want = format!("{} {:#x} {:#x} ", libc::SYS_ioctl, fd, req);
+    let start = Instant::now();
+    loop {
+        let last = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        if last.starts_with(&want) {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "thread {tid} was not blocked in ioctl({fd}, {req:#x}) within {timeout:?}: \
+                 {path} says {:?}",
+                last.trim()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// CREATE_BUFS while another thread of the owner waits in a blocking DQBUF: videobuf2 refuses
+/// (EBUSY) only on a queue with no buffers (`vb2_core_create_bufs()`), so the buffer is made,
+/// can be queued while the DQBUF waits, and is what the DQBUF returns once frames flow.
+pub fn create_bufs_while_dqbuf_waits(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = ok("VIDIOC_G_FMT", dev.g_fmt())?;
+    let q = Queue::request(&dev, 3)?;
+    let new_index = q.count();
+    // Streaming with nothing queued: a blocking DQBUF waits until a buffer is done.
+    q.streamon()?;
+    // SAFETY: gettid() has no preconditions.
+    let waiter = unsafe { libc::gettid() };
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let (helper, dq) = std::thread::scope(|s| {
+        let dev = &dev;
+        let fmt = &fmt;
+        let helper = s.spawn(move || {
+            let r = (|| {
+                wait_blocked_in_ioctl(
+                    waiter,
+                    dev.as_raw_fd(),
+                    VIDIOC_DQBUF,
+                    Duration::from_secs(10),
+                )?;
+                let cb = ok(
+                    "VIDIOC_CREATE_BUFS(1) while another thread waits in VIDIOC_DQBUF",
+                    dev.create_bufs(1, V4L2_MEMORY_MMAP, fmt),
+                )?;
+                ensure(cb.count == 1 && cb.index == new_index, || {
+                    format!(
+                        "VIDIOC_CREATE_BUFS(1) made {} buffers from index {}, want 1 at {new_index}",
+                        cb.count, cb.index
+                    )
+                })?;
+                ok(format!("VIDIOC_QBUF {new_index}"), dev.qbuf(new_index))?;
+                ok("VIDIOC_QBUF 0", dev.qbuf(0)).map(drop)
+            })();
+            // Wake the waiter if this failed, or if no frame ends its wait.
+            if r.is_err() || done_rx.recv_timeout(FRAME_TIMEOUT * 2).is_err() {
+                let _ = dev.streamoff();
+            }
+            r
+        });
+        let dq = dev.dqbuf();
+        let _ = done_tx.send(());
+        (helper.join(), dq)
+    });
+    helper.map_err(|_| "the helper thread panicked".to_string())??;
+    let b = ok("the blocking VIDIOC_DQBUF", dq)?;
+    ensure(
+        b.index == new_index && b.flags & V4L2_BUF_FLAG_ERROR == 0 && b.bytesused > 0,
+        || {
+            format!(
+                "the waiting VIDIOC_DQBUF returned buffer {} (flags {:#x}, bytesused {}), want \
+                 buffer {new_index}, the one CREATE_BUFS made and QBUF queued first",
+                b.index, b.flags, b.bytesused
+            )
+        },
+    )?;
+    q.streamoff()
+}
+
 /// VIDIOC_PREPARE_BUF sets PREPARED and the buffer then queues and streams; preparing it
 /// again, or once queued, is EINVAL, as are a bad index, type or memory.
 pub fn prepare_buf_then_qbuf(ctx: &mut Ctx) -> TestResult {
