@@ -340,57 +340,8 @@ fn check_caps(what: &str, caps: Option<&str>, fields: &[String]) -> TestResult {
 // GStreamer
 // ---------------------------------------------------------------------------------------------
 
-/// `gst-launch-1.0 v4l2src io-mode=M num-buffers=5 ! video/x-raw,format=F,width=320,
-/// height=240,framerate=30/1 ! filesink` for every advertised I/O mode and every rvivid
-/// format: exit 0, v4l2src negotiated exactly those caps, and the file is 5 frames of
-/// sizeimage bytes, each showing the colour bars.
-pub fn gst_v4l2src_each_format(ctx: &mut Ctx) -> TestResult {
-    const FRAMES: usize = 5;
-    let _restore = RestoreDefaults::new(ctx)?;
-    let node = node(ctx)?;
-    let (modes, mut log) = advertised_modes(ctx)?;
-    let result = (|| {
-        for mode in modes.iter().filter(|m| m.gst.is_some()) {
-            let io = mode.gst.unwrap_or_default();
-            for fourcc in FORMATS {
-                let fmt = FrameFormat::packed(fourcc, 320, 240).ok_or("unknown format")?;
-                let what = format!("io-mode={io} {}", fmt.describe());
-                let file = Scratch::new(&format!("gst-{io}-{}.raw", gst_format(fourcc)));
-                let (device, count) = (format!("device={node}"), format!("num-buffers={FRAMES}"));
-                let iomode = format!("io-mode={io}");
-                let caps = format!(
-                    "video/x-raw,format={},width=320,height=240,framerate=30/1",
-                    gst_format(fourcc)
-                );
-                let location = format!("location={}", file.path());
-                let args = [
-                    "-v", "v4l2src", &*device, &*count, &*iomode, "!", &*caps, "!", "filesink",
-                    &*location,
-                ];
-                let run = run_client("gst-launch-1.0", &args, &[])?;
-                log.push_str(&run.log());
-                run.success()?;
-                let stdout = run.stdout();
-                check_caps(
-                    &what,
-                    gst_src_caps(&stdout),
-                    &[
-                        format!("format=(string){}", gst_format(fourcc)),
-                        "width=(int)320".into(),
-                        "height=(int)240".into(),
-                        "framerate=(fraction)30/1".into(),
-                    ],
-                )?;
-                check_frames(&what, &file.read()?, &fmt, FRAMES)?;
-            }
-        }
-        Ok(())
-    })();
-    ctx.save_log("gst-formats.txt", &log)?;
-    result
-}
-
-/// One buffer as `fakesink silent=false` reports it under `gst-launch-1.0 -v`.
+/// One buffer as `identity` or `fakesink` with `silent=false` reports it under
+/// `gst-launch-1.0 -v`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct GstBuffer {
     size: u64,
@@ -412,7 +363,7 @@ fn parse_clock_time(s: &str) -> Option<u64> {
     Some(((h * 60 + m) * 60 + s) * 1_000_000_000 + ns)
 }
 
-/// The buffers a `fakesink silent=false` reported, in order.
+/// The buffers an `identity` or `fakesink` with `silent=false` reported, in order.
 fn gst_buffers(stdout: &str) -> Vec<GstBuffer> {
     stdout
         .lines()
@@ -443,8 +394,11 @@ fn gst_lost_frames(stderr: &str) -> u64 {
 
 /// Checks a v4l2src stream as fakesink saw it: `frames` buffers of `size` bytes, offsets
 /// (V4L2 sequence numbers) increasing, each gap matched by the timestamps (`dseq` intervals of
-/// `interval_ns`, ±10%), and v4l2src's lost-frame warnings adding up to exactly the gaps it
-/// can see (it skips the check after offset 0). Returns the frames dropped.
+/// `interval_ns`, to within half an interval: v4l2src maps the driver's timestamps to its
+/// clock through two clock reads, which a loaded machine can pull apart by milliseconds; a
+/// frame from before the pipeline started has pts 0 and is not compared), and
+/// v4l2src's lost-frame warnings adding up to exactly the gaps it can see (it skips the check
+/// after offset 0). Returns the frames dropped.
 fn check_gst_stream(
     what: &str,
     bufs: &[GstBuffer],
@@ -475,19 +429,24 @@ fn check_gst_stream(
             )
         })?;
         let dseq = b.offset - prev.offset;
-        let dts = i128::from(b.pts_ns) - i128::from(prev.pts_ns);
-        let want = i128::from(dseq) * i128::from(interval_ns);
-        ensure((dts - want).abs() <= i128::from(interval_ns / 10), || {
-            format!(
-                "{what}: buffer {n} (offset {}): pts {dts} ns after the previous one (offset \
-                 {}), want {dseq} intervals = {want} ns +- 10%",
-                b.offset, prev.offset
-            )
-        })?;
         gaps += dseq - 1;
         if prev.offset != 0 {
             visible_gaps += dseq - 1;
         }
+        if prev.pts_ns == 0 {
+            // v4l2src clamps the running time of a frame captured before the pipeline
+            // started to 0: such a pts says nothing of the frame's time.
+            continue;
+        }
+        let dts = i128::from(b.pts_ns) - i128::from(prev.pts_ns);
+        let want = i128::from(dseq) * i128::from(interval_ns);
+        ensure((dts - want).abs() < i128::from(interval_ns / 2), || {
+            format!(
+                "{what}: buffer {n} (offset {}): pts {dts} ns after the previous one (offset \
+                 {}), want {dseq} intervals = {want} ns +- half an interval",
+                b.offset, prev.offset
+            )
+        })?;
     }
     ensure(lost_reported == visible_gaps, || {
         format!(
@@ -498,38 +457,59 @@ fn check_gst_stream(
     Ok(gaps)
 }
 
-/// Caps negotiation of size and frame rate: for sizes other than the default and each frame
-/// rate rvivid offers at them, v4l2src negotiates exactly the caps asked for, rvivid is set to
-/// them, and fakesink gets buffers of that size whose timestamps step by that rate and whose
-/// sequence gaps are exactly what GStreamer reports as lost (no spurious drop). A rate or size
-/// rvivid does not offer is not negotiated.
-pub fn gst_caps_negotiation(ctx: &mut Ctx) -> TestResult {
-    const FRAMES: usize = 12;
+/// The size each format is captured at by [`gst_v4l2src_each_format`], and which of the frame
+/// rates rvivid offers there (by index, modulo their number): together they negotiate several
+/// sizes and every rate of the usual three.
+const GST_CASES: [(u32, u32, u32, usize); 4] = [
+    (V4L2_PIX_FMT_YUYV, 320, 240, 0),
+    (V4L2_PIX_FMT_RGB24, 176, 144, 1),
+    (V4L2_PIX_FMT_NV12, 640, 480, 2),
+    (V4L2_PIX_FMT_GREY, 352, 288, 0),
+];
+
+/// `gst-launch-1.0 -v v4l2src io-mode=M num-buffers=8 ! video/x-raw,format=F,width=W,
+/// height=H,framerate=R ! identity silent=false ! filesink` for every advertised I/O mode and
+/// every rvivid format (at the sizes and rates of [`GST_CASES`]): exit 0; v4l2src negotiated
+/// exactly those caps and rvivid is left set to them (G_FMT, G_PARM); the file is 8 frames of
+/// sizeimage bytes, each showing the colour bars; and the buffers' offsets (V4L2 sequence
+/// numbers) and timestamps agree, with exactly the sequence gaps reported as lost frames by
+/// v4l2src (no spurious drop; see [`check_gst_stream`]).
+pub fn gst_v4l2src_each_format(ctx: &mut Ctx) -> TestResult {
+    const FRAMES: usize = 8;
     let _restore = RestoreDefaults::new(ctx)?;
     let node = node(ctx)?;
     let dev = open_rvivid(ctx)?;
-    let mut log = String::new();
+    let (modes, mut log) = advertised_modes(ctx)?;
     let result = (|| {
-        for (fourcc, w, h) in [(V4L2_PIX_FMT_YUYV, 176, 144), (V4L2_PIX_FMT_NV12, 640, 480)] {
-            let fmt = FrameFormat::packed(fourcc, w, h).ok_or("unknown format")?;
-            for (num, den) in intervals(&dev, fourcc, w, h)? {
-                let what = format!("{} at {den}/{num} fps", fmt.describe());
+        for mode in modes.iter().filter(|m| m.gst.is_some()) {
+            let io = mode.gst.unwrap_or_default();
+            for (fourcc, w, h, rate) in GST_CASES {
+                let fmt = FrameFormat::packed(fourcc, w, h).ok_or("unknown format")?;
+                let offered = intervals(&dev, fourcc, w, h)?;
+                let (num, den) = offered[rate % offered.len()];
+                let what = format!("io-mode={io} {} at {den}/{num} fps", fmt.describe());
+                let file = Scratch::new(&format!("gst-{io}-{}.raw", gst_format(fourcc)));
+                let (device, count) = (format!("device={node}"), format!("num-buffers={FRAMES}"));
+                let iomode = format!("io-mode={io}");
                 let caps = format!(
                     "video/x-raw,format={},width={w},height={h},framerate={den}/{num}",
                     gst_format(fourcc)
                 );
-                let (device, count) = (format!("device={node}"), format!("num-buffers={FRAMES}"));
+                let location = format!("location={}", file.path());
                 let args = [
                     "-v",
                     "v4l2src",
                     &*device,
                     &*count,
+                    &*iomode,
                     "!",
                     &*caps,
                     "!",
-                    "fakesink",
+                    "identity",
                     "silent=false",
-                    "sync=false",
+                    "!",
+                    "filesink",
+                    &*location,
                 ];
                 let run = run_client("gst-launch-1.0", &args, GST_DEBUG_ENV)?;
                 log.push_str(&run.log());
@@ -562,19 +542,33 @@ pub fn gst_caps_negotiation(ctx: &mut Ctx) -> TestResult {
                         )
                     },
                 )?;
-                let interval_ns = 1_000_000_000 * u64::from(num) / u64::from(den);
+                check_frames(&what, &file.read()?, &fmt, FRAMES)?;
                 let dropped = check_gst_stream(
                     &what,
                     &gst_buffers(&stdout),
                     FRAMES,
                     u64::from(fmt.sizeimage),
-                    interval_ns,
+                    1_000_000_000 * u64::from(num) / u64::from(den),
                     gst_lost_frames(&run.stderr()),
                 )?;
                 log.push_str(&format!("{what}: ok, {dropped} frames dropped\n\n"));
             }
         }
-        // A rate and a size rvivid does not offer.
+        Ok(())
+    })();
+    ctx.save_log("gst-formats.txt", &log)?;
+    result
+}
+
+/// Caps negotiation that must fail: a frame rate and a width rvivid does not offer are not
+/// negotiated (gst-launch fails with not-negotiated). ([`gst_v4l2src_each_format`] checks
+/// that what rvivid offers is.)
+pub fn gst_caps_negotiation(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let node = node(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let mut log = String::new();
+    let result = (|| {
         let offered = intervals(&dev, V4L2_PIX_FMT_YUYV, 320, 240)?;
         let odd_rate = (1..1000)
             .find(|&fps| !offered.iter().any(|&(n, d)| n * fps == d))
@@ -890,11 +884,12 @@ pub fn ffmpeg_raw_frames(ctx: &mut Ctx) -> TestResult {
     ctx.save_log("ffmpeg-raw.txt", run.log())?;
     run.success()?;
     check_frames("ffmpeg YUYV 320x240", &file.read()?, &fmt, FRAMES)?;
+    // The filter sees the frames the encoder wrote, and may see one more.
     let pts = showinfo_pts(&run.stderr());
-    ensure(pts.len() == FRAMES, || {
+    ensure(pts.len() >= FRAMES, || {
         format!("showinfo logged {} frames, want {FRAMES}", pts.len())
     })?;
-    check_pts_steps("ffmpeg YUYV 320x240", &pts, 1_000_000_000 / 30)
+    check_pts_steps("ffmpeg YUYV 320x240", &pts[..FRAMES], 1_000_000_000 / 30)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -985,6 +980,9 @@ mod tests {
         // A timestamp off the sequence.
         let bad = [b(1, i), b(2, 3 * i)];
         assert!(check_gst_stream("s", &bad, 2, 10, i, 0).is_err());
+        // The first frames, from before the pipeline started, have pts 0.
+        let early = [b(0, 0), b(1, 0), b(3, i), b(4, 2 * i)];
+        assert_eq!(check_gst_stream("s", &early, 4, 10, i, 1), Ok(1));
     }
 
     #[test]

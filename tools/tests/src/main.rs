@@ -130,6 +130,10 @@ static TESTS: &[Test] = &[
         "drops_show_as_sequence_gaps",
         streaming::drops_show_as_sequence_gaps,
     ),
+    (
+        "hold_control_drops_show_as_sequence_gaps",
+        streaming::hold_control_drops_show_as_sequence_gaps,
+    ),
     // Real clients (clients.rs).
     ("gst_v4l2src_each_format", clients::gst_v4l2src_each_format),
     ("gst_caps_negotiation", clients::gst_caps_negotiation),
@@ -172,7 +176,7 @@ static RUN_CONFIG: harness::RunConfig = harness::RunConfig {
         ("v4l2_compliance", 300),
         ("dmesg_clean", 300),
         ("gst_v4l2src_each_format", 600),
-        ("gst_caps_negotiation", 600),
+        ("gst_caps_negotiation", 300),
         ("gst_pngenc_color_bars", 300),
         ("gst_reports_held_frames_as_lost", 300),
         ("ffmpeg_list_formats", 300),

@@ -2405,3 +2405,51 @@ pub fn drops_show_as_sequence_gaps(ctx: &mut Ctx) -> TestResult {
     )?;
     q.streamoff()
 }
+
+/// Drops with the hold control: RVIVID_CID_HOLD_MS = 100 at 30 fps makes rvivid give each
+/// buffer back no earlier than 100 ms after the next frame's time, with the newest frame due
+/// then, so the frames in between are dropped: each buffer is at least 1 + 100 ms / interval
+/// = 4 frames after the previous one, and its timestamp is exactly that many intervals later
+/// ([`StreamGrid`]): the gap in the sequence is the frames rvivid produced without a buffer.
+pub fn hold_control_drops_show_as_sequence_gaps(ctx: &mut Ctx) -> TestResult {
+    const HOLD_MS: i32 = 100;
+    const FRAMES: u32 = 5;
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = set_format(&dev, V4L2_PIX_FMT_GREY, 64, 48)?;
+    ok("VIDIOC_S_PARM 1/30", s_parm(&dev, 1, 30).map(drop))?;
+    ok(
+        "VIDIOC_S_CTRL RVIVID_CID_HOLD_MS",
+        dev.s_ctrl(RVIVID_CID_HOLD_MS, HOLD_MS),
+    )?;
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+    let interval = q.interval_ns()?;
+    let min_step = 1 + HOLD_MS as u32 * 1_000_000 / interval as u32;
+    q.queue_all()?;
+    q.streamon()?;
+    let mut checker = FrameChecker::new(fmt, &q)?;
+    let mut seqs = Vec::new();
+    for n in 0..FRAMES {
+        let b = q
+            .next_buffer(FRAME_TIMEOUT)
+            .map_err(|e| format!("frame {n}: {e}"))?;
+        checker
+            .check(&b, false)
+            .map_err(|e| format!("frame {n}: {e}"))?;
+        check_color_bars(q.data(&b)?, &fmt).map_err(|e| format!("frame {n}: {e}"))?;
+        seqs.push(b.sequence);
+        q.qbuf(b.index)?;
+    }
+    ctx.save_log("hold-drops.txt", format!("sequence numbers: {seqs:?}\n"))?;
+    for w in seqs.windows(2) {
+        ensure(w[1].wrapping_sub(w[0]) >= min_step, || {
+            format!(
+                "holding each buffer {HOLD_MS} ms at {interval} ns per frame: sequence {} \
+                 follows {}, want at least {min_step} frames later (sequence numbers {seqs:?})",
+                w[1], w[0]
+            )
+        })?;
+    }
+    q.streamoff()
+}
