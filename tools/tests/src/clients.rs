@@ -383,13 +383,17 @@ fn gst_buffers(stdout: &str) -> Vec<GstBuffer> {
         .collect()
 }
 
-/// The total of the counts in v4l2src's "lost frames detected: count = N" warnings.
-fn gst_lost_frames(stderr: &str) -> u64 {
+/// v4l2src's "lost frames detected: count = N - ts: T" warnings, as (N, T in ns).
+fn gst_lost_frames(stderr: &str) -> Vec<(u64, u64)> {
     stderr
         .lines()
         .filter_map(|l| l.split_once("lost frames detected: count = "))
-        .filter_map(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok())
-        .sum()
+        .filter_map(|(_, rest)| {
+            let (count, ts) = rest.split_once(" - ts: ")?;
+            let ts = ts.split_whitespace().next()?;
+            Some((count.parse().ok()?, parse_clock_time(ts)?))
+        })
+        .collect()
 }
 
 /// Checks a v4l2src stream as fakesink saw it: `frames` buffers of `size` bytes, offsets
@@ -398,15 +402,15 @@ fn gst_lost_frames(stderr: &str) -> u64 {
 /// clock through two clock reads, which a loaded machine can pull apart by milliseconds; a
 /// frame from before the pipeline started has pts 0 and is not compared), and
 /// v4l2src's lost-frame warnings adding up to exactly those gaps. The first buffer is not
-/// compared: v4l2src gives it its own offset 0 (and checks no loss after it). Returns the
-/// frames dropped after the first buffer.
+/// compared: v4l2src gives it its own offset 0, and counts the loss at the second buffer from
+/// that. Returns the frames dropped after the first buffer.
 fn check_gst_stream(
     what: &str,
     bufs: &[GstBuffer],
     frames: usize,
     size: u64,
     interval_ns: u64,
-    lost_reported: u64,
+    lost: &[(u64, u64)],
 ) -> Result<u64, String> {
     ensure(bufs.len() == frames, || {
         format!(
@@ -450,6 +454,13 @@ fn check_gst_stream(
             )
         })?;
     }
+    // The warning at the second buffer compares with v4l2src's own count of the first.
+    let second_pts = bufs.get(1).map(|b| b.pts_ns);
+    let lost_reported: u64 = lost
+        .iter()
+        .filter(|&&(_, ts)| Some(ts) != second_pts)
+        .map(|&(count, _)| count)
+        .sum();
     ensure(lost_reported == gaps, || {
         format!(
             "{what}: v4l2src reported {lost_reported} lost frames, the sequence numbers after \
@@ -551,7 +562,7 @@ pub fn gst_v4l2src_each_format(ctx: &mut Ctx) -> TestResult {
                     FRAMES,
                     u64::from(fmt.sizeimage),
                     1_000_000_000 * u64::from(num) / u64::from(den),
-                    gst_lost_frames(&run.stderr()),
+                    &gst_lost_frames(&run.stderr()),
                 )?;
                 log.push_str(&format!("{what}: ok, {dropped} frames dropped\n\n"));
             }
@@ -734,7 +745,7 @@ pub fn gst_reports_held_frames_as_lost(ctx: &mut Ctx) -> TestResult {
             FRAMES,
             u64::from(fmt.sizeimage),
             interval_ns,
-            gst_lost_frames(&run.stderr()),
+            &gst_lost_frames(&run.stderr()),
         )?;
         // Not from the first buffer, whose offset is v4l2src's own.
         for pair in bufs.windows(2).skip(1) {
@@ -962,9 +973,9 @@ mod tests {
     #[test]
     fn counts_lost_frames() {
         let err = "0:00:01.2 1 0x1 WARN v4l2src gstv4l2src.c:1:gst_v4l2src_create:<v4l2src0> \
-                   lost frames detected: count = 3 - ts: 0:00:00.1\nx\n\
-                   ... lost frames detected: count = 4 - ts: 0:00:00.5\n";
-        assert_eq!(gst_lost_frames(err), 7);
+                   lost frames detected: count = 3 - ts: 0:00:00.100000000\nx\n\
+                   ... lost frames detected: count = 4 - ts: 0:00:00.500000000 \n";
+        assert_eq!(gst_lost_frames(err), [(3, 100_000_000), (4, 500_000_000)]);
     }
 
     #[test]
@@ -976,19 +987,21 @@ mod tests {
         };
         let i = 33_333_333;
         let bufs = [b(0, 0), b(2, 2 * i), b(3, 3 * i), b(7, 7 * i)];
-        // The gap after the first buffer is not one v4l2src reports.
-        assert_eq!(check_gst_stream("s", &bufs, 4, 10, i, 3), Ok(3));
-        // Its offset may not be its sequence number.
+        // The warning at the second buffer (v4l2src's own count) is not compared.
+        let lost = [(1, 2 * i), (3, 7 * i)];
+        assert_eq!(check_gst_stream("s", &bufs, 4, 10, i, &lost), Ok(3));
+        assert!(check_gst_stream("s", &bufs, 4, 10, i, &lost[..1]).is_err());
+        assert!(check_gst_stream("s", &bufs, 4, 10, i, &[(4, 7 * i)]).is_err());
+        assert!(check_gst_stream("s", &bufs, 5, 10, i, &lost).is_err());
+        // The first buffer's offset may not be its sequence number.
         let first = [b(0, i), b(2, 2 * i), b(3, 3 * i)];
-        assert_eq!(check_gst_stream("s", &first, 3, 10, i, 0), Ok(0));
-        assert!(check_gst_stream("s", &bufs, 4, 10, i, 5).is_err());
-        assert!(check_gst_stream("s", &bufs, 5, 10, i, 3).is_err());
+        assert_eq!(check_gst_stream("s", &first, 3, 10, i, &[]), Ok(0));
         // A timestamp off the sequence.
         let bad = [b(0, 0), b(1, i), b(2, 3 * i)];
-        assert!(check_gst_stream("s", &bad, 3, 10, i, 0).is_err());
+        assert!(check_gst_stream("s", &bad, 3, 10, i, &[]).is_err());
         // The first frames, from before the pipeline started, have pts 0.
         let early = [b(0, 0), b(1, 0), b(3, i), b(4, 2 * i)];
-        assert_eq!(check_gst_stream("s", &early, 4, 10, i, 1), Ok(1));
+        assert_eq!(check_gst_stream("s", &early, 4, 10, i, &[(1, i)]), Ok(1));
     }
 
     #[test]
