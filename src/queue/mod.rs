@@ -887,7 +887,9 @@ impl<O: QueueOps> Queue<O> {
             if inner.memory.is_some_and(|m| m != memory) {
                 return Err(EINVAL);
             }
-            if inner.waiting_in_dqbuf {
+            // As in videobuf2: a DQBUF waiting (on a dup()ed fd) only keeps the first
+            // buffers of a queue from being made, not more of them.
+            if inner.waiting_in_dqbuf && inner.num_buffers == 0 {
                 return Err(EBUSY);
             }
             if inner.num_buffers as usize >= MAX_BUFFERS {
@@ -1182,7 +1184,9 @@ impl<O: QueueOps> Queue<O> {
     }
 
     /// Hands the ready buffers to the driver, in order, up to the first one whose in-fence is
-    /// pending; completes fence-failed buffers in their turn.
+    /// pending; completes fence-failed buffers in their turn once the driver has started (before
+    /// that, [`Queue::start_streaming`] does if the driver starts: a failed start completes
+    /// nothing).
     fn enqueue_ready(this: &Arc<Self>, inner: &Inner) {
         let mut ready = IndexList::new();
         let mut gens = [0u32; MAX_BUFFERS];
@@ -1211,7 +1215,9 @@ impl<O: QueueOps> Queue<O> {
             }
         }
         drop(parked);
-        this.flush();
+        if inner.start_streaming_called {
+            this.flush();
+        }
         let queued_ns = crate::time::monotonic_ns();
         for i in ready.iter() {
             let Some(buf) = inner.bufs[i].as_ref() else {
@@ -1429,12 +1435,17 @@ impl<O: QueueOps> Queue<O> {
 
     /// Gives the queued buffers to the driver and starts it.
     ///
-    /// If the driver refuses, the buffers stay queued and the error is returned.
+    /// If the driver refuses, the buffers stay queued and the error is returned: nothing was
+    /// completed (buffers whose in-fence failed are completed only once the driver started),
+    /// so the failed ioctl leaves no trace.
     fn start_streaming(this: &Arc<Self>, inner: &mut Inner) -> Result {
         Self::enqueue_ready(this, inner);
         inner.start_streaming_called = true;
         let count = this.state.lock().owned_by_driver;
         let Err(e) = this.ops.start_streaming(count) else {
+            // The buffers whose in-fence failed, ahead of those the driver has, complete now
+            // (or did already, when the driver completed a buffer queued after them).
+            this.flush();
             return Ok(());
         };
         inner.start_streaming_called = false;
@@ -1718,6 +1729,11 @@ impl<O: QueueOps> Queue<O> {
             return;
         }
         st.owned_by_driver -= 1;
+        if outcome != Outcome::Requeue {
+            // Buffers whose in-fence failed at the head of the queue complete before this one,
+            // in QBUF order (during `start_streaming()` they are not completed yet).
+            Self::flush_locked(&mut st);
+        }
         match outcome {
             Outcome::Requeue => {
                 st.slots[index].state = BufState::Queued;
