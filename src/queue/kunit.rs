@@ -118,8 +118,8 @@ mod tests {
         let mut b = held.remove(0).ok()?;
         drop(held);
         let index = b.index();
-        if let Some(data) = b.data_mut() {
-            data[0] = index as u8;
+        if let Some(mut mem) = b.memory() {
+            let _ = mem.write(0, &[index as u8]);
         }
         if fail {
             b.fail();
@@ -549,6 +549,48 @@ mod tests {
     /// The driver's oldest buffer, taken from it.
     fn take_oldest(q: &Queue<TestOps>) -> Result<ActiveBuffer<TestOps>> {
         q.ops().held.lock().remove(0).map_err(|_| EINVAL)
+    }
+
+    #[test]
+    fn cpu_access_is_bounded_and_exclusive() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 2)?;
+        qbuf(&q, 0)?;
+        qbuf(&q, 1)?;
+        Queue::streamon(&q, OWNER)?;
+        let mut b = take_oldest(&q)?;
+        let other = q.lock.lock().bufs[0].as_ref().map(|b| b.mem.clone());
+        let other = other.ok_or(EINVAL)?;
+        {
+            let mut mem = b.memory().ok_or(EINVAL)?;
+            assert_eq!(mem.size(), SIZE as usize);
+            // Only one access to a buffer's memory at a time.
+            assert!(other.cpu_access(SIZE as usize).is_none());
+            mem.fill(0, 16, 0xaa)?;
+            mem.write(4, &[1, 2, 3])?;
+            mem.copy_within(3, 7, 4)?;
+            let mut back = [0u8; 12];
+            mem.read(0, &mut back)?;
+            assert_eq!(back, [0xaa, 0xaa, 0xaa, 0xaa, 1, 2, 3, 0xaa, 1, 2, 3, 0xaa]);
+            // Out of range: nothing written.
+            assert_eq!(mem.write(SIZE as usize - 1, &[0, 0]).err(), Some(ERANGE));
+            assert_eq!(mem.fill(usize::MAX, 2, 0).err(), Some(ERANGE));
+            assert_eq!(mem.copy_within(0, SIZE as usize, 1).err(), Some(ERANGE));
+            mem.read(SIZE as usize - 2, &mut back[..2])?;
+            assert_eq!(back[..2], [0, 0]);
+        }
+        assert!(other.cpu_access(SIZE as usize).is_some());
+        b.done(SIZE);
+        q.streamoff(OWNER)?;
+        // A stale token gets no access.
+        qbuf(&q, 0)?;
+        qbuf(&q, 1)?;
+        Queue::streamon(&q, OWNER)?;
+        let mut b = take_oldest(&q)?;
+        q.streamoff(OWNER)?;
+        assert!(b.memory().is_none());
+        b.fail();
+        Ok(())
     }
 
     #[test]

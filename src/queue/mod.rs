@@ -99,7 +99,10 @@ mod list;
 use crate::fence::{
     context_alloc, edeadlk, Fence, FenceNotify, FenceWaiter, OutFence, SignallingSection,
 };
-use crate::mem::VmallocBuf;
+use crate::mem::{
+    BufferMem,
+    CpuAccess, //
+};
 use crate::sync::{new_irq_spinlock, IrqSpinLock};
 use crate::work;
 use kernel::{
@@ -298,7 +301,7 @@ pub(crate) trait QueueOps: Send + Sync + Sized + 'static {
 
 /// A buffer and its memory, owned by the queue.
 struct Buffer {
-    mem: Arc<VmallocBuf>,
+    mem: BufferMem,
     length: u32,
 }
 
@@ -644,11 +647,11 @@ impl<O: QueueOps> Queue<O> {
     /// Allocates the memory of up to `count` buffers of `size` bytes, stopping at the first
     /// failure; returns it and how many. Called with `ioctl` held but not `lock`, which the
     /// signalling paths take.
-    fn alloc_mem(count: usize, size: u32) -> ([Option<Arc<VmallocBuf>>; MAX_BUFFERS], u32) {
+    fn alloc_mem(count: usize, size: u32) -> ([Option<BufferMem>; MAX_BUFFERS], u32) {
         let mut mems = [const { None }; MAX_BUFFERS];
         let mut allocated = 0;
         for mem in mems.iter_mut().take(count) {
-            match VmallocBuf::new(size as usize) {
+            match BufferMem::alloc_mmap(size as usize) {
                 Ok(m) => {
                     *mem = Some(m);
                     allocated += 1;
@@ -666,7 +669,7 @@ impl<O: QueueOps> Queue<O> {
         &self,
         inner: &mut Inner,
         first: usize,
-        mems: &mut [Option<Arc<VmallocBuf>>; MAX_BUFFERS],
+        mems: &mut [Option<BufferMem>; MAX_BUFFERS],
         size: u32,
     ) -> u32 {
         if inner.num_buffers == 0 {
@@ -689,7 +692,7 @@ impl<O: QueueOps> Queue<O> {
 
     /// Whether any allocated buffer is mapped by userspace.
     fn any_mapped(inner: &Inner) -> bool {
-        inner.bufs.iter().flatten().any(|b| b.mem.mapped() > 0)
+        inner.bufs.iter().flatten().any(|b| b.mem.mapped())
     }
 
     /// `VIDIOC_REQBUFS`: frees all buffers (`count == 0`) or replaces them with `count` new
@@ -804,7 +807,7 @@ impl<O: QueueOps> Queue<O> {
             bytesused: slot.bytesused,
             state: slot.state,
             prepared: slot.prepared,
-            mapped: buf.mem.mapped() > 0,
+            mapped: buf.mem.mapped(),
             sequence: slot.sequence,
             timestamp_ns: slot.timestamp_ns,
             in_fence_pending: slot.in_fence.is_some(),
@@ -1485,7 +1488,7 @@ impl<O: QueueOps> Queue<O> {
                 let Some(buf) = inner.bufs[i].as_ref() else {
                     return Err(EINVAL);
                 };
-                if st.slots[i].state != BufState::Dequeued || buf.mem.mapped() > 0 {
+                if st.slots[i].state != BufState::Dequeued || buf.mem.mapped() {
                     return Err(EBUSY);
                 }
             }
@@ -1530,7 +1533,7 @@ impl<O: QueueOps> Queue<O> {
                 .ok_or(EINVAL)?;
             buf.mem.clone()
         };
-        VmallocBuf::mmap(&mem, vma)
+        mem.mmap(vma)
     }
 
     /// The `poll()` file operation, for the events in `requested`.
@@ -1604,7 +1607,7 @@ pub(crate) struct ActiveBuffer<O: QueueOps> {
     queue: Arc<Queue<O>>,
     index: usize,
     generation: u32,
-    mem: Arc<VmallocBuf>,
+    mem: BufferMem,
     length: u32,
     frame: FrameInfo,
     /// When the core handed the buffer to the driver (`CLOCK_MONOTONIC` nanoseconds).
@@ -1634,20 +1637,16 @@ impl<O: QueueOps> ActiveBuffer<O> {
         slot.state != BufState::Active || slot.generation != self.generation
     }
 
-    /// The buffer's memory, to fill; `None` if the queue took the buffer back
-    /// ([`ActiveBuffer::taken_back`]): this token is stale then and must not write.
-    pub(crate) fn data_mut(&mut self) -> Option<&mut [u8]> {
+    /// CPU access to the buffer's memory (its first `length` bytes), to write the frame;
+    /// `None` if the queue took the buffer back ([`ActiveBuffer::taken_back`]): this token is
+    /// stale then and must not write.
+    pub(crate) fn memory(&mut self) -> Option<CpuAccess<'_>> {
         if self.taken_back() {
             return None;
         }
-        let len = (self.length as usize).min(self.mem.size());
-        // SAFETY: The memory is valid for `size` bytes while `self.mem` lives. The driver owns
-        // the buffer through this token, which was current when checked above; the queue may
-        // take the buffer back since, but hands it to the driver again only once this token is
-        // given back or dropped (`Slot::held`), which ends this borrow first, so there is no
-        // other reference to its contents in the kernel. (Userspace may access its mappings,
-        // which the kernel never orders against.)
-        Some(unsafe { core::slice::from_raw_parts_mut(self.mem.as_ptr(), len) })
+        // The queue hands a buffer to the driver again only once its previous token is given
+        // back, so this is the only access (`cpu_access()` checks it anyway).
+        self.mem.cpu_access(self.length as usize)
     }
 
     /// Gives the buffer the sequence number of its frame (`vb2_v4l2_buffer.sequence`), which
