@@ -5,7 +5,8 @@
 //! This is what `struct vb2_mem_ops` is to videobuf2: the queue core ([`crate::queue`]) keeps
 //! a [`BufferMem`] per buffer and asks it for its size, whether userspace maps it, to map it
 //! into a VMA, and for CPU access to write a frame; it never learns where the pages come from.
-//! MMAP memory, `vmalloc_user()` allocations ([`vmalloc`]), is the one kind there is.
+//! MMAP memory, `vmalloc_user()` allocations ([`vmalloc`]), is the one kind there is; it can be
+//! exported as a dma-buf ([`export`]).
 //!
 //! # CPU access
 //!
@@ -17,6 +18,7 @@
 //! two kernel threads never race writing it (what userspace and devices do with their
 //! mappings is outside the Rust abstract machine, as for any memory shared with hardware).
 
+mod export;
 mod vmalloc;
 
 use core::{
@@ -27,6 +29,7 @@ use core::{
         Ordering, //
     },
 };
+pub(crate) use export::DmaBuf;
 use kernel::{
     mm::virt::VmaNew,
     prelude::*,
@@ -68,6 +71,14 @@ impl BufferMem {
     pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
         match &self.backing {
             Backing::Vmalloc(v) => VmallocBuf::mmap(v, vma),
+        }
+    }
+
+    /// Exports the memory as a new dma-buf (`VIDIOC_EXPBUF`) whose file has the access mode
+    /// `flags` (`O_RDONLY`, `O_WRONLY` or `O_RDWR`); the memory lives as long as the dma-buf.
+    pub(crate) fn export(&self, flags: u32) -> Result<DmaBuf> {
+        match &self.backing {
+            Backing::Vmalloc(v) => DmaBuf::export(v, flags),
         }
     }
 

@@ -101,7 +101,8 @@ use crate::fence::{
 };
 use crate::mem::{
     BufferMem,
-    CpuAccess, //
+    CpuAccess,
+    DmaBuf, //
 };
 use crate::sync::{new_irq_spinlock, IrqSpinLock};
 use crate::work;
@@ -1509,6 +1510,28 @@ impl<O: QueueOps> Queue<O> {
         self.free_range(&mut inner, 0, MAX_BUFFERS);
         inner.owner = None;
         // A fence work still queued finds nothing to do; `shutdown()` stops it for good.
+    }
+
+    /// `VIDIOC_EXPBUF`: exports the memory of buffer `index` as a dma-buf whose file has the
+    /// access mode `flags`. The dma-buf keeps the memory alive: the buffer may be freed
+    /// (REQBUFS, REMOVE_BUFS, the owner's close) while it is held, as videobuf2 orphans it.
+    pub(crate) fn expbuf(&self, owner: FileId, index: u32, flags: u32) -> Result<DmaBuf> {
+        // The export allocates: `ioctl` only, which keeps the buffer from being freed meanwhile.
+        let _ioctl = self.ioctl.lock();
+        let mem = {
+            let inner = self.lock.lock();
+            check_owner(&inner, owner)?;
+            if inner.memory != Some(Memory::Mmap) {
+                return Err(EINVAL);
+            }
+            let buf = inner
+                .bufs
+                .get(index as usize)
+                .and_then(Option::as_ref)
+                .ok_or(EINVAL)?;
+            buf.mem.clone()
+        };
+        mem.export(flags)
     }
 
     /// The `mmap()` file operation: maps the buffer whose offset is the VMA's page offset.

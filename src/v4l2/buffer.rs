@@ -13,7 +13,10 @@ use crate::queue::{
     BufState, BufferInfo, FileId, Memory, QbufFences, Queue, QueueOps, MAX_BUFFERS,
 };
 use kernel::{
-    fs::file::{flags::O_CLOEXEC, FileDescriptorReservation},
+    fs::file::{
+        flags::{O_ACCMODE, O_CLOEXEC},
+        FileDescriptorReservation,
+    },
     prelude::*,
     sync::Arc,
 };
@@ -289,4 +292,21 @@ pub(crate) fn remove_bufs<Q: QueueOps>(
     check_type(d.type_)?;
     d.reserved = [0; 13];
     q.remove_bufs(file, d.index, d.count)
+}
+
+/// `VIDIOC_EXPBUF`: exports an MMAP buffer as a dma-buf fd (`vb2_core_expbuf()`).
+pub(crate) fn expbuf<Q: QueueOps>(
+    q: &Queue<Q>,
+    file: FileId,
+    e: &mut bindings::v4l2_exportbuffer,
+) -> Result {
+    check_type(e.type_)?;
+    let accmode = O_ACCMODE;
+    if e.flags & !(O_CLOEXEC | accmode) != 0 || e.plane != 0 {
+        return Err(EINVAL);
+    }
+    let dmabuf = q.expbuf(file, e.index, e.flags & accmode)?;
+    e.fd = dmabuf.into_fd(e.flags & !accmode)?;
+    e.reserved = [0; 11];
+    Ok(())
 }
