@@ -68,12 +68,10 @@ impl DmaBuf {
         };
         // SAFETY: `info` is a complete export description with our operations.
         let ptr = unsafe { bindings::dma_buf_export(&info) };
-        match kernel::error::from_err_ptr(ptr) {
+        match kernel::error::from_err_ptr(ptr).and_then(|p| NonNull::new(p).ok_or(ENOMEM)) {
             // INVARIANT: `dma_buf_export()` returned a new dma-buf with one reference, whose
             // `release` drops the reference on `buf` leaked above.
-            Ok(ptr) => Ok(Self {
-                ptr: NonNull::new(ptr).ok_or(EINVAL)?,
-            }),
+            Ok(ptr) => Ok(Self { ptr }),
             Err(e) => {
                 // SAFETY: The export failed, so nothing else took the reference leaked above.
                 drop(unsafe { Arc::from_raw(private) });
@@ -204,13 +202,15 @@ unsafe extern "C" fn detach(
 ///
 /// # Safety
 ///
-/// Called by the dma-buf core only, for an attachment `attach` succeeded for; the importer
-/// serialises the maps and unmaps of one attachment.
+/// Called by the dma-buf core only, for an attachment `attach` succeeded for, with the
+/// dma-buf's reservation lock held (`dma_buf_map_attachment()` asserts it), which serialises
+/// the maps of all its attachments.
 unsafe extern "C" fn map_dma_buf(
     attachment: *mut bindings::dma_buf_attachment,
     dir: bindings::dma_data_direction,
 ) -> *mut bindings::sg_table {
-    // SAFETY: `priv` is our attachment state, used by one map or unmap at a time.
+    // SAFETY: `priv` is our attachment state, live until `detach`; the reservation lock makes
+    // this the only reference to it (`unmap_dma_buf` and `detach` do not touch it meanwhile).
     let a = unsafe { &mut *(*attachment).priv_.cast::<Attachment>() };
     if a.dir == dir {
         return &mut a.sgt;

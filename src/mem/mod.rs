@@ -5,8 +5,8 @@
 //! This is what `struct vb2_mem_ops` is to videobuf2: the queue core ([`crate::queue`]) keeps
 //! a [`BufferMem`] per buffer and asks it for its size, whether userspace maps it, to map it
 //! into a VMA, and for CPU access to write a frame; it never learns where the pages come from.
-//! MMAP memory, `vmalloc_user()` allocations ([`vmalloc`]), is the one kind there is; it can be
-//! exported as a dma-buf ([`export`]).
+//! Two kinds: MMAP memory, `vmalloc_user()` allocations ([`vmalloc`]), which can be exported as
+//! a dma-buf ([`export`]), and USERPTR memory, user pages pinned at QBUF ([`userptr`]).
 //!
 //! # CPU access
 //!
@@ -19,6 +19,7 @@
 //! mappings is outside the Rust abstract machine, as for any memory shared with hardware).
 
 mod export;
+mod userptr;
 mod vmalloc;
 
 use core::{
@@ -35,6 +36,7 @@ use kernel::{
     prelude::*,
     sync::Arc, //
 };
+use userptr::UserPages;
 use vmalloc::VmallocBuf;
 
 /// The memory of one buffer. Cloning it makes another reference to the same memory, which
@@ -49,6 +51,8 @@ pub(crate) struct BufferMem {
 enum Backing {
     /// MMAP: allocated by the queue with `vmalloc_user()`.
     Vmalloc(Arc<VmallocBuf>),
+    /// USERPTR: user pages pinned at QBUF.
+    User(Arc<UserPages>),
 }
 
 impl BufferMem {
@@ -59,10 +63,28 @@ impl BufferMem {
         })
     }
 
+    /// Pins the `len` bytes at user address `addr` of the calling process
+    /// (`vb2_vmalloc_get_userptr()`): `EFAULT` if a page of them is not mapped writable,
+    /// `EINVAL` for an empty or wrapping range, `ENOMEM`. Takes the process's `mmap_lock`.
+    pub(crate) fn pin_user(addr: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            backing: Backing::User(UserPages::pin(addr, len)?),
+        })
+    }
+
+    /// Whether this is user memory pinned for `addr` and `len`.
+    pub(crate) fn is_user(&self, addr: usize, len: usize) -> bool {
+        match &self.backing {
+            Backing::User(u) => u.user_range() == (addr, len),
+            Backing::Vmalloc(_) => false,
+        }
+    }
+
     /// Whether userspace maps the memory (through the queue's `mmap()`).
     pub(crate) fn mapped(&self) -> bool {
         match &self.backing {
             Backing::Vmalloc(v) => v.mapped() > 0,
+            Backing::User(_) => false,
         }
     }
 
@@ -71,6 +93,7 @@ impl BufferMem {
     pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
         match &self.backing {
             Backing::Vmalloc(v) => VmallocBuf::mmap(v, vma),
+            Backing::User(_) => Err(EINVAL),
         }
     }
 
@@ -79,6 +102,7 @@ impl BufferMem {
     pub(crate) fn export(&self, flags: u32) -> Result<DmaBuf> {
         match &self.backing {
             Backing::Vmalloc(v) => DmaBuf::export(v, flags),
+            Backing::User(_) => Err(EINVAL),
         }
     }
 
@@ -87,6 +111,7 @@ impl BufferMem {
     pub(crate) fn cpu_access(&self, len: usize) -> Option<CpuAccess<'_>> {
         let (ptr, size, writer) = match &self.backing {
             Backing::Vmalloc(v) => (v.as_ptr(), v.size(), &v.writer),
+            Backing::User(u) => (u.as_ptr(), u.size(), &u.writer),
         };
         writer
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)

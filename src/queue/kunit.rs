@@ -138,7 +138,7 @@ mod tests {
     }
 
     fn qbuf(q: &Arc<Queue<TestOps>>, index: u32) -> Result<BufferInfo> {
-        Ok(Queue::qbuf(q, OWNER, index, Memory::Mmap, none())?.0)
+        Ok(Queue::qbuf(q, OWNER, index, MemArg::Mmap, none())?.0)
     }
 
     #[test]
@@ -196,13 +196,13 @@ mod tests {
         assert_eq!(qbuf(&q, 40).err(), Some(EINVAL));
         qbuf(&q, 0)?;
         assert_eq!(qbuf(&q, 0).err(), Some(EINVAL));
-        assert_eq!(q.prepare_buf(OWNER, 0, Memory::Mmap).err(), Some(EINVAL));
-        assert_eq!(q.prepare_buf(OWNER, 1, Memory::Mmap)?.prepared, true);
-        assert_eq!(q.prepare_buf(OWNER, 1, Memory::Mmap).err(), Some(EINVAL));
+        assert_eq!(q.prepare_buf(OWNER, 0, MemArg::Mmap).err(), Some(EINVAL));
+        assert_eq!(q.prepare_buf(OWNER, 1, MemArg::Mmap)?.prepared, true);
+        assert_eq!(q.prepare_buf(OWNER, 1, MemArg::Mmap).err(), Some(EINVAL));
         // Only the owner may use the queue.
         assert_eq!(q.reqbufs(OTHER, Memory::Mmap, 2).err(), Some(EBUSY));
         assert_eq!(
-            Queue::qbuf(&q, OTHER, 2, Memory::Mmap, none()).err(),
+            Queue::qbuf(&q, OTHER, 2, MemArg::Mmap, none()).err(),
             Some(EBUSY)
         );
         assert_eq!(Queue::streamon(&q, OTHER).err(), Some(EBUSY));
@@ -333,7 +333,7 @@ mod tests {
             in_fence,
             publish: out.then_some(publish),
         };
-        Ok(Queue::qbuf(q, OWNER, index, Memory::Mmap, fences)?.1)
+        Ok(Queue::qbuf(q, OWNER, index, MemArg::Mmap, fences)?.1)
     }
 
     #[test]
@@ -437,7 +437,7 @@ mod tests {
             publish: Some(failing),
         };
         assert_eq!(
-            Queue::qbuf(&q, OWNER, 0, Memory::Mmap, fences).err(),
+            Queue::qbuf(&q, OWNER, 0, MemArg::Mmap, fences).err(),
             Some(ENOMEM)
         );
         let info = q.querybuf(0)?;
@@ -559,7 +559,7 @@ mod tests {
         qbuf(&q, 1)?;
         Queue::streamon(&q, OWNER)?;
         let mut b = take_oldest(&q)?;
-        let other = q.lock.lock().bufs[0].as_ref().map(|b| b.mem.clone());
+        let other = q.lock.lock().bufs[0].as_ref().and_then(|b| b.mem.clone());
         let other = other.ok_or(EINVAL)?;
         {
             let mut mem = b.memory().ok_or(EINVAL)?;
@@ -783,7 +783,7 @@ mod tests {
             (3, 4_000_000_000, SIZE - 1, true)
         );
         // PREPARE_BUF and QBUF clear them, as in videobuf2.
-        let p = q.prepare_buf(OWNER, 0, Memory::Mmap)?;
+        let p = q.prepare_buf(OWNER, 0, MemArg::Mmap)?;
         assert_eq!(
             (p.sequence, p.timestamp_ns, p.bytesused, p.last),
             (0, 0, 0, false)

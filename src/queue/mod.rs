@@ -62,12 +62,16 @@
 //!
 //! # Locking
 //!
-//! Three locks, always taken in this order:
+//! Four locks, always taken in this order:
 //!
 //! - `ioctl`, a mutex, serialises the operations that change the buffers, their fence context
-//!   or sequence numbers (the ioctls but DQBUF and QUERYBUF, `mmap()`, `release()`, the
-//!   changes of [`Queue::with_idle`]). They allocate memory (buffers, out-fences and their
-//!   sync_files, page tables) with only this one held. No signalling path takes it.
+//!   or sequence numbers (the ioctls but DQBUF and QUERYBUF, `release()`, the changes of
+//!   [`Queue::with_idle`]). They allocate memory (buffers, out-fences and their sync_files,
+//!   dma-bufs) with only this one held. No signalling path takes it.
+//! - `mmap`, a mutex, makes `mmap()` (which takes it alone, under the process's `mmap_lock`)
+//!   atomic with REQBUFS and REMOVE_BUFS freeing buffers (they check that none is mapped).
+//!   Nothing takes `ioctl` or `mmap_lock` under it, so an ioctl may take `mmap_lock` under
+//!   `ioctl` (as pinning user pages does), as videobuf2's `q->mmap_lock` allows.
 //! - `lock`, a mutex, protects the buffers' memory and the streaming state; the operations
 //!   above, DQBUF and the fence work take it. Driver callbacks ([`QueueOps`]) run under it,
 //!   except [`ActiveBuffer`] completion. Nothing allocates with `GFP_KERNEL`, copies to or
@@ -184,6 +188,32 @@ pub(crate) struct FileId(pub(crate) usize);
 pub(crate) enum Memory {
     /// Memory allocated by the queue and mapped by userspace (`V4L2_MEMORY_MMAP`).
     Mmap,
+    /// User memory, pinned when the buffer is queued or prepared (`V4L2_MEMORY_USERPTR`).
+    Userptr,
+}
+
+/// The memory a QBUF or PREPARE_BUF brings for its buffer (USERPTR), or none (MMAP).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum MemArg {
+    /// The buffer uses the memory the queue allocated.
+    Mmap,
+    /// The `length` bytes at user address `addr`.
+    Userptr {
+        /// The user address.
+        addr: usize,
+        /// The length in bytes.
+        length: u32,
+    },
+}
+
+impl MemArg {
+    /// The kind of memory.
+    pub(crate) fn memory(self) -> Memory {
+        match self {
+            MemArg::Mmap => Memory::Mmap,
+            MemArg::Userptr { .. } => Memory::Userptr,
+        }
+    }
 }
 
 /// The state of a buffer.
@@ -210,6 +240,10 @@ pub(crate) struct BufferInfo {
     pub(crate) length: u32,
     /// The `mmap()` offset of the buffer.
     pub(crate) offset: u32,
+    /// The kind of memory of the buffer.
+    pub(crate) memory: Memory,
+    /// The user address of a USERPTR buffer (0 until it is first queued or prepared).
+    pub(crate) userptr: usize,
     /// Bytes of data the driver produced (0 from QBUF until the buffer is done; kept after
     /// DQBUF).
     pub(crate) bytesused: u32,
@@ -302,8 +336,13 @@ pub(crate) trait QueueOps: Send + Sync + Sized + 'static {
 
 /// A buffer and its memory, owned by the queue.
 struct Buffer {
-    mem: BufferMem,
+    /// The memory: from the allocation (MMAP), or from the last QBUF or PREPARE_BUF that
+    /// brought some (USERPTR; none before).
+    mem: Option<BufferMem>,
+    /// The size of the memory in bytes (for USERPTR, what the format needs until memory comes).
     length: u32,
+    /// The user address of USERPTR memory.
+    userptr: usize,
 }
 
 /// The per-buffer state kept under the state spinlock.
@@ -468,6 +507,11 @@ pub(crate) struct Queue<O: QueueOps> {
     /// takes it.
     #[pin]
     ioctl: Mutex<()>,
+    /// Makes `mmap()` atomic with the freeing of buffers (REQBUFS, REMOVE_BUFS, which check
+    /// that no buffer is mapped and free it): taken by `mmap()` alone, under the process's
+    /// `mmap_lock`, and by those under `ioctl`. Never held around a user copy or `ioctl`.
+    #[pin]
+    mmap: Mutex<()>,
     #[pin]
     lock: Mutex<Inner>,
     #[pin]
@@ -535,6 +579,7 @@ impl<O: QueueOps> Queue<O> {
         Arc::pin_init(
             try_pin_init!(Self {
                 ioctl <- new_mutex!((), "rvb2_queue_ioctl"),
+                mmap <- new_mutex!((), "rvb2_queue_mmap"),
                 lock <- new_mutex!(Inner {
                     bufs: [const { None }; MAX_BUFFERS],
                     num_buffers: 0,
@@ -608,8 +653,16 @@ impl<O: QueueOps> Queue<O> {
 
     /// Frees buffers `start..start + count` (all must exist, be dequeued and unmapped).
     ///
-    /// The memory is released (`vfree()` may sleep) after the state lock is dropped.
-    fn free_range(&self, inner: &mut Inner, start: usize, count: usize) {
+    /// Returns them: the caller drops them (releasing their memory, which may sleep or, for
+    /// memory of other kinds later, unpin pages) once it released `lock`, which the signalling
+    /// paths take.
+    #[must_use = "drop the freed buffers after releasing `lock`"]
+    fn free_range(
+        &self,
+        inner: &mut Inner,
+        start: usize,
+        count: usize,
+    ) -> [Option<Buffer>; MAX_BUFFERS] {
         let mut freed: [Option<Buffer>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         {
             let mut st = self.state.lock();
@@ -635,7 +688,7 @@ impl<O: QueueOps> Queue<O> {
         if inner.num_buffers == 0 {
             inner.memory = None;
         }
-        drop(freed);
+        freed
     }
 
     /// The first range of `count` free slots.
@@ -648,8 +701,16 @@ impl<O: QueueOps> Queue<O> {
     /// Allocates the memory of up to `count` buffers of `size` bytes, stopping at the first
     /// failure; returns it and how many. Called with `ioctl` held but not `lock`, which the
     /// signalling paths take.
-    fn alloc_mem(count: usize, size: u32) -> ([Option<BufferMem>; MAX_BUFFERS], u32) {
+    fn alloc_mem(
+        memory: Memory,
+        count: usize,
+        size: u32,
+    ) -> ([Option<BufferMem>; MAX_BUFFERS], u32) {
         let mut mems = [const { None }; MAX_BUFFERS];
+        if memory == Memory::Userptr {
+            // The memory comes with each QBUF.
+            return (mems, count as u32);
+        }
         let mut allocated = 0;
         for mem in mems.iter_mut().take(count) {
             match BufferMem::alloc_mmap(size as usize) {
@@ -671,6 +732,7 @@ impl<O: QueueOps> Queue<O> {
         inner: &mut Inner,
         first: usize,
         mems: &mut [Option<BufferMem>; MAX_BUFFERS],
+        count: u32,
         size: u32,
     ) -> u32 {
         if inner.num_buffers == 0 {
@@ -680,11 +742,16 @@ impl<O: QueueOps> Queue<O> {
             inner.fence_seqno = 0;
         }
         let mut installed = 0;
-        for (slot, mem) in inner.bufs[first..].iter_mut().zip(mems.iter_mut()) {
-            let Some(mem) = mem.take() else {
-                break;
-            };
-            *slot = Some(Buffer { mem, length: size });
+        for (slot, mem) in inner.bufs[first..]
+            .iter_mut()
+            .zip(mems.iter_mut())
+            .take(count as usize)
+        {
+            *slot = Some(Buffer {
+                mem: mem.take(),
+                length: size,
+                userptr: 0,
+            });
             installed += 1;
         }
         inner.num_buffers += installed;
@@ -693,7 +760,11 @@ impl<O: QueueOps> Queue<O> {
 
     /// Whether any allocated buffer is mapped by userspace.
     fn any_mapped(inner: &Inner) -> bool {
-        inner.bufs.iter().flatten().any(|b| b.mem.mapped())
+        inner
+            .bufs
+            .iter()
+            .flatten()
+            .any(|b| b.mem.as_ref().is_some_and(BufferMem::mapped))
     }
 
     /// `VIDIOC_REQBUFS`: frees all buffers (`count == 0`) or replaces them with `count` new
@@ -702,6 +773,8 @@ impl<O: QueueOps> Queue<O> {
         let _ioctl = self.ioctl.lock();
         let min = O::MIN_QUEUED_BUFFERS + 1;
         let (count, size) = {
+            // No new mapping between the check that none exists and the free.
+            let _mmap = self.mmap.lock();
             let mut inner = self.lock.lock();
             check_owner(&inner, owner)?;
             if inner.streaming {
@@ -715,9 +788,13 @@ impl<O: QueueOps> Queue<O> {
                     return Err(EBUSY);
                 }
                 self.cancel(&mut inner);
-                self.free_range(&mut inner, 0, MAX_BUFFERS);
+                let freed = self.free_range(&mut inner, 0, MAX_BUFFERS);
                 if count == 0 {
                     inner.owner = None;
+                }
+                drop(inner);
+                drop(freed);
+                if count == 0 {
                     return Ok(0);
                 }
             }
@@ -727,12 +804,12 @@ impl<O: QueueOps> Queue<O> {
             )
         };
         // The queue is empty, and stays so while `ioctl` is held.
-        let (mut mems, allocated) = Self::alloc_mem(count as usize, size);
+        let (mut mems, allocated) = Self::alloc_mem(memory, count as usize, size);
         if allocated < min {
             return Err(ENOMEM);
         }
         let mut inner = self.lock.lock();
-        let installed = self.install(&mut inner, 0, &mut mems, size);
+        let installed = self.install(&mut inner, 0, &mut mems, allocated, size);
         inner.memory = Some(memory);
         inner.owner = Some(owner);
         self.state.lock().waiting_for_buffers = true;
@@ -782,12 +859,12 @@ impl<O: QueueOps> Queue<O> {
             (Self::first_free(&inner, count)?, count)
         };
         // The free range stays free while `ioctl` is held.
-        let (mut mems, allocated) = Self::alloc_mem(count, size);
+        let (mut mems, allocated) = Self::alloc_mem(memory, count, size);
         if allocated == 0 {
             return Err(ENOMEM);
         }
         let mut inner = self.lock.lock();
-        let installed = self.install(&mut inner, first, &mut mems, size);
+        let installed = self.install(&mut inner, first, &mut mems, allocated, size);
         inner.memory = Some(memory);
         inner.owner = Some(owner);
         Ok((first as u32, installed))
@@ -805,10 +882,12 @@ impl<O: QueueOps> Queue<O> {
             index: index as u32,
             length: buf.length,
             offset: (index as u32) << OFFSET_SHIFT,
+            memory: inner.memory.unwrap_or(Memory::Mmap),
+            userptr: buf.userptr,
             bytesused: slot.bytesused,
             state: slot.state,
             prepared: slot.prepared,
-            mapped: buf.mem.mapped(),
+            mapped: buf.mem.as_ref().is_some_and(BufferMem::mapped),
             sequence: slot.sequence,
             timestamp_ns: slot.timestamp_ns,
             in_fence_pending: slot.in_fence.is_some(),
@@ -837,31 +916,85 @@ impl<O: QueueOps> Queue<O> {
         }
     }
 
-    /// `VIDIOC_PREPARE_BUF`.
-    pub(crate) fn prepare_buf(
-        &self,
-        owner: FileId,
-        index: u32,
-        memory: Memory,
-    ) -> Result<BufferInfo> {
-        let _ioctl = self.ioctl.lock();
-        let inner = self.lock.lock();
-        check_owner(&inner, owner)?;
-        let index = Self::check_buffer(&inner, index, memory)?;
-        {
-            let st = self.state.lock();
-            let slot = &st.slots[index];
-            if slot.state != BufState::Dequeued || slot.prepared {
-                return Err(EINVAL);
+    /// Checks the memory `arg` brings for buffer `index` against the format (`buf_prepare`,
+    /// `EINVAL`) and returns the user range to pin, if it is not the one the buffer has.
+    /// Called with `lock` held.
+    fn check_mem(&self, inner: &Inner, index: usize, arg: MemArg) -> Result<Option<(usize, u32)>> {
+        let Some(buf) = inner.bufs[index].as_ref() else {
+            return Err(EINVAL);
+        };
+        match arg {
+            MemArg::Mmap => {
+                self.ops.buf_prepare(buf.length)?;
+                Ok(None)
+            }
+            MemArg::Userptr { addr, length } => {
+                self.ops.buf_prepare(length)?;
+                let same = buf
+                    .mem
+                    .as_ref()
+                    .is_some_and(|m| m.is_user(addr, length as usize));
+                Ok((!same).then_some((addr, length)))
             }
         }
-        let length = inner.bufs[index].as_ref().map_or(0, |b| b.length);
-        self.ops.buf_prepare(length)?;
+    }
+
+    /// Pins the user range `pin` (from [`Queue::check_mem`]). Called with `ioctl` held but not
+    /// `lock`: pinning allocates and takes the process's `mmap_lock`.
+    fn acquire_mem(pin: Option<(usize, u32)>) -> Result<Option<(BufferMem, usize, u32)>> {
+        let Some((addr, length)) = pin else {
+            return Ok(None);
+        };
+        Ok(Some((
+            BufferMem::pin_user(addr, length as usize)?,
+            addr,
+            length,
+        )))
+    }
+
+    /// Gives buffer `index` the memory `acquired` (from [`Queue::acquire_mem`]); returns the
+    /// memory it replaces, for the caller to drop once `lock` is released.
+    fn install_mem(
+        inner: &mut Inner,
+        index: usize,
+        acquired: Option<(BufferMem, usize, u32)>,
+    ) -> Option<BufferMem> {
+        let (mem, addr, length) = acquired?;
+        let buf = inner.bufs[index].as_mut()?;
+        buf.length = length;
+        buf.userptr = addr;
+        buf.mem.replace(mem)
+    }
+
+    /// `VIDIOC_PREPARE_BUF`.
+    pub(crate) fn prepare_buf(&self, owner: FileId, index: u32, arg: MemArg) -> Result<BufferInfo> {
+        let _ioctl = self.ioctl.lock();
+        let (index, pin) = {
+            let inner = self.lock.lock();
+            check_owner(&inner, owner)?;
+            let index = Self::check_buffer(&inner, index, arg.memory())?;
+            {
+                let st = self.state.lock();
+                let slot = &st.slots[index];
+                if slot.state != BufState::Dequeued || slot.prepared {
+                    return Err(EINVAL);
+                }
+            }
+            (index, self.check_mem(&inner, index, arg)?)
+        };
+        // The buffer stays dequeued and allocated while `ioctl` is held.
+        let acquired = Self::acquire_mem(pin)?;
+        let mut inner = self.lock.lock();
+        let replaced = Self::install_mem(&mut inner, index, acquired);
         let mut st = self.state.lock();
         let slot = &mut st.slots[index];
         slot.prepared = true;
         slot.clear_frame();
-        Self::info(&inner, &st, index)
+        let info = Self::info(&inner, &st, index);
+        drop(st);
+        drop(inner);
+        drop(replaced);
+        info
     }
 
     /// `VIDIOC_QBUF`, with optional fences.
@@ -873,16 +1006,16 @@ impl<O: QueueOps> Queue<O> {
         this: &Arc<Self>,
         owner: FileId,
         index: u32,
-        memory: Memory,
+        arg: MemArg,
         fences: QbufFences<F>,
     ) -> Result<(BufferInfo, Option<P>)> {
         // Held throughout: no other operation changes the buffer, the fence context or the
         // sequence numbers while `lock` is released for the allocations below.
         let _ioctl = this.ioctl.lock();
-        let (index, prepared, place) = {
+        let (index, prepared, place, pin) = {
             let inner = this.lock.lock();
             check_owner(&inner, owner)?;
-            let index = Self::check_buffer(&inner, index, memory)?;
+            let index = Self::check_buffer(&inner, index, arg.memory())?;
             let prepared = {
                 let st = this.state.lock();
                 let slot = &st.slots[index];
@@ -891,18 +1024,23 @@ impl<O: QueueOps> Queue<O> {
                 }
                 slot.prepared
             };
-            if !prepared {
-                let length = inner.bufs[index].as_ref().map_or(0, |b| b.length);
-                this.ops.buf_prepare(length)?;
-            }
+            // A prepared buffer keeps the memory PREPARE_BUF gave it, as in videobuf2.
+            let pin = if prepared {
+                None
+            } else {
+                this.check_mem(&inner, index, arg)?
+            };
             if let Some(fence) = fences.in_fence.as_ref() {
                 this.check_self_dependency(fence)?;
             }
             // An ordered queue's out-fence takes the next sequence number of its context; an
             // unordered one's gets a context of its own.
             let place = (!inner.unordered).then_some((inner.fence_context, inner.fence_seqno + 1));
-            (index, prepared, place)
+            (index, prepared, place, pin)
         };
+        // USERPTR memory is pinned first, without `lock`; until it is installed below, a
+        // failure only unpins it again.
+        let acquired = Self::acquire_mem(pin)?;
 
         // The out-fence is made and published before anything changes, so that a failure
         // leaves nothing behind; its fd is installed by the caller only after success. Both
@@ -919,6 +1057,8 @@ impl<O: QueueOps> Queue<O> {
             out = Some(fence);
         }
 
+        // Memory the buffer no longer uses is dropped after `lock` (declared before it).
+        let _replaced;
         let mut inner = this.lock.lock();
         if out.is_some() && place.is_some() {
             inner.fence_seqno += 1;
@@ -936,6 +1076,7 @@ impl<O: QueueOps> Queue<O> {
             // before the queue can go away (the owner's release cancels).
             unsafe { this.waiters[index].add(fence, this.as_arc_borrow()) }?;
         }
+        _replaced = Self::install_mem(&mut inner, index, acquired);
         let deadline_ns = fenced.then(|| {
             let bound_ns = u64::from(this.ops.fence_timeout_ms()) * 1_000_000;
             crate::time::monotonic_ns().saturating_add(bound_ns)
@@ -1477,6 +1618,8 @@ impl<O: QueueOps> Queue<O> {
             return Ok(());
         }
         let _ioctl = self.ioctl.lock();
+        // No new mapping between the check that none exists and the free.
+        let _mmap = self.mmap.lock();
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
         let (start, count) = (start as usize, count as usize);
@@ -1489,12 +1632,16 @@ impl<O: QueueOps> Queue<O> {
                 let Some(buf) = inner.bufs[i].as_ref() else {
                     return Err(EINVAL);
                 };
-                if st.slots[i].state != BufState::Dequeued || buf.mem.mapped() {
+                if st.slots[i].state != BufState::Dequeued
+                    || buf.mem.as_ref().is_some_and(BufferMem::mapped)
+                {
                     return Err(EBUSY);
                 }
             }
         }
-        self.free_range(&mut inner, start, count);
+        let freed = self.free_range(&mut inner, start, count);
+        drop(inner);
+        drop(freed);
         Ok(())
     }
 
@@ -1507,8 +1654,10 @@ impl<O: QueueOps> Queue<O> {
             return;
         }
         self.cancel(&mut inner);
-        self.free_range(&mut inner, 0, MAX_BUFFERS);
+        let freed = self.free_range(&mut inner, 0, MAX_BUFFERS);
         inner.owner = None;
+        drop(inner);
+        drop(freed);
         // A fence work still queued finds nothing to do; `shutdown()` stops it for good.
     }
 
@@ -1529,7 +1678,7 @@ impl<O: QueueOps> Queue<O> {
                 .get(index as usize)
                 .and_then(Option::as_ref)
                 .ok_or(EINVAL)?;
-            buf.mem.clone()
+            buf.mem.clone().ok_or(EINVAL)?
         };
         mem.export(flags)
     }
@@ -1541,9 +1690,11 @@ impl<O: QueueOps> Queue<O> {
         if index << shift != pgoff {
             return Err(EINVAL);
         }
-        // `ioctl` keeps REQBUFS and REMOVE_BUFS from freeing the buffer before it is mapped;
-        // mapping allocates page tables, so not under `lock`.
-        let _ioctl = self.ioctl.lock();
+        // `mmap` keeps REQBUFS and REMOVE_BUFS from freeing the buffer before it is mapped;
+        // mapping allocates page tables, so not under `lock`. Not `ioctl`: `mmap()` runs under
+        // the process's `mmap_lock`, which an ioctl may take under `ioctl` (pinning user
+        // pages, faulting in a user copy), as in videobuf2 (`q->mmap_lock`).
+        let _mmap = self.mmap.lock();
         let mem = {
             let inner = self.lock.lock();
             if inner.memory != Some(Memory::Mmap) {
@@ -1554,7 +1705,7 @@ impl<O: QueueOps> Queue<O> {
                 .get(index)
                 .and_then(Option::as_ref)
                 .ok_or(EINVAL)?;
-            buf.mem.clone()
+            buf.mem.clone().ok_or(EINVAL)?
         };
         mem.mmap(vma)
     }
@@ -1630,7 +1781,7 @@ pub(crate) struct ActiveBuffer<O: QueueOps> {
     queue: Arc<Queue<O>>,
     index: usize,
     generation: u32,
-    mem: BufferMem,
+    mem: Option<BufferMem>,
     length: u32,
     frame: FrameInfo,
     /// When the core handed the buffer to the driver (`CLOCK_MONOTONIC` nanoseconds).
@@ -1669,7 +1820,7 @@ impl<O: QueueOps> ActiveBuffer<O> {
         }
         // The queue hands a buffer to the driver again only once its previous token is given
         // back, so this is the only access (`cpu_access()` checks it anyway).
-        self.mem.cpu_access(self.length as usize)
+        self.mem.as_ref()?.cpu_access(self.length as usize)
     }
 
     /// Gives the buffer the sequence number of its frame (`vb2_v4l2_buffer.sequence`), which

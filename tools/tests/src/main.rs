@@ -108,6 +108,8 @@ static TESTS: &[Test] = &[
     // Buffer memory leaving the device (memory.rs).
     ("expbuf_dmabuf", memory::expbuf_dmabuf),
     ("vivid_imports_expbuf", memory::vivid_imports_expbuf),
+    ("userptr_capture", memory::userptr_capture),
+    ("v4l2_ctl_stream_user", memory::v4l2_ctl_stream_user),
     (
         "sequence_restarts_after_restream",
         streaming::sequence_restarts_after_restream,

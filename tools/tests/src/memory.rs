@@ -306,3 +306,215 @@ pub fn vivid_imports_expbuf(ctx: &mut Ctx) -> TestResult {
     }
     Ok(())
 }
+
+/// An anonymous private mapping (user memory for USERPTR buffers); unmapped on drop.
+struct UserMem {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl UserMem {
+    /// `len` bytes (rounded up to pages) of zeroed memory with protection `prot`.
+    fn new(len: usize, prot: libc::c_int) -> Result<Self, String> {
+        let len = len.next_multiple_of(page_size());
+        // SAFETY: a fresh anonymous mapping chosen by the kernel; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap of {len} anonymous bytes: {}", Errno::last()));
+        }
+        Ok(UserMem { ptr: p.cast(), len })
+    }
+
+    fn addr(&self) -> libc::c_ulong {
+        self.ptr as libc::c_ulong
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr + len` stays mapped until drop; u8 has no invalid values.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for UserMem {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+/// `VIDIOC_QBUF` of USERPTR buffer `index` at `addr`, `length` bytes.
+fn qbuf_user(
+    dev: &Device,
+    index: u32,
+    addr: libc::c_ulong,
+    length: u32,
+) -> Result<v4l2_buffer, Errno> {
+    let mut b = v4l2_buffer::new(CAPTURE, V4L2_MEMORY_USERPTR, index);
+    b.m.userptr = addr;
+    b.length = length;
+    dev.ioctl(VIDIOC_QBUF, &mut b)?;
+    Ok(b)
+}
+
+/// USERPTR: REQBUFS reports SUPPORTS_USERPTR and gives buffers without memory (QUERYBUF:
+/// USERPTR, userptr 0, length sizeimage); QBUF with a length below sizeimage is EINVAL, with
+/// an unmapped or read-only range EFAULT, and leaves the buffer dequeued; frames captured into
+/// page-aligned and unaligned user memory show the bars; a buffer queued again at another
+/// address fills the new memory; QUERYBUF reports the address; REQBUFS(0) unpins (kmemleak and
+/// the log are checked at the end of the run).
+pub fn userptr_capture(ctx: &mut Ctx) -> TestResult {
+    let dev = open_rvivid(ctx)?;
+    let f = ok("VIDIOC_G_FMT", dev.g_fmt())?;
+    let fmt = FrameFormat::from_pix(f.pix());
+    let size = fmt.sizeimage;
+    let rb = ok(
+        "VIDIOC_REQBUFS(4) USERPTR",
+        dev.reqbufs_with(4, CAPTURE, V4L2_MEMORY_USERPTR),
+    )?;
+    ensure(rb.capabilities & V4L2_BUF_CAP_SUPPORTS_USERPTR != 0, || {
+        format!(
+            "REQBUFS: capabilities {:#x} lack SUPPORTS_USERPTR",
+            rb.capabilities
+        )
+    })?;
+    ensure(rb.count == 4, || {
+        format!("REQBUFS(4) USERPTR gave {}", rb.count)
+    })?;
+    let q = ok("VIDIOC_QUERYBUF 0", dev.querybuf(0))?;
+    ensure(
+        q.memory == V4L2_MEMORY_USERPTR && q.userptr() == 0 && q.length == size,
+        || format!("QUERYBUF 0 before any QBUF: {q:?}"),
+    )?;
+
+    let good = UserMem::new(size as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+    expect_errno(
+        "VIDIOC_QBUF 0 USERPTR length sizeimage - 1",
+        qbuf_user(&dev, 0, good.addr(), size - 1),
+        libc::EINVAL,
+    )?;
+    let gone = UserMem::new(size as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+    let gone_addr = gone.addr();
+    drop(gone);
+    expect_errno(
+        "VIDIOC_QBUF 0 USERPTR at an unmapped address",
+        qbuf_user(&dev, 0, gone_addr, size),
+        libc::EFAULT,
+    )?;
+    let read_only = UserMem::new(size as usize, libc::PROT_READ)?;
+    expect_errno(
+        "VIDIOC_QBUF 0 USERPTR into read-only memory",
+        qbuf_user(&dev, 0, read_only.addr(), size),
+        libc::EFAULT,
+    )?;
+    let q = ok("VIDIOC_QUERYBUF 0", dev.querybuf(0))?;
+    ensure(q.flags & V4L2_BUF_FLAG_QUEUED == 0, || {
+        format!("buffer 0 queued by a failed QBUF: {q:?}")
+    })?;
+
+    // Buffer 3 is unaligned: 100 bytes into a larger mapping.
+    let mems = (0..5)
+        .map(|_| UserMem::new(size as usize + 4096, libc::PROT_READ | libc::PROT_WRITE))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addr_of = |i: usize| mems[i].addr() + if i == 3 { 100 } else { 0 };
+    for i in 0..4u32 {
+        ok(
+            format!("VIDIOC_QBUF {i} USERPTR"),
+            qbuf_user(&dev, i, addr_of(i as usize), size),
+        )?;
+    }
+    ok("VIDIOC_STREAMON", dev.streamon())?;
+    let mut requeued = false;
+    let mut seen = 0;
+    while seen < 6 {
+        let revents = ok("poll", dev.poll(libc::POLLIN, 5000))?;
+        ensure(revents & libc::POLLIN != 0, || {
+            format!("no frame within 5 s (revents {revents:#x})")
+        })?;
+        let b = ok("VIDIOC_DQBUF", dev.dqbuf())?;
+        ensure(b.flags & V4L2_BUF_FLAG_ERROR == 0, || {
+            format!("buffer {} completed with ERROR", b.index)
+        })?;
+        let i = b.index as usize;
+        // Buffer 0 goes to the fifth memory after its first frame.
+        let mem = if b.index == 0 && requeued { 4 } else { i };
+        let want = addr_of(mem);
+        ensure(b.userptr() == want && b.length == size, || {
+            format!(
+                "DQBUF {i}: userptr {:#x} length {}, want {want:#x} {size}",
+                b.userptr(),
+                b.length
+            )
+        })?;
+        let off = (want - mems[mem].addr()) as usize;
+        check_color_bars(&mems[mem].bytes()[off..off + b.bytesused as usize], &fmt)
+            .map_err(|e| format!("buffer {i} (user memory {mem}): {e}"))?;
+        seen += 1;
+        let next = if b.index == 0 {
+            requeued = true;
+            addr_of(4)
+        } else {
+            want
+        };
+        ok(
+            format!("VIDIOC_QBUF {i} USERPTR again"),
+            qbuf_user(&dev, b.index, next, size),
+        )?;
+    }
+    ok("VIDIOC_STREAMOFF", dev.streamoff())?;
+    ok(
+        "VIDIOC_REQBUFS(0) USERPTR",
+        dev.reqbufs_with(0, CAPTURE, V4L2_MEMORY_USERPTR),
+    )?;
+    drop(mems);
+    Ok(())
+}
+
+/// `v4l2-ctl --stream-user` captures frames with USERPTR buffers; the last shows the bars.
+pub fn v4l2_ctl_stream_user(ctx: &mut Ctx) -> TestResult {
+    const FRAMES: u64 = 10;
+    let node = ctx.find_rvivid()?.to_string_lossy().into_owned();
+    let fmt = FrameFormat::packed(V4L2_PIX_FMT_YUYV, 640, 480).ok_or("no YUYV 640x480")?;
+    let file = std::env::temp_dir().join("rvb2-stream-user.raw");
+    let file_s = file.to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(&file);
+    let count = format!("--stream-count={FRAMES}");
+    let to = format!("--stream-to={file_s}");
+    let args = [
+        "-d",
+        &*node,
+        "--set-fmt-video=width=640,height=480,pixelformat=YUYV",
+        "--stream-user",
+        &*count,
+        &*to,
+    ];
+    let out = ctx.run("v4l2-ctl", &args)?;
+    let data = std::fs::read(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    ensure(out.status.success(), || {
+        format!(
+            "`{}` failed ({}): {}",
+            crate::harness::command_line("v4l2-ctl", &args),
+            out.status,
+            crate::harness::first_lines(&String::from_utf8_lossy(&out.stderr), 5)
+        )
+    })?;
+    let size = fmt.sizeimage as usize;
+    ensure(data.len() as u64 == FRAMES * size as u64, || {
+        format!(
+            "{file_s} has {} bytes, want {FRAMES} frames of {size}",
+            data.len()
+        )
+    })?;
+    check_color_bars(&data[data.len() - size..], &fmt).map_err(|e| format!("last frame: {e}"))
+}
