@@ -7,6 +7,8 @@
 #include <linux/dma-fence.h>
 #include <linux/dma-fence-unwrap.h>
 #include <linux/dma-buf.h>
+#include <linux/dma-mapping.h>
+#include <linux/scatterlist.h>
 #include <linux/sync_file.h>
 #include <linux/vmalloc.h>
 #include <linux/mm.h>

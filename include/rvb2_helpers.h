@@ -14,6 +14,10 @@ struct lock_class_key;
 struct dma_fence;
 struct vm_area_struct;
 struct sync_file;
+struct scatterlist;
+struct sg_table;
+struct page;
+struct device;
 typedef struct spinlock spinlock_t;
 
 const char *rvb2_video_device_node_name(struct video_device *vdev);
@@ -40,5 +44,10 @@ struct sync_file *rvb2_sync_file_create(struct dma_fence *fence);
 unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma);
 
 bool rvb2_in_compat_syscall(void);
+
+void rvb2_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len,
+		      unsigned int offset);
+struct scatterlist *rvb2_sg_next(struct scatterlist *sg);
+void rvb2_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt, int dir);
 
 #endif /* RVB2_HELPERS_H */

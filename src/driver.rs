@@ -23,8 +23,11 @@
 //! This file has no `unsafe` code: everything goes through the abstractions.
 
 use crate::fence::SignallingSection;
+use crate::mem::CpuAccess;
 use crate::queue::{ActiveBuffer, Queue, QueueOps};
-use crate::tpg::{Adjust, FrameFormat, Pattern, PixelFormat, Tpg, PATTERN_NAMES};
+use crate::tpg::{
+    Adjust, FrameFormat, FrameSink, Pattern, PixelFormat, Tpg, TpgError, PATTERN_NAMES,
+};
 use crate::v4l2::{
     self, fourcc, Capability, Control, ControlKind, Fract, FrameSizes, Input, PixFormat,
 };
@@ -346,8 +349,8 @@ impl GenState {
         let sequence = k as u32;
         buf.set_sequence(sequence);
         buf.set_timestamp_ns(self.frame_ns(k));
-        let filled = match (self.tpg.as_ref(), buf.data_mut()) {
-            (Some(tpg), Some(data)) => tpg.fill(data, sequence).is_ok(),
+        let filled = match (self.tpg.as_ref(), buf.memory()) {
+            (Some(tpg), Some(mut mem)) => tpg.fill(&mut mem, sequence).is_ok(),
             _ => false,
         };
         if self.fail_next > 0 || !filled {
@@ -362,6 +365,25 @@ impl GenState {
         // time, with the newest frame due then.
         let hold_ns = u64::from(self.hold_ms) * 1_000_000;
         self.hold_until_ns = self.frame_ns(k + 1).saturating_add(hold_ns);
+    }
+}
+
+/// The generator paints frames straight into buffer memory.
+impl FrameSink for CpuAccess<'_> {
+    fn size(&self) -> usize {
+        CpuAccess::size(self)
+    }
+
+    fn write(&mut self, offset: usize, src: &[u8]) -> Result<(), TpgError> {
+        CpuAccess::write(self, offset, src).map_err(|_| TpgError::BufferTooSmall)
+    }
+
+    fn fill(&mut self, offset: usize, len: usize, byte: u8) -> Result<(), TpgError> {
+        CpuAccess::fill(self, offset, len, byte).map_err(|_| TpgError::BufferTooSmall)
+    }
+
+    fn copy_within(&mut self, src: usize, dst: usize, len: usize) -> Result<(), TpgError> {
+        CpuAccess::copy_within(self, src, dst, len).map_err(|_| TpgError::BufferTooSmall)
     }
 }
 

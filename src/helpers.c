@@ -5,9 +5,11 @@
  */
 #include <linux/compat.h>
 #include <linux/dma-fence.h>
+#include <linux/dma-mapping.h>
 #include <linux/error-injection.h>
 #include <linux/mm.h>
 #include <linux/percpu.h>
+#include <linux/scatterlist.h>
 #include <linux/spinlock.h>
 #include <linux/sync_file.h>
 #include <linux/timekeeping.h>
@@ -153,3 +155,19 @@ noinline struct sync_file *rvb2_sync_file_create(struct dma_fence *fence)
 	return sync_file_create(fence);
 }
 ALLOW_ERROR_INJECTION(rvb2_sync_file_create, NULL);
+
+void rvb2_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len,
+		      unsigned int offset)
+{
+	sg_set_page(sg, page, len, offset);
+}
+
+struct scatterlist *rvb2_sg_next(struct scatterlist *sg)
+{
+	return sg_next(sg);
+}
+
+void rvb2_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt, int dir)
+{
+	dma_unmap_sgtable(dev, sgt, dir, 0);
+}

@@ -10,10 +10,13 @@ use super::types::BUF_TYPE_VIDEO_CAPTURE;
 use crate::bindings;
 use crate::fence::{Fence, OutFence};
 use crate::queue::{
-    BufState, BufferInfo, FileId, Memory, QbufFences, Queue, QueueOps, MAX_BUFFERS,
+    BufState, BufferInfo, FileId, MemArg, Memory, QbufFences, Queue, QueueOps, MAX_BUFFERS,
 };
 use kernel::{
-    fs::file::{flags::O_CLOEXEC, FileDescriptorReservation},
+    fs::file::{
+        flags::{O_ACCMODE, O_CLOEXEC},
+        FileDescriptorReservation,
+    },
     prelude::*,
     sync::Arc,
 };
@@ -29,6 +32,7 @@ pub(crate) const BUF_CAP_SUPPORTS_FENCES: u32 = 1 << 15;
 
 /// The capabilities REQBUFS and CREATE_BUFS report.
 const BUF_CAPS: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP
+    | bindings::V4L2_BUF_CAP_SUPPORTS_USERPTR
     | bindings::V4L2_BUF_CAP_SUPPORTS_MAX_NUM_BUFFERS
     | bindings::V4L2_BUF_CAP_SUPPORTS_REMOVE_BUFS
     | BUF_CAP_SUPPORTS_FENCES;
@@ -59,6 +63,7 @@ fn buf_caps() -> u32 {
 fn memory(memory: u32) -> Result<Memory> {
     match memory {
         bindings::v4l2_memory_V4L2_MEMORY_MMAP => Ok(Memory::Mmap),
+        bindings::v4l2_memory_V4L2_MEMORY_USERPTR => Ok(Memory::Userptr),
         _ => Err(EINVAL),
     }
 }
@@ -100,9 +105,11 @@ pub(crate) fn create_bufs<Q: QueueOps>(
     c.index = q.num_buffers();
     check_type(c.format.type_)?;
     let mem = memory(c.memory)?;
-    q.verify_memory(mem)?;
     if c.count == 0 {
-        return Ok(());
+        // Only checks the memory type. Otherwise the core answers another file than the
+        // queue's owner with EBUSY before it checks the memory type against the buffers', as
+        // videobuf2 does.
+        return q.verify_memory(mem);
     }
     // SAFETY: The format's type is `V4L2_BUF_TYPE_VIDEO_CAPTURE`, whose member of the union is
     // `pix`; every bit pattern is a valid `v4l2_pix_format`.
@@ -116,14 +123,22 @@ pub(crate) fn create_bufs<Q: QueueOps>(
     Ok(())
 }
 
-/// Checks a `struct v4l2_buffer` passed to QBUF or PREPARE_BUF.
-fn check_buffer(b: &bindings::v4l2_buffer) -> Result<Memory> {
+/// Checks a `struct v4l2_buffer` passed to QBUF or PREPARE_BUF; returns the memory it brings.
+fn check_buffer(b: &bindings::v4l2_buffer) -> Result<MemArg> {
     check_type(b.type_)?;
     if b.flags & bindings::V4L2_BUF_FLAG_REQUEST_FD != 0 {
         // The queue does not support requests.
         return Err(Error::from_errno(-(kernel::bindings::EBADR as i32)));
     }
-    memory(b.memory)
+    Ok(match memory(b.memory)? {
+        Memory::Mmap => MemArg::Mmap,
+        Memory::Userptr => MemArg::Userptr {
+            // SAFETY: For `V4L2_MEMORY_USERPTR` the member of the union is `userptr`; every
+            // bit pattern is a valid `c_ulong`.
+            addr: unsafe { b.m.userptr },
+            length: b.length,
+        },
+    })
 }
 
 /// Fills a `struct v4l2_buffer` from what the core reports.
@@ -160,9 +175,17 @@ fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
         // As `__fill_v4l2_buffer()`: the stored fields whatever the state. The core clears
         // them at QBUF and PREPARE_BUF and keeps them after DQBUF and STREAMOFF.
         sequence: info.sequence,
-        memory: bindings::v4l2_memory_V4L2_MEMORY_MMAP,
-        m: bindings::v4l2_buffer__bindgen_ty_1 {
-            offset: info.offset,
+        memory: match info.memory {
+            Memory::Mmap => bindings::v4l2_memory_V4L2_MEMORY_MMAP,
+            Memory::Userptr => bindings::v4l2_memory_V4L2_MEMORY_USERPTR,
+        },
+        m: match info.memory {
+            Memory::Mmap => bindings::v4l2_buffer__bindgen_ty_1 {
+                offset: info.offset,
+            },
+            Memory::Userptr => bindings::v4l2_buffer__bindgen_ty_1 {
+                userptr: info.userptr,
+            },
         },
         length: info.length,
         // `fence_fd`: never an fd here (only QBUF returns one, see `qbuf()`), -1 for a buffer
@@ -289,4 +312,21 @@ pub(crate) fn remove_bufs<Q: QueueOps>(
     check_type(d.type_)?;
     d.reserved = [0; 13];
     q.remove_bufs(file, d.index, d.count)
+}
+
+/// `VIDIOC_EXPBUF`: exports an MMAP buffer as a dma-buf fd (`vb2_core_expbuf()`).
+pub(crate) fn expbuf<Q: QueueOps>(
+    q: &Queue<Q>,
+    file: FileId,
+    e: &mut bindings::v4l2_exportbuffer,
+) -> Result {
+    check_type(e.type_)?;
+    let accmode = O_ACCMODE;
+    if e.flags & !(O_CLOEXEC | accmode) != 0 || e.plane != 0 {
+        return Err(EINVAL);
+    }
+    let dmabuf = q.expbuf(file, e.index, e.flags & accmode)?;
+    e.fd = dmabuf.into_fd(e.flags & !accmode)?;
+    e.reserved = [0; 11];
+    Ok(())
 }

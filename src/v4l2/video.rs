@@ -143,6 +143,7 @@ impl<T: VideoOps> Node<T> {
         vidioc_streamon: Some(Self::streamon),
         vidioc_streamoff: Some(Self::streamoff),
         vidioc_remove_bufs: Some(Self::remove_bufs),
+        vidioc_expbuf: Some(Self::expbuf),
         vidioc_log_status: Some(bindings::v4l2_ctrl_log_status),
         vidioc_subscribe_event: Some(bindings::v4l2_ctrl_subscribe_event),
         vidioc_unsubscribe_event: Some(bindings::v4l2_event_unsubscribe),
@@ -395,6 +396,9 @@ ioctls! {
     }
     remove_bufs(bindings::v4l2_remove_buffers) |d, f, a| {
         buffer::remove_bufs(d.queue(), f, a)
+    }
+    expbuf(bindings::v4l2_exportbuffer) |d, f, a| {
+        buffer::expbuf(d.queue(), f, a)
     }
 }
 

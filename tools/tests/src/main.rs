@@ -21,6 +21,7 @@ mod formats;
 mod frame;
 mod harness;
 mod kernlog;
+mod memory;
 mod streaming;
 mod syncfile;
 mod v4l2;
@@ -109,6 +110,11 @@ static TESTS: &[Test] = &[
         streaming::inject_start_failure_on_qbuf,
     ),
     ("remove_bufs", streaming::remove_bufs),
+    // Buffer memory leaving the device (memory.rs).
+    ("expbuf_dmabuf", memory::expbuf_dmabuf),
+    ("vivid_imports_expbuf", memory::vivid_imports_expbuf),
+    ("userptr_capture", memory::userptr_capture),
+    ("v4l2_ctl_stream_user", memory::v4l2_ctl_stream_user),
     (
         "sequence_restarts_after_restream",
         streaming::sequence_restarts_after_restream,
