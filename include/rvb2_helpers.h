@@ -9,14 +9,11 @@
 
 #include <linux/types.h>
 
-struct video_device;
 struct lock_class_key;
 struct dma_fence;
 struct vm_area_struct;
 struct sync_file;
 typedef struct spinlock spinlock_t;
-
-const char *rvb2_video_device_node_name(struct video_device *vdev);
 
 void *rvb2_vmalloc_user(unsigned long size);
 
@@ -25,8 +22,6 @@ unsigned long rvb2_spin_lock_irqsave(spinlock_t *lock);
 bool rvb2_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
 void rvb2_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
 void rvb2_assert_spin_locked(spinlock_t *lock);
-
-u64 rvb2_ktime_get_ns(void);
 
 struct dma_fence *rvb2_dma_fence_get(struct dma_fence *fence);
 void rvb2_dma_fence_put(struct dma_fence *fence);

@@ -108,6 +108,10 @@ use kernel::{
     new_poll_condvar,
     prelude::*,
     sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         poll::{
             PollCondVar,
             PollTable, //
@@ -170,10 +174,31 @@ fn enobufs() -> Error {
     Error::from_errno(-(kernel::bindings::ENOBUFS as i32))
 }
 
-/// Identifies an open file of the device, for queue ownership (the address of its file
-/// handle).
+/// Identifies a user of the queue (an open file of the device), for queue ownership.
+///
+/// Each [`FileId::new`] returns an identity no other call returned (a 64-bit counter, which
+/// does not wrap in practice): outside this module, no code can make an identity equal to
+/// another user's, whatever it does, so a closed file's identity is never mistaken for a new
+/// one's (as an address could be).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct FileId(pub(crate) usize);
+pub(crate) struct FileId(u64);
+
+impl FileId {
+    /// A new identity, equal to no other.
+    pub(crate) fn new() -> Self {
+        static NEXT: Atomic<u64> = Atomic::new(1);
+        Self(NEXT.fetch_add(1, Relaxed))
+    }
+}
+
+/// The direction of a queue's buffers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Direction {
+    /// The driver fills the buffers (a capture queue).
+    Capture,
+    /// The driver consumes the buffers userspace filled (an output queue).
+    Output,
+}
 
 /// The kinds of buffer memory the core handles.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -479,6 +504,8 @@ pub(crate) struct Queue<O: QueueOps> {
     deadline_work: DelayedWork<Self, DEADLINE_WORK>,
     /// One in-fence callback per buffer.
     waiters: [FenceWaiter<Self>; MAX_BUFFERS],
+    /// Whether the driver fills the buffers or consumes them.
+    direction: Direction,
     #[pin]
     ops: O,
 }
@@ -526,8 +553,8 @@ fn check_owner(inner: &Inner, owner: FileId) -> Result {
 }
 
 impl<O: QueueOps> Queue<O> {
-    /// Creates a queue for the driver side `ops`.
-    pub(crate) fn new(ops: impl PinInit<O, Error>) -> Result<Arc<Self>> {
+    /// Creates a queue of `direction` for the driver side `ops`.
+    pub(crate) fn new(direction: Direction, ops: impl PinInit<O, Error>) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
                 ioctl <- new_mutex!((), "rvb2_queue_ioctl"),
@@ -562,6 +589,7 @@ impl<O: QueueOps> Queue<O> {
                 fence_work <- new_delayed_work!("rvb2_queue_fence_work"),
                 deadline_work <- new_delayed_work!("rvb2_queue_deadline_work"),
                 waiters: [const { FenceWaiter::new() }; MAX_BUFFERS],
+                direction,
                 ops <- ops,
             }? Error),
             GFP_KERNEL,
@@ -571,6 +599,11 @@ impl<O: QueueOps> Queue<O> {
     /// The driver side of the queue.
     pub(crate) fn ops(&self) -> &O {
         &self.ops
+    }
+
+    /// Whether the driver fills the buffers or consumes them.
+    pub(crate) fn direction(&self) -> Direction {
+        self.direction
     }
 
     /// Runs `f` unless buffers are allocated (`EBUSY` then, as drivers check `vb2_is_busy()`),
