@@ -178,6 +178,16 @@ pub(crate) struct Fract {
     pub(crate) denominator: u32,
 }
 
+impl Fract {
+    /// `numerator / denominator`.
+    pub(crate) const fn new(numerator: u32, denominator: u32) -> Self {
+        Self {
+            numerator,
+            denominator,
+        }
+    }
+}
+
 /// Frame sizes a format supports (`VIDIOC_ENUM_FRAMESIZES`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum FrameSizes {

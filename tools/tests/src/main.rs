@@ -57,6 +57,10 @@ static TESTS: &[Test] = &[
         formats::enum_frameintervals_discrete,
     ),
     ("g_s_parm_timeperframe", formats::g_s_parm_timeperframe),
+    (
+        "frame_rates_follow_frame_size",
+        formats::frame_rates_follow_frame_size,
+    ),
     ("inputs_enum_g_s", formats::inputs_enum_g_s),
     ("controls_query", formats::controls_query),
     ("controls_set_get", formats::controls_set_get),
@@ -124,6 +128,10 @@ static TESTS: &[Test] = &[
     (
         "drops_show_as_sequence_gaps",
         streaming::drops_show_as_sequence_gaps,
+    ),
+    (
+        "fast_rates_hold_without_spurious_drops",
+        streaming::fast_rates_hold_without_spurious_drops,
     ),
     ("v4l2_compliance", v4l2_compliance),
     // Must stay last.
