@@ -997,7 +997,18 @@ impl<O: QueueOps> Queue<O> {
         }
         drop(signalling);
         let st = this.state.lock();
-        Ok((Self::info(&inner, &st, index)?, published))
+        let mut info = Self::info(&inner, &st, index)?;
+        if matches!(info.state, BufState::Done | BufState::Error) {
+            // The driver completed it already (it runs concurrently): QBUF reports the buffer
+            // as it queued it, with no frame yet; DQBUF returns the frame.
+            info.state = BufState::Active;
+            info.bytesused = 0;
+            info.sequence = 0;
+            info.timestamp_ns = 0;
+            info.last = false;
+            info.out_fence_pending = published.is_some();
+        }
+        Ok((info, published))
     }
 
     /// Undoes a QBUF of `index` that failed: the buffer is dequeued again, its waiter
