@@ -19,4 +19,5 @@
 #include <media/v4l2-ctrls.h>
 #include <media/v4l2-event.h>
 
+#include "uapi/linux/rvb2-fences.h"
 #include "rvb2_helpers.h"

@@ -9,7 +9,6 @@
 
 #include <linux/types.h>
 
-struct video_device;
 struct lock_class_key;
 struct dma_fence;
 struct vm_area_struct;
@@ -20,8 +19,6 @@ struct page;
 struct device;
 typedef struct spinlock spinlock_t;
 
-const char *rvb2_video_device_node_name(struct video_device *vdev);
-
 void *rvb2_vmalloc_user(unsigned long size);
 
 void rvb2_spin_lock_init(spinlock_t *lock, const char *name, struct lock_class_key *key);
@@ -30,8 +27,6 @@ bool rvb2_irq_spin_trylock(spinlock_t *lock);
 void rvb2_irq_spin_unlock(spinlock_t *lock);
 bool rvb2_irqs_disabled(void);
 void rvb2_assert_spin_locked(spinlock_t *lock);
-
-u64 rvb2_ktime_get_ns(void);
 
 struct dma_fence *rvb2_dma_fence_get(struct dma_fence *fence);
 void rvb2_dma_fence_put(struct dma_fence *fence);

@@ -12,17 +12,9 @@
 #include <linux/scatterlist.h>
 #include <linux/spinlock.h>
 #include <linux/sync_file.h>
-#include <linux/timekeeping.h>
 #include <linux/vmalloc.h>
-#include <media/v4l2-ctrls.h>
-#include <media/v4l2-dev.h>
 
 #include "rvb2_helpers.h"
-
-const char *rvb2_video_device_node_name(struct video_device *vdev)
-{
-	return video_device_node_name(vdev);
-}
 
 void *rvb2_vmalloc_user(unsigned long size)
 {
@@ -98,11 +90,6 @@ bool rvb2_irqs_disabled(void)
 void rvb2_assert_spin_locked(spinlock_t *lock)
 {
 	lockdep_assert_held(lock);
-}
-
-u64 rvb2_ktime_get_ns(void)
-{
-	return ktime_get_ns();
 }
 
 unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma)

@@ -138,6 +138,10 @@ use kernel::{
     prelude::*,
     sync::{
         aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         poll::{
             PollCondVar,
             PollTable, //
@@ -196,10 +200,31 @@ fn delay_until(deadline_ns: u64) -> Jiffies {
     msecs_to_jiffies(ms).saturating_add(1)
 }
 
-/// Identifies an open file of the device, for queue ownership (the address of its file
-/// handle).
+/// Identifies a user of the queue (an open file of the device), for queue ownership.
+///
+/// Each [`FileId::new`] returns an identity no other call returned (a 64-bit counter, which
+/// does not wrap in practice): outside this module, no code can make an identity equal to
+/// another user's, whatever it does, so a closed file's identity is never mistaken for a new
+/// one's (as an address could be).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct FileId(pub(crate) usize);
+pub(crate) struct FileId(u64);
+
+impl FileId {
+    /// A new identity, equal to no other.
+    pub(crate) fn new() -> Self {
+        static NEXT: Atomic<u64> = Atomic::new(1);
+        Self(NEXT.fetch_add(1, Relaxed))
+    }
+}
+
+/// The direction of a queue's buffers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Direction {
+    /// The driver fills the buffers (a capture queue).
+    Capture,
+    /// The driver consumes the buffers userspace filled (an output queue).
+    Output,
+}
 
 /// The kinds of buffer memory the core handles.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -573,6 +598,8 @@ pub(crate) struct Queue<O: QueueOps> {
     waiters: [FenceWaiter<Self>; MAX_BUFFERS],
     /// Counts the driver's tokens: [`Queue::shutdown`] waits for them.
     tokens: Arc<Tokens>,
+    /// Whether the driver fills the buffers or consumes them.
+    direction: Direction,
     #[pin]
     ops: O,
 }
@@ -659,8 +686,8 @@ fn check_owner(inner: &Inner, owner: FileId) -> Result {
 }
 
 impl<O: QueueOps> Queue<O> {
-    /// Creates a queue for the driver side `ops`.
-    pub(crate) fn new(ops: impl PinInit<O, Error>) -> Result<Arc<Self>> {
+    /// Creates a queue of `direction` for the driver side `ops`.
+    pub(crate) fn new(direction: Direction, ops: impl PinInit<O, Error>) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
                 ioctl <- new_mutex!((), "rvb2_queue_ioctl"),
@@ -702,6 +729,7 @@ impl<O: QueueOps> Queue<O> {
                     }),
                     GFP_KERNEL,
                 )?,
+                direction,
                 ops <- ops,
             }? Error),
             GFP_KERNEL,
@@ -711,6 +739,11 @@ impl<O: QueueOps> Queue<O> {
     /// The driver side of the queue.
     pub(crate) fn ops(&self) -> &O {
         &self.ops
+    }
+
+    /// Whether the driver fills the buffers or consumes them.
+    pub(crate) fn direction(&self) -> Direction {
+        self.direction
     }
 
     /// Runs `f` unless buffers are allocated (`EBUSY` then, as drivers check `vb2_is_busy()`),
@@ -1242,7 +1275,18 @@ impl<O: QueueOps> Queue<O> {
         }
         drop(signalling);
         let st = this.state.lock();
-        Ok((Self::info(&inner, &st, index)?, published))
+        let mut info = Self::info(&inner, &st, index)?;
+        if matches!(info.state, BufState::Done | BufState::Error) {
+            // The driver completed it already (it runs concurrently): QBUF reports the buffer
+            // as it queued it, with no frame yet; DQBUF returns the frame.
+            info.state = BufState::Active;
+            info.bytesused = 0;
+            info.sequence = 0;
+            info.timestamp_ns = 0;
+            info.last = false;
+            info.out_fence_pending = published.is_some();
+        }
+        Ok((info, published))
     }
 
     /// Undoes a QBUF of `index` that failed: the buffer is dequeued again, its waiter

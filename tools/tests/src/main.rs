@@ -59,6 +59,10 @@ static TESTS: &[Test] = &[
         formats::enum_frameintervals_discrete,
     ),
     ("g_s_parm_timeperframe", formats::g_s_parm_timeperframe),
+    (
+        "frame_rates_follow_frame_size",
+        formats::frame_rates_follow_frame_size,
+    ),
     ("inputs_enum_g_s", formats::inputs_enum_g_s),
     ("controls_query", formats::controls_query),
     ("controls_set_get", formats::controls_set_get),
@@ -153,6 +157,10 @@ static TESTS: &[Test] = &[
     (
         "v4l2_ctl_each_memory_type",
         clients::v4l2_ctl_each_memory_type,
+    ),
+    (
+        "fast_rates_hold_without_spurious_drops",
+        streaming::fast_rates_hold_without_spurious_drops,
     ),
     ("v4l2_compliance", v4l2_compliance),
     // Must stay last.
