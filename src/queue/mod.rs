@@ -1113,16 +1113,36 @@ impl<O: QueueOps> Queue<O> {
 
     /// Gives buffer `index` the memory `acquired` (from [`Queue::acquire_mem`]); returns the
     /// memory it replaces, for the caller to drop once `lock` is released.
+    ///
+    /// That includes the reference the buffer's last token parked in its slot, unless the
+    /// driver still holds a stale token: after a replacement it may be the last reference on
+    /// the old memory (USERPTR pages to unpin), which must not be dropped under `lock` when
+    /// the buffer is next handed to the driver.
     fn install_mem(
+        &self,
         inner: &mut Inner,
         index: usize,
         acquired: Option<(BufferMem, usize, u32)>,
-    ) -> Option<BufferMem> {
-        let (mem, addr, length) = acquired?;
-        let buf = inner.bufs[index].as_mut()?;
+    ) -> (Option<BufferMem>, Option<BufferMem>) {
+        let Some((mem, addr, length)) = acquired else {
+            return (None, None);
+        };
+        let Some(buf) = inner.bufs[index].as_mut() else {
+            return (None, None);
+        };
         buf.length = length;
         buf.userptr = addr;
-        buf.mem.replace(mem)
+        let replaced = buf.mem.replace(mem);
+        let parked = {
+            let mut st = self.state.lock();
+            let slot = &mut st.slots[index];
+            if slot.held {
+                None
+            } else {
+                slot.parked.take()
+            }
+        };
+        (replaced, parked)
     }
 
     /// `VIDIOC_PREPARE_BUF`.
@@ -1144,7 +1164,7 @@ impl<O: QueueOps> Queue<O> {
         // The buffer stays dequeued and allocated while `ioctl` is held.
         let acquired = Self::acquire_mem(pin)?;
         let mut inner = self.lock.lock();
-        let replaced = Self::install_mem(&mut inner, index, acquired);
+        let replaced = self.install_mem(&mut inner, index, acquired);
         let mut st = self.state.lock();
         let slot = &mut st.slots[index];
         slot.prepared = true;
@@ -1237,7 +1257,7 @@ impl<O: QueueOps> Queue<O> {
             // is free (every path that takes a buffer back unregisters it).
             this.waiters[index].register(fence, this)?;
         }
-        _replaced = Self::install_mem(&mut inner, index, acquired);
+        _replaced = this.install_mem(&mut inner, index, acquired);
         let deadline_ns = fenced.then(|| {
             // A driver's own bound is held to the range the module parameter allows.
             let bound_ms = this
