@@ -23,7 +23,7 @@ rsync -a --delete --exclude-from="$RVB2_TOP/.gitignore" \
 	--include=/Kbuild --include='/src/***' --include='/include/***' --exclude='*' \
 	"$RVB2_TOP/" "$src/"
 log "building rvivid.ko against $(basename "$kdir") in $src"
-nice -n 10 make --no-print-directory -s -C "$kdir" M="$src" LLVM="$RVB2_LLVM" W=1 modules
+nice -n 10 make --no-print-directory -s -C "$kdir" M="$src" LLVM="$RVB2_LLVM" modules
 
 mkdir -p "$RVB2_TOP/build/bench" "$RVB2_TOP/build/logs"
 rm -f "$RVB2_TOP/build/bench/table.txt"
