@@ -21,9 +21,10 @@ const char *rvb2_video_device_node_name(struct video_device *vdev);
 void *rvb2_vmalloc_user(unsigned long size);
 
 void rvb2_spin_lock_init(spinlock_t *lock, const char *name, struct lock_class_key *key);
-unsigned long rvb2_spin_lock_irqsave(spinlock_t *lock);
-bool rvb2_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
-void rvb2_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+void rvb2_irq_spin_lock(spinlock_t *lock);
+bool rvb2_irq_spin_trylock(spinlock_t *lock);
+void rvb2_irq_spin_unlock(spinlock_t *lock);
+bool rvb2_irqs_disabled(void);
 void rvb2_assert_spin_locked(spinlock_t *lock);
 
 u64 rvb2_ktime_get_ns(void);

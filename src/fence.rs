@@ -2,11 +2,24 @@
 
 //! dma-fence and sync_file abstractions: in-fences rvb2 waits for, out-fences it signals.
 //!
-//! - [`Fence`] is a reference to any `struct dma_fence`, e.g. one taken from a sync_file fd.
-//! - [`OutFence`] is a fence rvb2 creates and must signal; dropping one that was not
-//!   signalled signals it with `-ECANCELED`, so no out-fence is ever left pending (the
-//!   dma-fence rule that fences signal in finite time).
-//! - [`FenceWaiter`] is a callback registered on a fence, which notifies its owner.
+//! The shape follows the upstream Rust dma-fence series (a fence context the producer owns,
+//! fences allocated ahead so that creating one cannot fail where it must not, a producer-side
+//! type that alone can signal, a ref-counted consumer side), plus the sync_file wrapper that
+//! series lacks:
+//!
+//! - [`Fence`] is any `struct dma_fence` (`#[repr(transparent)]` over
+//!   [`Opaque<dma_fence>`](Opaque), [`AlwaysRefCounted`]), handed out as [`ARef<Fence>`]: a
+//!   fence taken from a sync_file fd, or the consumer side of one of ours.
+//! - [`FenceContext`] is a timeline of out-fences (a dma-fence context and its sequence
+//!   numbers). [`FenceAllocation::new`] allocates the storage of a fence ahead (it may fail
+//!   and sleep); [`FenceContext::new_fence`] then initialises it with the next sequence number
+//!   and cannot fail.
+//! - [`OutFence`] is the producer side of a fence rvb2 created: only it can signal the fence.
+//!   Dropping one that was not signalled signals it with `-ECANCELED`, so no out-fence is ever
+//!   left pending (the dma-fence rule that fences signal in finite time).
+//! - [`SyncFile`] wraps a fence in a sync_file for userspace, and gets the fence of one.
+//! - [`FenceWaiter`] is a pinned callback slot: a registration on a fence that holds the fence
+//!   and its owner, and removes itself when unregistered or dropped.
 //! - [`SignallingSection`] annotates code that out-fences need in order to signal
 //!   (`dma_fence_begin_signalling()`), so that lockdep checks it against the cross-driver
 //!   rules: no `GFP_KERNEL` allocation, no lock that is held elsewhere around one.
@@ -19,79 +32,112 @@
 //! C headers: [`include/linux/dma-fence.h`](srctree/include/linux/dma-fence.h),
 //! [`include/linux/sync_file.h`](srctree/include/linux/sync_file.h).
 
-use crate::bindings;
+use crate::{
+    bindings,
+    errno::ecanceled,
+    sync::{
+        new_irq_spinlock,
+        IrqSpinLock, //
+    }, //
+};
 use core::{
     marker::PhantomData,
-    ptr::NonNull,
-    sync::atomic::{AtomicPtr, Ordering},
+    ptr::NonNull, //
 };
 use kernel::{
     fs::File,
     prelude::*,
-    sync::{aref::ARef, ArcBorrow},
+    sync::{
+        aref::{
+            ARef,
+            AlwaysRefCounted, //
+        },
+        atomic::{
+            Acquire,
+            Atomic,
+            Release, //
+        },
+        Arc,
+        ArcBorrow, //
+    },
     types::Opaque, //
 };
 
-/// `ECANCELED`, the error of out-fences whose buffer was never processed.
-pub(crate) fn ecanceled() -> Error {
-    Error::from_errno(-(kernel::bindings::ECANCELED as i32))
-}
-
-/// `EDEADLK`, the error of a `VIDIOC_QBUF` whose in-fence waits for an out-fence of its own
-/// queue.
-pub(crate) fn edeadlk() -> Error {
-    Error::from_errno(-(kernel::bindings::EDEADLK as i32))
-}
-
-/// A counted reference to a `struct dma_fence`.
+/// A `struct dma_fence`.
 ///
 /// # Invariants
 ///
-/// `ptr` points to a live fence on which this object owns one reference.
-pub(crate) struct Fence {
-    ptr: NonNull<bindings::dma_fence>,
-}
+/// The fence is initialised and its reference count is not zero while a `&Fence` exists: a
+/// `Fence` is only ever reached through an [`ARef<Fence>`] (which owns a reference) or a
+/// borrow of one.
+#[repr(transparent)]
+pub(crate) struct Fence(Opaque<bindings::dma_fence>);
 
-// SAFETY: dma-fences are reference counted and locked internally; any thread may use them.
+// SAFETY: dma-fences are reference counted and locked internally; any thread may use them, and
+// the last reference may be dropped on any thread.
 unsafe impl Send for Fence {}
-// SAFETY: See `Send`.
+// SAFETY: See `Send`: every operation on a shared fence is thread-safe.
 unsafe impl Sync for Fence {}
+
+// SAFETY: `dma_fence_get()`/`dma_fence_put()` keep the fence alive while the count is not zero.
+unsafe impl AlwaysRefCounted for Fence {
+    fn inc_ref(&self) {
+        // SAFETY: The fence is live (type invariant).
+        unsafe { bindings::rvb2_dma_fence_get(self.as_raw()) };
+    }
+
+    unsafe fn dec_ref(obj: NonNull<Self>) {
+        // SAFETY: The caller gives up a reference it owns.
+        unsafe { bindings::rvb2_dma_fence_put(obj.as_ptr().cast()) };
+    }
+}
 
 impl Fence {
     /// Takes a reference to the fence of the sync_file `fd`. Fails with `EINVAL` if `fd` is
-    /// not an open sync_file.
-    pub(crate) fn from_sync_file(fd: i32) -> Result<Self> {
-        if fd < 0 {
-            return Err(EINVAL);
-        }
-        // SAFETY: `sync_file_get_fence()` accepts any fd and returns a new reference or null.
-        let ptr = unsafe { bindings::sync_file_get_fence(fd) };
-        // INVARIANT: A non-null result carries a reference for us.
-        NonNull::new(ptr).map(|ptr| Self { ptr }).ok_or(EINVAL)
+    /// not an open sync_file (see [`SyncFile::fence`]).
+    pub(crate) fn from_sync_file(fd: i32) -> Result<ARef<Self>> {
+        SyncFile::fence(fd)
+    }
+
+    /// Takes over a reference to `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live fence, and the caller owns a reference on it, which it gives up.
+    unsafe fn from_raw_ref(ptr: NonNull<bindings::dma_fence>) -> ARef<Self> {
+        // SAFETY: `Fence` is a transparent wrapper of the fence; the reference is the caller's.
+        unsafe { ARef::from_raw(ptr.cast()) }
     }
 
     /// Returns the raw pointer.
-    pub(crate) fn as_ptr(&self) -> *mut bindings::dma_fence {
-        self.ptr.as_ptr()
+    fn as_raw(&self) -> *mut bindings::dma_fence {
+        self.0.get()
     }
 
     /// `dma_fence_get_status()`: 0 while pending, 1 once signalled, a negative errno if it
     /// signalled with an error.
     pub(crate) fn status(&self) -> i32 {
         // SAFETY: The fence is live (type invariant).
-        unsafe { bindings::dma_fence_get_status(self.as_ptr()) }
+        unsafe { bindings::dma_fence_get_status(self.as_raw()) }
+    }
+
+    /// Whether the fence signalled (`dma_fence_is_signaled()`).
+    pub(crate) fn is_signaled(&self) -> bool {
+        // SAFETY: The fence is live (type invariant).
+        unsafe { bindings::rvb2_dma_fence_is_signaled(self.as_raw()) }
     }
 
     /// The fence's context.
     pub(crate) fn context(&self) -> u64 {
         // SAFETY: The fence is live; `context` never changes after initialisation.
-        unsafe { (*self.as_ptr()).context }
+        unsafe { (*self.as_raw()).context }
     }
 
     /// The fence's sequence number.
+    #[cfg_attr(not(CONFIG_KUNIT = "y"), expect(dead_code))]
     pub(crate) fn seqno(&self) -> u64 {
         // SAFETY: The fence is live; `seqno` never changes after initialisation.
-        unsafe { (*self.as_ptr()).seqno }
+        unsafe { (*self.as_raw()).seqno }
     }
 
     /// Calls `f` with the context of every fence this one is made of that has not signalled:
@@ -104,39 +150,19 @@ impl Fence {
         // holds a reference on the container it walks, and the container references its
         // components, so every fence it returns is live until the next call; walking to the end
         // (a null return) drops the cursor's reference.
-        let mut component = unsafe { bindings::dma_fence_unwrap_first(self.as_ptr(), &mut cursor) };
-        while !component.is_null() {
-            // SAFETY: `component` is live (see above).
-            if !unsafe { bindings::rvb2_dma_fence_is_signaled(component) } {
-                // SAFETY: As above; `context` never changes after initialisation.
-                f(unsafe { (*component).context });
+        let mut component = unsafe { bindings::dma_fence_unwrap_first(self.as_raw(), &mut cursor) };
+        while let Some(ptr) = NonNull::new(component) {
+            // SAFETY: `ptr` is live until the next call (see above); `Fence` is a transparent
+            // wrapper of the fence.
+            let fence = unsafe { ptr.cast::<Fence>().as_ref() };
+            if !fence.is_signaled() {
+                f(fence.context());
             }
             // SAFETY: `cursor` was set up by `dma_fence_unwrap_first()` and not yet walked to
             // its end.
             component = unsafe { bindings::dma_fence_unwrap_next(&mut cursor) };
         }
     }
-}
-
-impl Clone for Fence {
-    fn clone(&self) -> Self {
-        // SAFETY: The fence is live; the new reference is owned by the clone.
-        unsafe { bindings::rvb2_dma_fence_get(self.as_ptr()) };
-        Self { ptr: self.ptr }
-    }
-}
-
-impl Drop for Fence {
-    fn drop(&mut self) {
-        // SAFETY: We own one reference (type invariant).
-        unsafe { bindings::rvb2_dma_fence_put(self.as_ptr()) };
-    }
-}
-
-/// Allocates a new fence context (`dma_fence_context_alloc(1)`).
-pub(crate) fn context_alloc() -> u64 {
-    // SAFETY: May be called from any context.
-    unsafe { bindings::dma_fence_context_alloc(1) }
 }
 
 /// `dma_fence_ops::get_driver_name` of out-fences.
@@ -163,77 +189,156 @@ static OUT_FENCE_OPS: bindings::dma_fence_ops = bindings::dma_fence_ops {
     ..pin_init::zeroed()
 };
 
-/// A fence rvb2 created and will signal when its buffer is done.
+/// A timeline of out-fences: a dma-fence context and the sequence numbers used on it.
+///
+/// Fences of one context must signal in sequence number order (consumers such as
+/// `dma_fence_is_later()` and `SYNC_IOC_MERGE` rely on it): the owner signals them so, or uses a
+/// context per fence. Only the owner creates fences on it (`&mut self`).
+pub(crate) struct FenceContext {
+    context: u64,
+    seqno: u64,
+}
+
+impl FenceContext {
+    /// A new context (`dma_fence_context_alloc(1)`). It allocates no memory and may be called
+    /// in any context.
+    pub(crate) fn new() -> Self {
+        Self {
+            // SAFETY: May be called from any context.
+            context: unsafe { bindings::dma_fence_context_alloc(1) },
+            seqno: 0,
+        }
+    }
+
+    /// Initialises the fence `storage` was allocated for, with the next sequence number of this
+    /// context. It neither allocates nor fails, so it may run where failing is not an option
+    /// (under a lock a signalling path takes).
+    pub(crate) fn new_fence(&mut self, storage: FenceAllocation) -> OutFence {
+        self.seqno += 1;
+        let ptr = KBox::into_raw(storage.0).cast::<bindings::dma_fence>();
+        // SAFETY: `ptr` is a `kmalloc()` allocation of a `dma_fence` nothing else refers to
+        // (`Opaque` is a transparent wrapper); the fence core frees it with `dma_fence_free()`
+        // (`kfree_rcu()`) when its last reference goes. A null lock selects the fence's own
+        // inline lock.
+        unsafe {
+            bindings::dma_fence_init(
+                ptr,
+                &OUT_FENCE_OPS,
+                core::ptr::null_mut(),
+                self.context,
+                self.seqno,
+            )
+        };
+        // INVARIANT: The fence was just initialised with `OUT_FENCE_OPS` and is not signalled.
+        OutFence {
+            // SAFETY: `dma_fence_init()` gave us the initial reference; `ptr` came from a `KBox`,
+            // so it is not null.
+            fence: unsafe { Fence::from_raw_ref(NonNull::new_unchecked(ptr)) },
+        }
+    }
+}
+
+/// The storage of an out-fence, allocated ahead so that creating the fence
+/// ([`FenceContext::new_fence`]) cannot fail (the upstream series' `DriverFenceAllocation`).
+pub(crate) struct FenceAllocation(KBox<Opaque<bindings::dma_fence>>);
+
+impl FenceAllocation {
+    /// Allocates the storage of one fence (`GFP_KERNEL`: not on a signalling path).
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self(KBox::new(Opaque::uninit(), GFP_KERNEL)?))
+    }
+}
+
+/// The producer side of a fence rvb2 created: the only handle that can signal it.
 ///
 /// # Invariants
 ///
-/// `fence` was initialised with [`OUT_FENCE_OPS`]; it is signalled at the latest when this
-/// object is dropped.
+/// `fence` was initialised with [`OUT_FENCE_OPS`] by [`FenceContext::new_fence`], and is not
+/// signalled while this object exists but by [`OutFence::signal`], which consumes it; dropping
+/// the object signals the fence if it is still pending.
 pub(crate) struct OutFence {
-    fence: Fence,
+    fence: ARef<Fence>,
 }
 
 impl OutFence {
-    /// Creates an unsignalled fence on `context` with sequence number `seqno`.
-    pub(crate) fn new(context: u64, seqno: u64) -> Result<Self> {
-        let raw = KBox::new(Opaque::<bindings::dma_fence>::uninit(), GFP_KERNEL)?;
-        let ptr = KBox::into_raw(raw).cast::<bindings::dma_fence>();
-        // SAFETY: `ptr` is a fresh `kmalloc()` allocation of a `dma_fence`; the fence core
-        // frees it with `dma_fence_free()` (`kfree_rcu()`) when its last reference goes. A
-        // null lock selects the fence's own inline lock.
-        unsafe {
-            bindings::dma_fence_init(ptr, &OUT_FENCE_OPS, core::ptr::null_mut(), context, seqno)
-        };
-        // INVARIANT: `dma_fence_init()` gave us the initial reference.
-        Ok(Self {
-            fence: Fence {
-                // SAFETY: `ptr` came from a `KBox`, so it is not null.
-                ptr: unsafe { NonNull::new_unchecked(ptr) },
-            },
-        })
-    }
-
-    /// The fence, for others to wait on.
+    /// The fence, for others to wait on (a consumer reference: `ARef::from(out.fence())`).
     pub(crate) fn fence(&self) -> &Fence {
         &self.fence
     }
 
-    /// Wraps the fence in a new sync_file; the returned file holds its own reference on it.
+    /// Wraps the fence in a new sync_file and returns its file, which holds its own reference
+    /// on the fence (see [`SyncFile::new`]).
     pub(crate) fn sync_file(&self) -> Result<ARef<File>> {
-        // SAFETY: The fence is live.
-        let sf = unsafe { bindings::rvb2_sync_file_create(self.fence.as_ptr()) };
+        SyncFile::new(&self.fence).map(SyncFile::into_file)
+    }
+
+    /// Signals the fence, with `error` if the buffer failed or was cancelled.
+    pub(crate) fn signal(self, error: Option<Error>) {
+        self.signal_with(error);
+    }
+
+    fn signal_with(&self, error: Option<Error>) {
+        if let Some(e) = error {
+            // SAFETY: The fence is live and not yet signalled (type invariant).
+            unsafe { bindings::rvb2_dma_fence_set_error(self.fence.as_raw(), e.to_errno()) };
+        }
+        // SAFETY: The fence is live. It was not signalled (type invariant); the caller consumes
+        // or drops `self`, so it is signalled once.
+        unsafe { bindings::dma_fence_signal(self.fence.as_raw()) };
+    }
+}
+
+impl Drop for OutFence {
+    fn drop(&mut self) {
+        // INVARIANT: Never leave a fence unsignalled. `signal()` consumed its object after
+        // signalling, so a signalled fence is one `signal()` handled.
+        if !self.fence.is_signaled() {
+            self.signal_with(Some(ecanceled()));
+        }
+    }
+}
+
+/// A sync_file: a file that hands a fence to userspace (`include/linux/sync_file.h`).
+///
+/// # Invariants
+///
+/// `file` is the file of a sync_file.
+pub(crate) struct SyncFile {
+    file: ARef<File>,
+}
+
+impl SyncFile {
+    /// Creates a sync_file for `fence`; it holds its own reference on the fence.
+    pub(crate) fn new(fence: &Fence) -> Result<Self> {
+        // SAFETY: The fence is live; `sync_file_create()` takes its own reference.
+        let sf = unsafe { bindings::rvb2_sync_file_create(fence.as_raw()) };
         if sf.is_null() {
             return Err(ENOMEM);
         }
         // SAFETY: `sync_file_create()` returned a sync_file whose file holds the only
         // reference, which we take over (dropping it releases the sync_file and its fence
         // reference). The cast is between two bindings of `struct file`.
-        Ok(unsafe { ARef::from_raw(NonNull::new_unchecked((*sf).file.cast::<File>())) })
+        let file = unsafe { ARef::from_raw(NonNull::new_unchecked((*sf).file.cast::<File>())) };
+        // INVARIANT: `file` is the sync_file's.
+        Ok(Self { file })
     }
 
-    /// Signals the fence, with `error` if the buffer failed or was cancelled.
-    pub(crate) fn signal(self, error: Option<Error>) {
-        if let Some(e) = error {
-            // SAFETY: The fence is live and not yet signalled (type invariant).
-            unsafe { bindings::rvb2_dma_fence_set_error(self.fence.as_ptr(), e.to_errno()) };
-        }
-        // SAFETY: The fence is live. `drop()` below then sees it signalled.
-        unsafe { bindings::dma_fence_signal(self.fence.as_ptr()) };
+    /// The file, to install in a file descriptor.
+    pub(crate) fn into_file(self) -> ARef<File> {
+        self.file
     }
-}
 
-impl Drop for OutFence {
-    fn drop(&mut self) {
-        // SAFETY: The fence is live.
-        if unsafe { bindings::rvb2_dma_fence_is_signaled(self.fence.as_ptr()) } {
-            return;
+    /// Takes a reference to the fence of the sync_file `fd`. Fails with `EINVAL` if `fd` is
+    /// not an open sync_file.
+    pub(crate) fn fence(fd: i32) -> Result<ARef<Fence>> {
+        if fd < 0 {
+            return Err(EINVAL);
         }
-        // INVARIANT: Never leave a fence unsignalled.
-        // SAFETY: The fence is live and not signalled.
-        unsafe {
-            bindings::rvb2_dma_fence_set_error(self.fence.as_ptr(), ecanceled().to_errno());
-            bindings::dma_fence_signal(self.fence.as_ptr());
-        }
+        // SAFETY: `sync_file_get_fence()` accepts any fd and returns a new reference or null.
+        let ptr = unsafe { bindings::sync_file_get_fence(fd) };
+        let ptr = NonNull::new(ptr).ok_or(EINVAL)?;
+        // SAFETY: A non-null result is a live fence carrying a reference for us.
+        Ok(unsafe { Fence::from_raw_ref(ptr) })
     }
 }
 
@@ -280,80 +385,142 @@ impl Drop for SignallingSection {
 /// What a [`FenceWaiter`] tells its owner when the fence it waits for signals.
 pub(crate) trait FenceNotify: Send + Sync + Sized + 'static {
     /// The fence signalled. Called in any context (possibly hard interrupt, with the fence's
-    /// lock held): it must not sleep and should only kick a work item.
+    /// lock held): it must not sleep, must not touch the waiter (unregistering it from here
+    /// would wait for this very call), and should only kick a work item.
     fn fence_signalled(this: ArcBorrow<'_, Self>);
 }
 
-/// A callback registration on a fence, owned by a `T` it notifies.
+/// What a registered [`FenceWaiter`] holds: the fence its callback is on, and its owner.
+struct Registration<T> {
+    fence: ARef<Fence>,
+    owner: Arc<T>,
+}
+
+/// A callback slot that notifies an owner `T` when a fence signals
+/// (`dma_fence_add_callback()`), reusable: [`FenceWaiter::register`] registers it on a fence,
+/// [`FenceWaiter::unregister`] or dropping the waiter removes it.
+///
+/// A registration holds a reference on its fence and one on its owner, so the callback can
+/// never find either gone; an owner that contains its own waiters (as the queue does) is kept
+/// alive by them until it unregisters them. The callback allocates nothing and takes no lock
+/// but the workqueue's (through the owner's [`FenceNotify`]): it is IRQ-safe.
 ///
 /// # Invariants
 ///
-/// While a callback is registered, `owner` is the address of a live `Arc<T>` allocation that
-/// stays alive until the callback ran or [`FenceWaiter::remove`] returned.
+/// - A `FenceWaiter` is only ever created pinned ([`FenceWaiter::new`] is a [`PinInit`]), so
+///   `cb` never moves.
+/// - `cb` is on no fence's callback list while `registration` is `None`; while it is `Some`,
+///   `cb` is on the list of its fence or on none (the callback ran, or was never added).
+/// - While `cb` is on a callback list or its function runs, `owner` is the address of the
+///   `T` that `registration`'s owner keeps alive.
+#[pin_data(PinnedDrop)]
 pub(crate) struct FenceWaiter<T: FenceNotify> {
+    #[pin]
     cb: Opaque<bindings::dma_fence_cb>,
-    owner: AtomicPtr<T>,
+    owner: Atomic<*mut T>,
+    #[pin]
+    registration: IrqSpinLock<Option<Registration<T>>>,
 }
 
-// SAFETY: The callback storage is only touched by the fence core under the fence's lock.
+// SAFETY: `cb` is only touched by the fence core under the fence's lock and by the methods
+// below under `registration`'s lock; the rest is `Send`.
 unsafe impl<T: FenceNotify> Send for FenceWaiter<T> {}
-// SAFETY: See `Send`.
+// SAFETY: See `Send`: every method takes `&self` and synchronises through those locks.
 unsafe impl<T: FenceNotify> Sync for FenceWaiter<T> {}
 
 impl<T: FenceNotify> FenceWaiter<T> {
-    /// Unused callback storage.
-    pub(crate) const fn new() -> Self {
-        Self {
+    /// An unregistered waiter.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
             cb: Opaque::zeroed(),
-            owner: AtomicPtr::new(core::ptr::null_mut()),
-        }
+            owner: Atomic::new(core::ptr::null_mut()),
+            registration <- new_irq_spinlock!(None, c"rvb2_fence_waiter"),
+        })
     }
 
-    /// Notifies `owner` when `fence` signals. Returns `false` (and registers nothing) if the
-    /// fence has already signalled.
+    /// Notifies `owner` when `fence` signals. Returns `Ok(false)` (and registers nothing) if
+    /// the fence has already signalled, `EBUSY` if the waiter is registered already.
     ///
-    /// # Safety
-    ///
-    /// The storage must not have a callback registered, and must stay at this address, and
-    /// `owner` alive, until the callback ran or [`FenceWaiter::remove`] returned.
-    pub(crate) unsafe fn add(&self, fence: &Fence, owner: ArcBorrow<'_, T>) -> Result<bool> {
-        let owner: &T = &owner;
+    /// It does not sleep or allocate; `fence` and `owner` are referenced again, so the caller
+    /// keeps its own references.
+    pub(crate) fn register(&self, fence: &Fence, owner: &Arc<T>) -> Result<bool> {
+        let mut registration = self.registration.lock();
+        if registration.is_some() {
+            return Err(EBUSY);
+        }
+        let new = Registration {
+            fence: fence.into(),
+            owner: owner.clone(),
+        };
+        // INVARIANT: `owner` is `new.owner`'s `T`, which lives as long as `new`: in the
+        // registration if the callback is added, or until this function returns if not.
         self.owner
-            .store(core::ptr::from_ref(owner).cast_mut(), Ordering::Release);
-        // INVARIANT: The caller keeps the owner alive while the callback is registered.
-        // SAFETY: The fence is live; the storage is unused and stays put (caller's promise).
+            .store(Arc::as_ptr(&new.owner).cast_mut(), Release);
+        // SAFETY: The fence is live. `cb` is on no list (`registration` is `None`, type
+        // invariant) and is pinned; once added, it stays until `unregister()` or `drop()` takes
+        // it off its fence, which they do with this registration's fence.
         let ret = unsafe {
-            bindings::dma_fence_add_callback(fence.as_ptr(), self.cb.get(), Some(Self::func))
+            bindings::dma_fence_add_callback(fence.as_raw(), self.cb.get(), Some(Self::func))
         };
         match ret {
-            0 => Ok(true),
+            0 => {
+                // INVARIANT: `cb` is on `fence`'s list, and `registration` names that fence.
+                *registration = Some(new);
+                Ok(true)
+            }
+            // Signalled already: `cb` was not added.
             r if r == ENOENT.to_errno() => Ok(false),
             r => Err(Error::from_errno(r)),
         }
     }
 
-    /// Removes the callback from `fence` if it has not run. Either way, it is not running
-    /// when this returns (the fence core runs callbacks under the fence's lock, which this
-    /// takes). Returns whether it was removed before running.
-    pub(crate) fn remove(&self, fence: &Fence) -> bool {
-        // SAFETY: The fence is live; removing a callback that ran or was never added to this
-        // fence is allowed (the storage's list entry is then empty).
-        unsafe { bindings::dma_fence_remove_callback(fence.as_ptr(), self.cb.get()) }
+    /// Removes the callback if it is registered and has not run. Either way, the callback is
+    /// not running when this returns (the fence core runs callbacks under the fence's lock,
+    /// which this takes), and the waiter can be registered again.
+    ///
+    /// It drops the registration's references on the fence and on the owner; the latter is
+    /// never the last (whoever reaches this waiter holds its owner), so the owner is not freed
+    /// here. It does not sleep.
+    pub(crate) fn unregister(&self) {
+        let mut guard = self.registration.lock();
+        let registration = guard.take();
+        if let Some(r) = &registration {
+            Self::remove(&self.cb, &r.fence);
+        }
+        // INVARIANT: `cb` is on no list now.
+        drop(guard);
+        drop(registration);
+    }
+
+    /// Takes `cb` off `fence`'s callback list if it is on it.
+    fn remove(cb: &Opaque<bindings::dma_fence_cb>, fence: &Fence) {
+        // SAFETY: The fence is live. `cb` is on its list or on none (type invariant): removing a
+        // callback that ran or was never added is allowed (`dma_fence_add_callback()` and the
+        // signalling both leave the list entry empty).
+        unsafe { bindings::dma_fence_remove_callback(fence.as_raw(), cb.get()) };
     }
 
     /// The `dma_fence_func_t` of the registration.
     ///
     /// # Safety
     ///
-    /// Called by the fence core only, for a callback added by [`FenceWaiter::add`].
+    /// Called by the fence core only, for a callback added by [`FenceWaiter::register`].
     unsafe extern "C" fn func(_fence: *mut bindings::dma_fence, cb: *mut bindings::dma_fence_cb) {
-        let cb = Opaque::cast_from(cb).cast_mut();
-        // SAFETY: `cb` is the `cb` field of a `FenceWaiter<T>`.
+        let cb = Opaque::cast_from(cb);
+        // SAFETY: `cb` is the `cb` field of a `FenceWaiter<T>`, which is live: it is on a
+        // callback list, and the waiter takes it off before it goes.
         let this = unsafe { &*kernel::container_of!(cb, Self, cb) };
-        let owner = this.owner.load(Ordering::Acquire);
-        // SAFETY: The owner is a live `Arc<T>` allocation while the callback is registered
-        // (type invariant).
+        let owner = this.owner.load(Acquire);
+        // SAFETY: While the callback runs, `owner` is a `T` that the registration's `Arc` keeps
+        // alive (type invariant).
         T::fence_signalled(unsafe { ArcBorrow::from_raw(owner) });
+    }
+}
+
+#[pinned_drop]
+impl<T: FenceNotify> PinnedDrop for FenceWaiter<T> {
+    fn drop(self: Pin<&mut Self>) {
+        self.unregister();
     }
 }
 

@@ -7,6 +7,7 @@
 #include <linux/dma-fence.h>
 #include <linux/error-injection.h>
 #include <linux/mm.h>
+#include <linux/percpu.h>
 #include <linux/spinlock.h>
 #include <linux/sync_file.h>
 #include <linux/timekeeping.h>
@@ -35,22 +36,61 @@ void rvb2_spin_lock_init(spinlock_t *lock, const char *name, struct lock_class_k
 #endif
 }
 
-unsigned long rvb2_spin_lock_irqsave(spinlock_t *lock)
+#ifdef CONFIG_PREEMPT_RT
+#error "rvb2's IrqSpinLock needs a spinning spinlock_t (not PREEMPT_RT)"
+#endif
+
+/*
+ * IrqSpinLock (src/sync.rs): a spinlock taken with local interrupts disabled, whose unlocks
+ * may come in any order. Instead of each holder keeping the flags spin_lock_irqsave() saved
+ * (which restores the wrong state when two holders unlock out of order), this CPU counts the
+ * locks it holds: the first disables interrupts and saves their state, the last unlock
+ * restores it. Interrupts are disabled while the count is not zero, so it is only ever
+ * changed by this CPU's current context.
+ */
+static DEFINE_PER_CPU(unsigned int, rvb2_irq_lock_count);
+static DEFINE_PER_CPU(unsigned long, rvb2_irq_lock_flags);
+
+static void rvb2_irq_lock_enter(unsigned long flags)
+{
+	if (this_cpu_inc_return(rvb2_irq_lock_count) == 1)
+		this_cpu_write(rvb2_irq_lock_flags, flags);
+}
+
+void rvb2_irq_spin_lock(spinlock_t *lock)
 {
 	unsigned long flags;
 
-	spin_lock_irqsave(lock, flags);
-	return flags;
+	local_irq_save(flags);
+	rvb2_irq_lock_enter(flags);
+	spin_lock(lock);
 }
 
-bool rvb2_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags)
+bool rvb2_irq_spin_trylock(spinlock_t *lock)
 {
-	return spin_trylock_irqsave(lock, *flags);
+	unsigned long flags;
+
+	local_irq_save(flags);
+	if (!spin_trylock(lock)) {
+		local_irq_restore(flags);
+		return false;
+	}
+	rvb2_irq_lock_enter(flags);
+	return true;
 }
 
-void rvb2_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+void rvb2_irq_spin_unlock(spinlock_t *lock)
 {
-	spin_unlock_irqrestore(lock, flags);
+	spin_unlock(lock);
+	if (WARN_ON_ONCE(this_cpu_read(rvb2_irq_lock_count) == 0))
+		return;
+	if (this_cpu_dec_return(rvb2_irq_lock_count) == 0)
+		local_irq_restore(this_cpu_read(rvb2_irq_lock_flags));
+}
+
+bool rvb2_irqs_disabled(void)
+{
+	return irqs_disabled();
 }
 
 void rvb2_assert_spin_locked(spinlock_t *lock)

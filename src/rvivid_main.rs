@@ -10,6 +10,7 @@ use kernel::prelude::*;
 
 mod bindings;
 mod driver;
+mod errno;
 mod fence;
 mod mem;
 mod param;

@@ -6,8 +6,11 @@
 //! them when told to, so every transition is observable without a device.
 
 use super::*;
-use crate::fence::{context_alloc, Fence, OutFence};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use crate::fence::{Fence, FenceAllocation, FenceContext, OutFence};
+use kernel::sync::atomic::{
+    Atomic,
+    Relaxed, //
+};
 
 #[kunit_tests(rvb2_queue)]
 mod tests {
@@ -24,9 +27,9 @@ mod tests {
         held: Mutex<KVec<ActiveBuffer<TestOps>>>,
         #[pin]
         starts: Mutex<u32>,
-        fail_start: AtomicBool,
+        fail_start: Atomic<bool>,
         /// The fence bound, in ms (long unless a case shortens it).
-        timeout_ms: AtomicU32,
+        timeout_ms: Atomic<u32>,
     }
 
     impl QueueOps for TestOps {
@@ -48,7 +51,7 @@ mod tests {
         }
 
         fn start_streaming(&self, _count: u32) -> Result {
-            if self.fail_start.load(Ordering::Relaxed) {
+            if self.fail_start.load(Relaxed) {
                 let mut held = self.held.lock();
                 while let Some(b) = held.pop() {
                     b.requeue();
@@ -67,7 +70,7 @@ mod tests {
         }
 
         fn fence_timeout_ms(&self) -> u32 {
-            self.timeout_ms.load(Ordering::Relaxed)
+            self.timeout_ms.load(Relaxed)
         }
     }
 
@@ -86,6 +89,15 @@ mod tests {
 
     impl Drop for TestQueue {
         fn drop(&mut self) {
+            // `shutdown()` waits for the driver's tokens: a case that ends with buffers in the
+            // test driver gives them back first.
+            loop {
+                let buf = self.0.ops().held.lock().pop();
+                let Some(buf) = buf else {
+                    break;
+                };
+                buf.fail();
+            }
             Queue::shutdown(&self.0);
         }
     }
@@ -94,8 +106,8 @@ mod tests {
         Ok(TestQueue(Queue::new(try_pin_init!(TestOps {
             held <- new_mutex!(KVec::with_capacity(MAX_BUFFERS, GFP_KERNEL)?),
             starts <- new_mutex!(0),
-            fail_start: AtomicBool::new(false),
-            timeout_ms: AtomicU32::new(60_000),
+            fail_start: Atomic::new(false),
+            timeout_ms: Atomic::new(60_000),
         }))?))
     }
 
@@ -220,7 +232,7 @@ mod tests {
     #[test]
     fn failed_start_keeps_buffers_queued() -> Result {
         let q = new_queue()?;
-        q.ops().fail_start.store(true, Ordering::Relaxed);
+        q.ops().fail_start.store(true, Relaxed);
         q.reqbufs(OWNER, Memory::Mmap, 3)?;
         qbuf(&q, 0)?;
         qbuf(&q, 1)?;
@@ -229,7 +241,7 @@ mod tests {
         assert_eq!(q.querybuf(1)?.state, BufState::Queued);
         // Not streaming after the failure.
         assert_eq!(q.dqbuf(OWNER, true).err(), Some(EINVAL));
-        q.ops().fail_start.store(false, Ordering::Relaxed);
+        q.ops().fail_start.store(false, Relaxed);
         Queue::streamon(&q, OWNER)?;
         assert_eq!(&held(&q)[..], &[0, 1]);
         q.streamoff(OWNER)?;
@@ -321,14 +333,19 @@ mod tests {
         cond()
     }
 
+    /// A fence of another producer, on a context of its own.
+    fn producer() -> Result<OutFence> {
+        Ok(FenceContext::new().new_fence(FenceAllocation::new()?))
+    }
+
     /// QBUF with an in-fence and, if `out`, an out-fence (returned).
     fn qbuf_fenced(
         q: &Arc<Queue<TestOps>>,
         index: u32,
-        in_fence: Option<Fence>,
+        in_fence: Option<ARef<Fence>>,
         out: bool,
-    ) -> Result<Option<Fence>> {
-        let publish = |o: &OutFence| -> Result<Fence> { Ok(o.fence().clone()) };
+    ) -> Result<Option<ARef<Fence>>> {
+        let publish = |o: &OutFence| -> Result<ARef<Fence>> { Ok(o.fence().into()) };
         let fences = QbufFences {
             in_fence,
             publish: out.then_some(publish),
@@ -340,8 +357,8 @@ mod tests {
     fn in_fence_holds_back_later_buffers() -> Result {
         let q = new_queue()?;
         q.reqbufs(OWNER, Memory::Mmap, 4)?;
-        let producer = OutFence::new(context_alloc(), 1)?;
-        qbuf_fenced(&q, 0, Some(producer.fence().clone()), false)?;
+        let producer = producer()?;
+        qbuf_fenced(&q, 0, Some(producer.fence().into()), false)?;
         qbuf(&q, 1)?;
         qbuf(&q, 2)?;
         Queue::streamon(&q, OWNER)?;
@@ -364,9 +381,9 @@ mod tests {
     fn failed_in_fence_completes_in_order_with_error() -> Result {
         let q = new_queue()?;
         q.reqbufs(OWNER, Memory::Mmap, 4)?;
-        let producer = OutFence::new(context_alloc(), 1)?;
+        let producer = producer()?;
         qbuf(&q, 0)?;
-        let out1 = qbuf_fenced(&q, 1, Some(producer.fence().clone()), true)?.ok_or(EINVAL)?;
+        let out1 = qbuf_fenced(&q, 1, Some(producer.fence().into()), true)?.ok_or(EINVAL)?;
         qbuf(&q, 2)?;
         Queue::streamon(&q, OWNER)?;
         // Only one buffer is ready at the head: not enough to start.
@@ -447,12 +464,12 @@ mod tests {
         );
         // A failed start_streaming() from QBUF takes the buffer and its out-fence back.
         Queue::streamon(&q, OWNER)?;
-        q.ops().fail_start.store(true, Ordering::Relaxed);
+        q.ops().fail_start.store(true, Relaxed);
         let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
         assert_eq!(qbuf_fenced(&q, 1, None, true).err(), Some(EIO));
         assert_eq!(q.querybuf(1)?.state, BufState::Dequeued);
         assert_eq!(out0.status(), 0);
-        q.ops().fail_start.store(false, Ordering::Relaxed);
+        q.ops().fail_start.store(false, Relaxed);
         q.streamoff(OWNER)?;
         assert!(out0.status() < 0);
         Ok(())
@@ -462,11 +479,11 @@ mod tests {
     fn never_signalled_in_fence_is_cancelled() -> Result {
         let q = new_queue()?;
         q.reqbufs(OWNER, Memory::Mmap, 3)?;
-        let producer = OutFence::new(context_alloc(), 1)?;
-        let out = qbuf_fenced(&q, 0, Some(producer.fence().clone()), true)?.ok_or(EINVAL)?;
+        let producer = producer()?;
+        let out = qbuf_fenced(&q, 0, Some(producer.fence().into()), true)?.ok_or(EINVAL)?;
         Queue::streamon(&q, OWNER)?;
         q.release(OWNER);
-        assert_eq!(out.status(), crate::fence::ecanceled().to_errno());
+        assert_eq!(out.status(), crate::errno::ecanceled().to_errno());
         // Signalling the in-fence now reaches nothing.
         producer.signal(None);
         assert_eq!(q.num_buffers(), 0);
@@ -477,11 +494,11 @@ mod tests {
     fn start_failure_from_the_fence_path_errors_the_buffers() -> Result {
         let q = new_queue()?;
         q.reqbufs(OWNER, Memory::Mmap, 3)?;
-        let producer = OutFence::new(context_alloc(), 1)?;
-        let out0 = qbuf_fenced(&q, 0, Some(producer.fence().clone()), true)?.ok_or(EINVAL)?;
+        let producer = producer()?;
+        let out0 = qbuf_fenced(&q, 0, Some(producer.fence().into()), true)?.ok_or(EINVAL)?;
         let out1 = qbuf_fenced(&q, 1, None, true)?.ok_or(EINVAL)?;
         Queue::streamon(&q, OWNER)?;
-        q.ops().fail_start.store(true, Ordering::Relaxed);
+        q.ops().fail_start.store(true, Relaxed);
         // The fence work tries to start streaming; nobody can be told it failed, so the
         // buffers come back with an error, in order.
         producer.signal(None);
@@ -495,7 +512,7 @@ mod tests {
             assert_eq!((info.index, info.state), (index, BufState::Error));
         }
         // Still streaming: the next buffers start it.
-        q.ops().fail_start.store(false, Ordering::Relaxed);
+        q.ops().fail_start.store(false, Relaxed);
         qbuf(&q, 0)?;
         qbuf(&q, 1)?;
         assert_eq!(*q.ops().starts.lock(), 1);
@@ -598,7 +615,7 @@ mod tests {
     #[test]
     fn deadline_fails_a_buffer_never_streamed() -> Result {
         let q = new_queue()?;
-        q.ops().timeout_ms.store(50, Ordering::Relaxed);
+        q.ops().timeout_ms.store(50, Relaxed);
         q.reqbufs(OWNER, Memory::Mmap, 3)?;
         let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
         // Unfenced buffers have no deadline.
@@ -621,10 +638,10 @@ mod tests {
     #[test]
     fn deadline_fails_a_never_signalled_in_fence() -> Result {
         let q = new_queue()?;
-        q.ops().timeout_ms.store(50, Ordering::Relaxed);
+        q.ops().timeout_ms.store(50, Relaxed);
         q.reqbufs(OWNER, Memory::Mmap, 4)?;
-        let producer = OutFence::new(context_alloc(), 1)?;
-        let out0 = qbuf_fenced(&q, 0, Some(producer.fence().clone()), true)?.ok_or(EINVAL)?;
+        let producer = producer()?;
+        let out0 = qbuf_fenced(&q, 0, Some(producer.fence().into()), true)?.ok_or(EINVAL)?;
         qbuf(&q, 1)?;
         qbuf(&q, 2)?;
         Queue::streamon(&q, OWNER)?;
@@ -644,7 +661,7 @@ mod tests {
     #[test]
     fn deadline_takes_buffers_back_from_the_driver() -> Result {
         let q = new_queue()?;
-        q.ops().timeout_ms.store(50, Ordering::Relaxed);
+        q.ops().timeout_ms.store(50, Relaxed);
         q.reqbufs(OWNER, Memory::Mmap, 4)?;
         let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
         let out1 = qbuf_fenced(&q, 1, None, true)?.ok_or(EINVAL)?;
@@ -660,7 +677,7 @@ mod tests {
         }
         // Queued again, buffer 0 waits until the driver gave its stale token back, and buffer 2
         // waits behind it.
-        q.ops().timeout_ms.store(60_000, Ordering::Relaxed);
+        q.ops().timeout_ms.store(60_000, Relaxed);
         qbuf(&q, 0)?;
         qbuf(&q, 2)?;
         assert_eq!(&held(&q)[..], &[0, 1]);
@@ -682,7 +699,7 @@ mod tests {
         let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
         let out1 = qbuf_fenced(&q, 1, None, true)?.ok_or(EINVAL)?;
         // A shorter bound for buffer 2 fails buffer 0 (queued before it) as well.
-        q.ops().timeout_ms.store(50, Ordering::Relaxed);
+        q.ops().timeout_ms.store(50, Relaxed);
         let out2 = qbuf_fenced(&q, 2, None, true)?.ok_or(EINVAL)?;
         Queue::streamon(&q, OWNER)?;
         // The driver completes buffer 1 before the deadline: its fence waits for buffer 0's.
@@ -691,14 +708,15 @@ mod tests {
         assert_eq!(out1.status(), 0);
         assert!(wait_for(|| out2.status() != 0));
         // Buffer 0 failed, buffer 1 done: the fences signal in QBUF order, each agreeing with
-        // its buffer; DQBUF gives buffers in completion order (1 came back first).
+        // its buffer, and DQBUF gives the buffers in that order too (1 came back first, but
+        // waited for 0).
         assert_eq!(
             (out0.status(), out1.status(), out2.status()),
             (etimedout(), 1, etimedout())
         );
         let order = [
-            (1, BufState::Done),
             (0, BufState::Error),
+            (1, BufState::Done),
             (2, BufState::Error),
         ];
         for (index, state) in order {
@@ -763,13 +781,13 @@ mod tests {
         Queue::streamon(&q, OWNER)?;
         assert_eq!(
             qbuf_fenced(&q, 1, Some(out0.clone()), true).err(),
-            Some(crate::fence::edeadlk())
+            Some(crate::errno::edeadlk())
         );
         let info = q.querybuf(1)?;
         assert_eq!((info.state, info.fenced), (BufState::Dequeued, false));
         // Another queue's fence, or this one's once signalled, is fine.
-        let other = OutFence::new(context_alloc(), 1)?;
-        qbuf_fenced(&q, 1, Some(other.fence().clone()), false)?;
+        let other = producer()?;
+        qbuf_fenced(&q, 1, Some(other.fence().into()), false)?;
         q.streamoff(OWNER)?;
         assert!(out0.status() < 0);
         qbuf_fenced(&q, 2, Some(out0), false)?;
@@ -780,7 +798,7 @@ mod tests {
     #[test]
     fn deadline_covers_an_out_fence_waiting_for_earlier_buffers() -> Result {
         let q = new_queue()?;
-        q.ops().timeout_ms.store(50, Ordering::Relaxed);
+        q.ops().timeout_ms.store(50, Relaxed);
         q.reqbufs(OWNER, Memory::Mmap, 3)?;
         // Buffer 0 has no fence, hence no deadline of its own.
         qbuf(&q, 0)?;
@@ -794,6 +812,141 @@ mod tests {
         assert_eq!(out1.status(), 1);
         assert_eq!(q.querybuf(0)?.state, BufState::Error);
         q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn ordered_queue_keeps_out_of_order_completion_back() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        let out0 = qbuf_fenced(&q, 0, None, true)?.ok_or(EINVAL)?;
+        let out1 = qbuf_fenced(&q, 1, None, true)?.ok_or(EINVAL)?;
+        Queue::streamon(&q, OWNER)?;
+        // The misbehaving driver completes buffer 1 first: nothing can be dequeued, so no DQBUF
+        // can signal its out-fence before buffer 0's.
+        let b1 = q.ops().held.lock().remove(1).map_err(|_| EINVAL)?;
+        b1.done(SIZE);
+        assert_eq!(q.dqbuf(OWNER, true).err(), Some(EAGAIN));
+        assert_eq!((out0.status(), out1.status()), (0, 0));
+        assert_eq!(complete_oldest(&q, false), Some(0));
+        assert_eq!((out0.status(), out1.status()), (1, 1));
+        assert_eq!(q.dqbuf(OWNER, true)?.index, 0);
+        assert_eq!(q.dqbuf(OWNER, true)?.index, 1);
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn driver_fence_timeout_is_clamped() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 3)?;
+        let ms = 1_000_000;
+        // Above the maximum: the bound is the maximum.
+        q.ops().timeout_ms.store(u32::MAX, Relaxed);
+        let before = crate::time::monotonic_ns();
+        qbuf_fenced(&q, 0, None, true)?;
+        let after = crate::time::monotonic_ns();
+        let deadline = q.state.lock().slots[0].deadline_ns.ok_or(EINVAL)?;
+        let max = u64::from(FENCE_TIMEOUT_MAX_MS) * ms;
+        assert!(deadline >= before + max && deadline <= after + max);
+        // Below the minimum (0): the bound is the minimum, and the deadline fails the buffer.
+        q.ops().timeout_ms.store(0, Relaxed);
+        let before = crate::time::monotonic_ns();
+        let out1 = qbuf_fenced(&q, 1, None, true)?.ok_or(EINVAL)?;
+        let after = crate::time::monotonic_ns();
+        let deadline = q.state.lock().slots[1].deadline_ns.ok_or(EINVAL)?;
+        let min = u64::from(FENCE_TIMEOUT_MIN_MS) * ms;
+        assert!(deadline >= before + min && deadline <= after + min);
+        assert!(wait_for(|| out1.status() != 0));
+        assert_eq!(out1.status(), etimedout());
+        q.streamoff(OWNER)?;
+        Ok(())
+    }
+
+    #[test]
+    fn stale_token_dropped_in_atomic_context_frees_nothing() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 4)?;
+        qbuf(&q, 0)?;
+        qbuf(&q, 1)?;
+        Queue::streamon(&q, OWNER)?;
+        // The driver keeps buffer 0 past STREAMOFF (the core warns), and userspace frees it: the
+        // stale token holds the only other reference on its memory.
+        let b0 = take_oldest(&q)?;
+        q.streamoff(OWNER)?;
+        assert!(b0.taken_back());
+        q.remove_bufs(OWNER, 0, 1)?;
+        // The token goes in atomic context (interrupts off, a spinlock held), as from a timer.
+        // Freeing the memory here (`vfree()`) would be a sleeping call, which
+        // `CONFIG_DEBUG_ATOMIC_SLEEP` reports; the queue takes the reference instead.
+        let atomic = KBox::pin_init(new_irq_spinlock!((), c"rvb2_kunit_atomic"), GFP_KERNEL)?;
+        {
+            let _atomic = atomic.lock();
+            assert!(crate::sync::irqs_disabled());
+            drop(b0);
+        }
+        // The fence work drops it, in process context.
+        assert!(wait_for(|| q.state.lock().slots[0].parked.is_none()));
+        Ok(())
+    }
+
+    #[test]
+    fn fence_waiter_cannot_be_misused() -> Result {
+        let q = new_queue()?;
+        let waiter = KBox::pin_init(FenceWaiter::<Queue<TestOps>>::new(), GFP_KERNEL)?;
+        let a = producer()?;
+        let b = producer()?;
+        // Unregistering a waiter that was never registered does nothing.
+        waiter.unregister();
+        assert_eq!(waiter.register(a.fence(), &q), Ok(true));
+        // A second registration, on any fence, is refused while the first stands.
+        assert_eq!(waiter.register(b.fence(), &q), Err(EBUSY));
+        assert_eq!(waiter.register(a.fence(), &q), Err(EBUSY));
+        // Unregistering takes the callback off the fence it was registered on.
+        waiter.unregister();
+        waiter.unregister();
+        assert_eq!(waiter.register(b.fence(), &q), Ok(true));
+        // Dropped while registered: the callback goes with it, and signalling the fence
+        // afterwards reaches no freed memory (KASAN would report it).
+        drop(waiter);
+        b.signal(None);
+        // An already signalled fence registers nothing.
+        let waiter = KBox::pin_init(FenceWaiter::<Queue<TestOps>>::new(), GFP_KERNEL)?;
+        let c = producer()?;
+        let fence: ARef<Fence> = c.fence().into();
+        c.signal(None);
+        assert_eq!(waiter.register(&fence, &q), Ok(false));
+        drop(a);
+        Ok(())
+    }
+
+    #[test]
+    fn irq_spinlock_guards_drop_in_any_order() -> Result {
+        let a = KBox::pin_init(new_irq_spinlock!(0u32, c"rvb2_kunit_a"), GFP_KERNEL)?;
+        let b = KBox::pin_init(new_irq_spinlock!(0u32, c"rvb2_kunit_b"), GFP_KERNEL)?;
+        let irqs_before = crate::sync::irqs_disabled();
+        assert!(!irqs_before);
+        let ga = a.lock();
+        let gb = b.lock();
+        // The first guard goes first: interrupts stay disabled while `b` is held.
+        drop(ga);
+        assert!(crate::sync::irqs_disabled());
+        drop(gb);
+        assert_eq!(crate::sync::irqs_disabled(), irqs_before);
+        // And in the usual order.
+        let ga = a.lock();
+        let gb = b.lock();
+        drop(gb);
+        assert!(crate::sync::irqs_disabled());
+        drop(ga);
+        assert!(!crate::sync::irqs_disabled());
+        // `try_lock` counts the same way.
+        let ga = a.try_lock().ok_or(EBUSY)?;
+        let gb = b.lock();
+        drop(ga);
+        assert!(crate::sync::irqs_disabled());
+        drop(gb);
+        assert!(!crate::sync::irqs_disabled());
         Ok(())
     }
 }

@@ -43,6 +43,11 @@ impl IndexList {
         }
     }
 
+    /// Whether `index` is in the list.
+    pub(crate) fn contains(&self, index: usize) -> bool {
+        self.iter().any(|i| i == index)
+    }
+
     /// The oldest entry.
     pub(crate) fn front(&self) -> Option<usize> {
         self.iter().next()

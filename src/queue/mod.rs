@@ -78,6 +78,10 @@
 //!   from any context (a timer, a work item) with only this lock, and the deadline work takes
 //!   only this one. Nothing that sleeps runs under it.
 //!
+//! Two more locks nest inside: a waiter's registration lock (inside `state`, around the
+//! fence's lock; see [`FenceWaiter`]) and the token counter's (taken by a token when it is made
+//! and when it goes, with whatever the driver holds).
+//!
 //! Driver callbacks are never called with `state` held, so a driver may take its own locks in
 //! them and complete buffers while holding those. A driver's callbacks run on signalling paths
 //! (the fence work hands buffers over and starts streaming): they must not allocate with
@@ -88,32 +92,51 @@
 //! Every path that can lead to `dma_fence_signal()` on an out-fence runs in a
 //! [`SignallingSection`] (`dma_fence_begin_signalling()`): a driver's completion
 //! ([`ActiveBuffer`]'s give-back; rvivid also wraps its frame work), the fence work, the
-//! deadline work, the cancel of STREAMOFF, REQBUFS and the owner's close, QBUF's and STREAMON's
-//! [`Queue::advance`], and DQBUF's signal of an out-of-order buffer. Lockdep then checks the
-//! rules above over the whole test suite.
+//! deadline work, the cancel of STREAMOFF, REQBUFS and the owner's close, and QBUF's and
+//! STREAMON's [`Queue::advance`]. DQBUF signals nothing: a buffer reaches the done list with
+//! its out-fence signalled. Lockdep then checks the rules above over the whole test suite.
 
 #[cfg(CONFIG_KUNIT = "y")]
 mod kunit;
 mod list;
 
-use crate::fence::{
-    context_alloc, edeadlk, Fence, FenceNotify, FenceWaiter, OutFence, SignallingSection,
+use crate::{
+    errno::{
+        ecanceled,
+        edeadlk,
+        enobufs, //
+    },
+    fence::{
+        Fence,
+        FenceAllocation,
+        FenceContext,
+        FenceNotify,
+        FenceWaiter,
+        OutFence,
+        SignallingSection, //
+    },
+    mem::VmallocBuf,
+    sync::{
+        new_irq_spinlock,
+        IrqSpinLock, //
+    },
+    work, //
 };
-use crate::mem::VmallocBuf;
-use crate::sync::{new_irq_spinlock, IrqSpinLock};
-use crate::work;
 use kernel::{
     fs::File,
+    new_condvar,
     new_mutex,
     new_poll_condvar,
     prelude::*,
     sync::{
+        aref::ARef,
         poll::{
             PollCondVar,
             PollTable, //
         },
         Arc,
         ArcBorrow,
+        CondVar,
         Mutex, //
     },
     time::{
@@ -163,11 +186,6 @@ fn delay_until(deadline_ns: u64) -> Jiffies {
     let ns = deadline_ns.saturating_sub(crate::time::monotonic_ns());
     let ms = ns.div_ceil(1_000_000).min(u64::from(u32::MAX)) as u32;
     msecs_to_jiffies(ms).saturating_add(1)
-}
-
-/// `ENOBUFS`, which the kernel crate does not name.
-fn enobufs() -> Error {
-    Error::from_errno(-(kernel::bindings::ENOBUFS as i32))
 }
 
 /// Identifies an open file of the device, for queue ownership (the address of its file
@@ -235,7 +253,7 @@ pub(crate) struct BufferInfo {
 /// The fences of a QBUF.
 pub(crate) struct QbufFences<F> {
     /// The buffer must not reach the driver before this fence signals.
-    pub(crate) in_fence: Option<Fence>,
+    pub(crate) in_fence: Option<ARef<Fence>>,
     /// Requests an out-fence: the core creates it and calls this to publish it (e.g. wrap it
     /// in a sync_file) before the QBUF takes effect. If it fails, the QBUF fails and nothing
     /// changed; if the QBUF fails after it, the published object is dropped and the
@@ -290,7 +308,8 @@ pub(crate) trait QueueOps: Send + Sync + Sized + 'static {
     /// long after its QBUF, the queue fails it (and every buffer queued before it) and signals
     /// its out-fence with `-ETIMEDOUT`. Asked at each fenced QBUF; it must exceed the longest a
     /// buffer can legitimately wait with this driver (its slowest frame period times the buffers
-    /// ahead of it). By default, the `fence_timeout_ms` module parameter.
+    /// ahead of it). By default, the `fence_timeout_ms` module parameter. The queue holds it to
+    /// [`FENCE_TIMEOUT_MIN_MS`]..=[`FENCE_TIMEOUT_MAX_MS`].
     fn fence_timeout_ms(&self) -> u32 {
         crate::param::FENCE_TIMEOUT_MS.get()
     }
@@ -313,7 +332,7 @@ struct Slot {
     sequence: u32,
     timestamp_ns: u64,
     /// The fence the (queued) buffer waits for; the buffer's waiter is registered on it.
-    in_fence: Option<Fence>,
+    in_fence: Option<ARef<Fence>>,
     /// The in-fence signalled with an error: the buffer is completed with an error, in its
     /// turn, without reaching the driver.
     fence_failed: bool,
@@ -332,6 +351,11 @@ struct Slot {
     /// never holds two tokens of one buffer (the deadline takes buffers back from a driver that
     /// is still using them). Survives STREAMOFF and frees, as the token does.
     held: bool,
+    /// The memory reference of the last token of the buffer given back. A token never drops
+    /// it, since it may be given back in atomic context and be the last reference (the buffer
+    /// freed meanwhile); the queue drops it in process context: when it hands the buffer to
+    /// the driver again, frees it, in the fence work, or at shutdown.
+    parked: Option<Arc<VmallocBuf>>,
 }
 
 impl Slot {
@@ -350,6 +374,7 @@ impl Slot {
         deadline_ns: None,
         timed_out: false,
         held: false,
+        parked: None,
     };
 
     /// Signals the out-fence of a completed buffer, if it has one pending: with `-ETIMEDOUT` if
@@ -410,9 +435,7 @@ struct Inner {
     start_streaming_called: bool,
     waiting_in_dqbuf: bool,
     /// The out-fence context of an ordered queue, allocated with the buffers.
-    fence_context: u64,
-    /// The last out-fence sequence number used on `fence_context`.
-    fence_seqno: u64,
+    fence_context: FenceContext,
     /// The driver said, when the buffers were allocated, that it completes out of order.
     unordered: bool,
 }
@@ -422,7 +445,8 @@ struct State {
     slots: [Slot; MAX_BUFFERS],
     /// Buffers from QBUF to DQBUF, in QBUF order.
     queued: IndexList,
-    /// Completed buffers, in completion order.
+    /// Completed buffers waiting for DQBUF: in completion order on an unordered queue, in QBUF
+    /// order on an ordered one (see [`Queue::flush`]).
     done: IndexList,
     streaming: bool,
     /// No buffer was queued since streaming was set up (poll reports an error then).
@@ -456,6 +480,25 @@ struct FrameInfo {
 }
 
 /// A buffer queue.
+///
+/// # Invariants
+///
+/// With `lock` and `state` held (`state` alone for what it protects):
+///
+/// - A slot that is not `Dequeued`, or is `prepared`, has a buffer in `Inner::bufs`.
+/// - `state.queued` holds, in QBUF order, exactly the buffers that are `Queued`, `Active`,
+///   `Done` or `Error`. `state.done` holds only `Done` and `Error` buffers: on an unordered
+///   queue in completion order, on an ordered queue in QBUF order and only once every buffer
+///   queued before it is completed. A buffer on `state.done` has no pending out-fence.
+/// - `owned_by_driver` is the number of `Active` slots. A slot is `held` while a token
+///   ([`ActiveBuffer`]) for it exists, current or stale; there is at most one, and a current
+///   one (same generation, `Active`) for every `Active` slot.
+/// - `waiters[i]` is registered only while slot `i` is `Queued` with an `in_fence` (and
+///   briefly after a path took that fence, until it unregisters the waiter).
+/// - A slot has an `out_fence` only while it is on `state.queued`; every out-fence of an
+///   ordered queue is on `Inner::fence_context`, and they signal in sequence number order.
+/// - `tokens` counts the existing tokens; each holds a reference on the queue until it stops
+///   counting, so none is the last while [`Queue::shutdown`] has not returned.
 #[pin_data]
 pub(crate) struct Queue<O: QueueOps> {
     /// Serialises the operations that change the buffers, their fence context or sequence
@@ -477,10 +520,48 @@ pub(crate) struct Queue<O: QueueOps> {
     /// passed. Takes only `state`.
     #[pin]
     deadline_work: DelayedWork<Self, DEADLINE_WORK>,
-    /// One in-fence callback per buffer.
+    /// One in-fence callback per buffer, registered while the buffer waits for its in-fence.
+    #[pin]
     waiters: [FenceWaiter<Self>; MAX_BUFFERS],
+    /// Counts the driver's tokens: [`Queue::shutdown`] waits for them.
+    tokens: Arc<Tokens>,
     #[pin]
     ops: O,
+}
+
+/// Counts the [`ActiveBuffer`]s that exist, so that [`Queue::shutdown`] can wait until the last
+/// one is gone. It lives in an `Arc` of its own, shared by the queue and its tokens: a token
+/// stops counting (see [`TokenCount`]) only after it dropped its reference on the queue, so
+/// until `shutdown()` returns, a token's reference on the queue is never the last one.
+#[pin_data]
+struct Tokens {
+    #[pin]
+    count: IrqSpinLock<u32>,
+    #[pin]
+    gone: CondVar,
+}
+
+/// One count of [`Tokens`], held by a token; declared after the token's other fields, so it is
+/// dropped last.
+struct TokenCount(Arc<Tokens>);
+
+impl TokenCount {
+    fn new(tokens: &Arc<Tokens>) -> Self {
+        *tokens.count.lock() += 1;
+        Self(tokens.clone())
+    }
+}
+
+impl Drop for TokenCount {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock();
+        *count -= 1;
+        if *count == 0 {
+            self.0.gone.notify_all();
+        }
+        // Unlocked, then the `Arc` dropped: if it is the last, only `Tokens` is freed, which
+        // may happen in any context.
+    }
 }
 
 impl_has_delayed_work! {
@@ -492,6 +573,10 @@ impl<O: QueueOps> WorkItem<FENCE_WORK> for Queue<O> {
     type Pointer = Arc<Self>;
 
     fn run(this: Arc<Self>) {
+        // What tokens given back left behind (possibly the last reference on a freed buffer's
+        // memory) is dropped here, in process context, with no lock held and outside the
+        // signalling section.
+        drop(this.take_parked());
         // It hands buffers to the driver and completes failed ones: out-fences need it.
         let _signalling = SignallingSection::begin();
         let mut inner = this.lock.lock();
@@ -539,8 +624,7 @@ impl<O: QueueOps> Queue<O> {
                     streaming: false,
                     start_streaming_called: false,
                     waiting_in_dqbuf: false,
-                    fence_context: 0,
-                    fence_seqno: 0,
+                    fence_context: FenceContext::new(),
                     unordered: false,
                 }),
                 state <- new_irq_spinlock!(
@@ -561,7 +645,14 @@ impl<O: QueueOps> Queue<O> {
                 done_wq <- new_poll_condvar!("rvb2_queue_done"),
                 fence_work <- new_delayed_work!("rvb2_queue_fence_work"),
                 deadline_work <- new_delayed_work!("rvb2_queue_deadline_work"),
-                waiters: [const { FenceWaiter::new() }; MAX_BUFFERS],
+                waiters <- pin_init::pin_init_array_from_fn(|_| FenceWaiter::new()),
+                tokens: Arc::pin_init(
+                    pin_init!(Tokens {
+                        count <- new_irq_spinlock!(0, c"rvb2_queue_tokens"),
+                        gone <- new_condvar!("rvb2_queue_tokens_gone"),
+                    }),
+                    GFP_KERNEL,
+                )?,
                 ops <- ops,
             }? Error),
             GFP_KERNEL,
@@ -588,12 +679,40 @@ impl<O: QueueOps> Queue<O> {
         Ok(r)
     }
 
-    /// Stops the fence and deadline works: called when the queue's device goes away (no file is
-    /// open, so no fence callback is registered and none can be, and nothing queues the works
-    /// again). The deadline work goes first: it may queue the fence work.
+    /// Winds the queue down: called, from process context, when the queue's device goes away
+    /// (no file is open, so the queue is not streaming, no fence callback is registered and
+    /// none can be), before the driver drops its reference.
+    ///
+    /// It waits until the driver has dropped or given back every [`ActiveBuffer`] (after
+    /// `stop_streaming()` it holds none, but one may still be on its way back, e.g. from a
+    /// timer), so that no token ever drops the last reference on the queue; then stops the
+    /// fence and deadline works (the deadline work first: it may queue the fence work) and
+    /// drops what tokens left behind. Nothing queues the works again.
     pub(crate) fn shutdown(this: &Arc<Self>) {
+        let mut count = this.tokens.count.lock();
+        while *count > 0 {
+            this.tokens.gone.wait(&mut count);
+        }
+        drop(count);
+        // None should be registered; if one were, its reference on the queue would keep it
+        // alive for ever.
+        for waiter in &this.waiters {
+            waiter.unregister();
+        }
         work::cancel_delayed_work_sync::<Self, DEADLINE_WORK>(this);
         work::cancel_delayed_work_sync::<Self, FENCE_WORK>(this);
+        drop(this.take_parked());
+    }
+
+    /// Takes the memory references that tokens left in the slots (`Slot::parked`), to be
+    /// dropped in process context without `state` held.
+    fn take_parked(&self) -> [Option<Arc<VmallocBuf>>; MAX_BUFFERS] {
+        let mut parked = [const { None }; MAX_BUFFERS];
+        let mut st = self.state.lock();
+        for (p, slot) in parked.iter_mut().zip(st.slots.iter_mut()) {
+            *p = slot.parked.take();
+        }
+        parked
     }
 
     /// Queues the fence work, which moves the queue forward ([`Queue::advance`]).
@@ -607,15 +726,18 @@ impl<O: QueueOps> Queue<O> {
     /// The memory is released (`vfree()` may sleep) after the state lock is dropped.
     fn free_range(&self, inner: &mut Inner, start: usize, count: usize) {
         let mut freed: [Option<Buffer>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        let mut parked: [Option<Arc<VmallocBuf>>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         {
             let mut st = self.state.lock();
             let range = start..start + count;
-            for ((buf, freed), slot) in inner.bufs[range.clone()]
+            for (((buf, freed), parked), slot) in inner.bufs[range.clone()]
                 .iter_mut()
                 .zip(&mut freed[range.clone()])
+                .zip(&mut parked[range.clone()])
                 .zip(&mut st.slots[range])
             {
                 *freed = buf.take();
+                *parked = slot.parked.take();
                 if freed.is_some() {
                     inner.num_buffers -= 1;
                 }
@@ -631,6 +753,7 @@ impl<O: QueueOps> Queue<O> {
         if inner.num_buffers == 0 {
             inner.memory = None;
         }
+        drop(parked);
         drop(freed);
     }
 
@@ -672,8 +795,7 @@ impl<O: QueueOps> Queue<O> {
         if inner.num_buffers == 0 {
             inner.unordered = self.ops.is_unordered();
             self.state.lock().ordered = !inner.unordered;
-            inner.fence_context = context_alloc();
-            inner.fence_seqno = 0;
+            inner.fence_context = FenceContext::new();
         }
         let mut installed = 0;
         for (slot, mem) in inner.bufs[first..].iter_mut().zip(mems.iter_mut()) {
@@ -765,7 +887,9 @@ impl<O: QueueOps> Queue<O> {
             if inner.memory.is_some_and(|m| m != memory) {
                 return Err(EINVAL);
             }
-            if inner.waiting_in_dqbuf {
+            // As in videobuf2: a DQBUF waiting (on a dup()ed fd) only keeps the first
+            // buffers of a queue from being made, not more of them.
+            if inner.waiting_in_dqbuf && inner.num_buffers == 0 {
                 return Err(EBUSY);
             }
             if inner.num_buffers as usize >= MAX_BUFFERS {
@@ -875,8 +999,15 @@ impl<O: QueueOps> Queue<O> {
         // Held throughout: no other operation changes the buffer, the fence context or the
         // sequence numbers while `lock` is released for the allocations below.
         let _ioctl = this.ioctl.lock();
-        let (index, prepared, place) = {
-            let inner = this.lock.lock();
+        // The out-fence's memory is allocated ahead, without `lock` (the signalling paths take
+        // it); creating the fence under `lock` then cannot fail.
+        let storage = fences
+            .publish
+            .is_some()
+            .then(FenceAllocation::new)
+            .transpose()?;
+        let (index, prepared, out) = {
+            let mut inner = this.lock.lock();
             check_owner(&inner, owner)?;
             let index = Self::check_buffer(&inner, index, memory)?;
             let prepared = {
@@ -895,30 +1026,27 @@ impl<O: QueueOps> Queue<O> {
                 this.check_self_dependency(fence)?;
             }
             // An ordered queue's out-fence takes the next sequence number of its context; an
-            // unordered one's gets a context of its own.
-            let place = (!inner.unordered).then_some((inner.fence_context, inner.fence_seqno + 1));
-            (index, prepared, place)
+            // unordered one's gets a context of its own. If the QBUF fails from here on, the
+            // fence is dropped unpublished, which signals it.
+            let out = storage.map(|storage| {
+                if inner.unordered {
+                    FenceContext::new().new_fence(storage)
+                } else {
+                    inner.fence_context.new_fence(storage)
+                }
+            });
+            (index, prepared, out)
         };
 
-        // The out-fence is made and published before anything changes, so that a failure
-        // leaves nothing behind; its fd is installed by the caller only after success. Both
-        // allocate, so `lock` is not held (the signalling paths take it).
-        let mut out = None;
-        let mut published = None;
-        if let Some(publish) = fences.publish {
-            let fence = match place {
-                Some((context, seqno)) => OutFence::new(context, seqno)?,
-                None => OutFence::new(context_alloc(), 1)?,
-            };
-            // On failure `fence` is dropped here, which signals it (nobody can see it).
-            published = Some(publish(&fence)?);
-            out = Some(fence);
-        }
+        // The out-fence is published before anything changes, so that a failure leaves nothing
+        // behind; its fd is installed by the caller only after success. Publishing allocates
+        // (a sync_file), so `lock` is not held.
+        let published = match (fences.publish, out.as_ref()) {
+            (Some(publish), Some(fence)) => Some(publish(fence)?),
+            _ => None,
+        };
 
         let mut inner = this.lock.lock();
-        if out.is_some() && place.is_some() {
-            inner.fence_seqno += 1;
-        }
         let fenced = out.is_some() || fences.in_fence.is_some();
         let in_fence = fences.in_fence;
         if let Some(fence) = in_fence.as_ref() {
@@ -926,14 +1054,17 @@ impl<O: QueueOps> Queue<O> {
             // fence is settled by `advance()` below. It is registered before the buffer is
             // queued, so that the buffer is never queued with a callback it does not know of
             // (the deadline work removes callbacks of the buffers it fails). Until then the
-            // fence work it may kick waits for `lock`.
-            // SAFETY: The buffer's waiter is unused (the buffer was dequeued, so its previous
-            // fence was removed), lives in the queue, and `cancel()` removes the callback
-            // before the queue can go away (the owner's release cancels).
-            unsafe { this.waiters[index].add(fence, this.as_arc_borrow()) }?;
+            // fence work it may kick waits for `lock`. The buffer was dequeued, so its waiter
+            // is free (every path that takes a buffer back unregisters it).
+            this.waiters[index].register(fence, this)?;
         }
         let deadline_ns = fenced.then(|| {
-            let bound_ns = u64::from(this.ops.fence_timeout_ms()) * 1_000_000;
+            // A driver's own bound is held to the range the module parameter allows.
+            let bound_ms = this
+                .ops
+                .fence_timeout_ms()
+                .clamp(FENCE_TIMEOUT_MIN_MS, FENCE_TIMEOUT_MAX_MS);
+            let bound_ns = u64::from(bound_ms) * 1_000_000;
             crate::time::monotonic_ns().saturating_add(bound_ns)
         });
         {
@@ -983,11 +1114,12 @@ impl<O: QueueOps> Queue<O> {
             slot.timed_out = false;
             (slot.in_fence.take(), slot.out_fence.take())
         };
-        if let Some(f) = in_fence {
-            this.waiters[index].remove(&f);
+        if in_fence.is_some() {
+            this.waiters[index].unregister();
         }
+        drop(in_fence);
         if let Some(o) = out {
-            o.signal(Some(crate::fence::ecanceled()));
+            o.signal(Some(ecanceled()));
         }
     }
 
@@ -1015,7 +1147,7 @@ impl<O: QueueOps> Queue<O> {
     /// Settles the in-fences that signalled, from the head of the queued list up to the first
     /// pending one. Returns how many buffers there are ready for the driver before it.
     fn settle_fences(&self) -> u32 {
-        let mut settled: [Option<Fence>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        let mut settled: [Option<ARef<Fence>>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         let mut ready = 0;
         {
             let mut st = self.state.lock();
@@ -1043,19 +1175,23 @@ impl<O: QueueOps> Queue<O> {
             }
         }
         for (i, fence) in settled.iter().enumerate() {
-            if let Some(f) = fence {
+            if fence.is_some() {
                 // The callback ran or is running; this waits for it to finish.
-                self.waiters[i].remove(f);
+                self.waiters[i].unregister();
             }
         }
         ready
     }
 
     /// Hands the ready buffers to the driver, in order, up to the first one whose in-fence is
-    /// pending; completes fence-failed buffers in their turn.
+    /// pending; completes fence-failed buffers in their turn once the driver has started (before
+    /// that, [`Queue::start_streaming`] does if the driver starts: a failed start completes
+    /// nothing).
     fn enqueue_ready(this: &Arc<Self>, inner: &Inner) {
         let mut ready = IndexList::new();
         let mut gens = [0u32; MAX_BUFFERS];
+        // Not the last references: the buffers are allocated (`inner`).
+        let mut parked: [Option<Arc<VmallocBuf>>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         {
             let mut st = this.state.lock();
             let queued = st.queued.clone();
@@ -1071,13 +1207,17 @@ impl<O: QueueOps> Queue<O> {
                 }
                 slot.state = BufState::Active;
                 slot.held = true;
+                parked[i] = slot.parked.take();
                 slot.generation = slot.generation.wrapping_add(1);
                 gens[i] = slot.generation;
                 ready.push_back(i);
                 st.owned_by_driver += 1;
             }
         }
-        this.flush();
+        drop(parked);
+        if inner.start_streaming_called {
+            this.flush();
+        }
         let queued_ns = crate::time::monotonic_ns();
         for i in ready.iter() {
             let Some(buf) = inner.bufs[i].as_ref() else {
@@ -1087,19 +1227,20 @@ impl<O: QueueOps> Queue<O> {
                 queue: this.clone(),
                 index: i,
                 generation: gens[i],
-                mem: buf.mem.clone(),
+                mem: Some(buf.mem.clone()),
                 length: buf.length,
                 frame: FrameInfo::default(),
                 queued_ns,
                 given_back: false,
+                _count: TokenCount::new(&this.tokens),
             });
         }
     }
 
     /// Completes `index` as done or failed: gives it its sequence number and timestamp (the
-    /// driver's, from `frame`, or the core's counter and the time now) and adds it to the done
-    /// list. An unordered queue signals its out-fence at once; an ordered one leaves that to
-    /// [`Queue::flush`], which keeps QBUF order.
+    /// driver's, from `frame`, or the core's counter and the time now). An unordered queue
+    /// signals its out-fence and adds it to the done list at once; an ordered one leaves both
+    /// to [`Queue::flush`], which keeps QBUF order.
     fn complete(st: &mut State, index: usize, state: BufState, bytesused: u32, frame: FrameInfo) {
         let sequence = frame.sequence.unwrap_or(st.sequence);
         st.sequence = sequence.wrapping_add(1);
@@ -1111,15 +1252,17 @@ impl<O: QueueOps> Queue<O> {
         slot.timestamp_ns = frame.timestamp_ns.unwrap_or_else(crate::time::monotonic_ns);
         if !ordered {
             Slot::signal_out_fence(slot);
+            st.done.push_back(index);
         }
-        st.done.push_back(index);
     }
 
-    /// From the head of the queued list, up to the first buffer still pending: signals the
-    /// out-fences of the completed buffers, and completes the fence-failed ones with an
-    /// error. So buffers whose in-fence failed come back in QBUF order, and the out-fences of
-    /// an ordered queue signal in their sequence number order, whatever order the driver
-    /// completes buffers in.
+    /// From the head of the queued list, up to the first buffer still pending: completes the
+    /// fence-failed buffers with an error and signals the out-fences of the completed ones; on
+    /// an ordered queue, also moves them to the done list. So buffers whose in-fence failed
+    /// come back in QBUF order, and on an ordered queue, buffers are dequeued and their
+    /// out-fences signal in QBUF order (their sequence number order), even if the driver
+    /// completes them in another: a buffer completed early waits, its out-fence pending, for
+    /// the buffers queued before it (or for its deadline, which fails them).
     fn flush(&self) {
         let any = Self::flush_locked(&mut self.state.lock());
         if any {
@@ -1127,7 +1270,7 @@ impl<O: QueueOps> Queue<O> {
         }
     }
 
-    /// [`Queue::flush`] with `state` held; returns whether it completed a buffer.
+    /// [`Queue::flush`] with `state` held; returns whether it added a buffer to the done list.
     fn flush_locked(st: &mut State) -> bool {
         let mut any = false;
         let queued = st.queued.clone();
@@ -1142,6 +1285,10 @@ impl<O: QueueOps> Queue<O> {
                 _ => break,
             }
             Slot::signal_out_fence(&mut st.slots[i]);
+            if st.ordered && !st.done.contains(i) {
+                st.done.push_back(i);
+                any = true;
+            }
         }
         any
     }
@@ -1175,7 +1322,7 @@ impl<O: QueueOps> Queue<O> {
     fn expire(this: &Arc<Self>) {
         let _signalling = SignallingSection::begin();
         // Fence references are put after `state` is released.
-        let mut in_fences: [Option<Fence>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        let mut in_fences: [Option<ARef<Fence>>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         let expired = {
             let mut st = this.state.lock();
             st.deadline_armed_ns = None;
@@ -1198,7 +1345,7 @@ impl<O: QueueOps> Queue<O> {
         &self,
         st: &mut State,
         now: u64,
-        in_fences: &mut [Option<Fence>; MAX_BUFFERS],
+        in_fences: &mut [Option<ARef<Fence>>; MAX_BUFFERS],
     ) -> bool {
         let queued = st.queued.clone();
         let Some(last) = queued
@@ -1216,7 +1363,7 @@ impl<O: QueueOps> Queue<O> {
                         // Under `state`, so that no QBUF can register this waiter again before
                         // the callback is off the fence: the buffer only becomes dequeued
                         // (DQBUF) once `state` is released.
-                        self.waiters[i].remove(&fence);
+                        self.waiters[i].unregister();
                         in_fences[i] = Some(fence);
                     }
                     // A buffer whose in-fence failed keeps its `-EIO`.
@@ -1268,7 +1415,7 @@ impl<O: QueueOps> Queue<O> {
 
     /// Completes every queued buffer with an error, in order (the driver has none).
     fn fail_queued(&self) {
-        let mut in_fences: [Option<Fence>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        let mut in_fences: [Option<ARef<Fence>>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         {
             let mut st = self.state.lock();
             for (i, slot) in st.slots.iter_mut().enumerate() {
@@ -1279,8 +1426,8 @@ impl<O: QueueOps> Queue<O> {
             }
         }
         for (i, fence) in in_fences.iter().enumerate() {
-            if let Some(f) = fence {
-                self.waiters[i].remove(f);
+            if fence.is_some() {
+                self.waiters[i].unregister();
             }
         }
         self.flush();
@@ -1288,12 +1435,17 @@ impl<O: QueueOps> Queue<O> {
 
     /// Gives the queued buffers to the driver and starts it.
     ///
-    /// If the driver refuses, the buffers stay queued and the error is returned.
+    /// If the driver refuses, the buffers stay queued and the error is returned: nothing was
+    /// completed (buffers whose in-fence failed are completed only once the driver started),
+    /// so the failed ioctl leaves no trace.
     fn start_streaming(this: &Arc<Self>, inner: &mut Inner) -> Result {
         Self::enqueue_ready(this, inner);
         inner.start_streaming_called = true;
         let count = this.state.lock().owned_by_driver;
         let Err(e) = this.ops.start_streaming(count) else {
+            // The buffers whose in-fence failed, ahead of those the driver has, complete now
+            // (or did already, when the driver completed a buffer queued after them).
+            this.flush();
             return Ok(());
         };
         inner.start_streaming_called = false;
@@ -1327,7 +1479,7 @@ impl<O: QueueOps> Queue<O> {
         }
         inner.streaming = false;
         inner.start_streaming_called = false;
-        let mut in_fences: [Option<Fence>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        let mut in_fences: [Option<ARef<Fence>>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         {
             let mut st = self.state.lock();
             if st.owned_by_driver > 0 {
@@ -1342,7 +1494,7 @@ impl<O: QueueOps> Queue<O> {
             let queued = st.queued.clone();
             for i in queued.iter() {
                 if let Some(out) = st.slots[i].out_fence.take() {
-                    out.signal(Some(crate::fence::ecanceled()));
+                    out.signal(Some(ecanceled()));
                 }
             }
             for (i, slot) in st.slots.iter_mut().enumerate() {
@@ -1358,7 +1510,7 @@ impl<O: QueueOps> Queue<O> {
                 slot.timed_out = false;
                 in_fences[i] = slot.in_fence.take();
                 if let Some(out) = slot.out_fence.take() {
-                    out.signal(Some(crate::fence::ecanceled()));
+                    out.signal(Some(ecanceled()));
                 }
             }
             st.queued.clear();
@@ -1368,10 +1520,10 @@ impl<O: QueueOps> Queue<O> {
             st.last_buffer_dequeued = false;
         }
         for (i, fence) in in_fences.iter().enumerate() {
-            if let Some(f) = fence {
+            if fence.is_some() {
                 // After this the callback cannot run any more; a `fence_work` it queued finds
                 // nothing to do.
-                self.waiters[i].remove(f);
+                self.waiters[i].unregister();
             }
         }
         self.done_wq.notify_all();
@@ -1414,9 +1566,6 @@ impl<O: QueueOps> Queue<O> {
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
         loop {
-            // A driver completing out of order on an ordered queue leaves an out-fence for
-            // DQBUF to signal.
-            let signalling = SignallingSection::begin();
             let mut st = self.state.lock();
             if !st.streaming {
                 return Err(EINVAL);
@@ -1429,9 +1578,8 @@ impl<O: QueueOps> Queue<O> {
                 st.queued.remove(index);
                 // What DQBUF reports is the buffer as it was completed.
                 let info = Self::info(&inner, &st, index);
+                // A buffer reaches the done list with its out-fence signalled.
                 let slot = &mut st.slots[index];
-                // Only a driver completing out of order on an ordered queue leaves one here.
-                Slot::signal_out_fence(slot);
                 // What QUERYBUF reports of it from now on too, until the next QBUF.
                 slot.state = BufState::Dequeued;
                 slot.prepared = false;
@@ -1449,7 +1597,6 @@ impl<O: QueueOps> Queue<O> {
             // Wait without the operation lock, so that QBUF and STREAMOFF can proceed.
             inner.waiting_in_dqbuf = true;
             drop(st);
-            drop(signalling);
             drop(inner);
             let mut st = self.state.lock();
             let mut interrupted = false;
@@ -1550,32 +1697,43 @@ impl<O: QueueOps> Queue<O> {
         }
     }
 
-    /// A buffer comes back from the driver.
+    /// A buffer comes back from the driver, with the token's memory reference `mem`, which is
+    /// parked in the slot rather than dropped here (see `Slot::parked`).
     fn give_back(
         this: &Arc<Self>,
         index: usize,
         generation: u32,
         outcome: Outcome,
         frame: FrameInfo,
+        mem: Option<Arc<VmallocBuf>>,
     ) {
         // The driver may have begun one (it should, from where it completes buffers); from
         // atomic context this annotates nothing.
         let _signalling = SignallingSection::begin();
+        // Declared before the guard, so dropped after it: nothing is dropped under `state`.
+        let _replaced;
         let mut st = this.state.lock();
         let slot = &mut st.slots[index];
-        // The driver holds no token of the buffer any more (it never holds two).
+        // The driver holds no token of the buffer any more (it never holds two). The slot's
+        // previous parked reference was taken when this token was made (or the buffer freed),
+        // so `_replaced` is empty.
         slot.held = false;
+        _replaced = core::mem::replace(&mut slot.parked, mem);
         if slot.state != BufState::Active || slot.generation != generation {
             // Taken back already (STREAMOFF or the deadline reclaimed it): nothing to complete.
-            // If it was queued again meanwhile, it waited for this token: move on.
-            let waiting = slot.state == BufState::Queued;
+            // The buffer may have been freed since, and the parked reference be its last: the
+            // fence work drops it. If the buffer was queued again meanwhile, it waited for this
+            // token, and the fence work moves on.
             drop(st);
-            if waiting {
-                Self::kick(this);
-            }
+            Self::kick(this);
             return;
         }
         st.owned_by_driver -= 1;
+        if outcome != Outcome::Requeue {
+            // Buffers whose in-fence failed at the head of the queue complete before this one,
+            // in QBUF order (during `start_streaming()` they are not completed yet).
+            Self::flush_locked(&mut st);
+        }
         match outcome {
             Outcome::Requeue => {
                 st.slots[index].state = BufState::Queued;
@@ -1600,16 +1758,24 @@ impl<O: QueueOps> Queue<O> {
 /// [`ActiveBuffer::done`] or [`ActiveBuffer::fail`].
 ///
 /// Dropping it without giving it back completes it with an error.
+///
+/// It may be given back or dropped in any context (a timer, under a spinlock): it frees
+/// nothing and never drops the last reference on the queue. Its memory reference goes to the
+/// queue, which drops it in process context (`Slot::parked`), and [`Queue::shutdown`] waits for
+/// every token to be gone (`TokenCount`, dropped last) before the driver drops the queue.
 pub(crate) struct ActiveBuffer<O: QueueOps> {
     queue: Arc<Queue<O>>,
     index: usize,
     generation: u32,
-    mem: Arc<VmallocBuf>,
+    /// The buffer's memory, until the token is given back (then parked in the slot).
+    mem: Option<Arc<VmallocBuf>>,
     length: u32,
     frame: FrameInfo,
     /// When the core handed the buffer to the driver (`CLOCK_MONOTONIC` nanoseconds).
     queued_ns: u64,
     given_back: bool,
+    /// Dropped last, after `queue`.
+    _count: TokenCount,
 }
 
 impl<O: QueueOps> ActiveBuffer<O> {
@@ -1640,14 +1806,15 @@ impl<O: QueueOps> ActiveBuffer<O> {
         if self.taken_back() {
             return None;
         }
-        let len = (self.length as usize).min(self.mem.size());
+        let mem = self.mem.as_ref()?;
+        let len = (self.length as usize).min(mem.size());
         // SAFETY: The memory is valid for `size` bytes while `self.mem` lives. The driver owns
         // the buffer through this token, which was current when checked above; the queue may
         // take the buffer back since, but hands it to the driver again only once this token is
         // given back or dropped (`Slot::held`), which ends this borrow first, so there is no
         // other reference to its contents in the kernel. (Userspace may access its mappings,
         // which the kernel never orders against.)
-        Some(unsafe { core::slice::from_raw_parts_mut(self.mem.as_ptr(), len) })
+        Some(unsafe { core::slice::from_raw_parts_mut(mem.as_ptr(), len) })
     }
 
     /// Gives the buffer the sequence number of its frame (`vb2_v4l2_buffer.sequence`), which
@@ -1673,6 +1840,7 @@ impl<O: QueueOps> ActiveBuffer<O> {
             self.generation,
             outcome,
             self.frame,
+            self.mem.take(),
         );
     }
 
@@ -1721,6 +1889,7 @@ impl<O: QueueOps> Drop for ActiveBuffer<O> {
                 self.generation,
                 Outcome::Error,
                 FrameInfo::default(),
+                self.mem.take(),
             );
         }
     }

@@ -2,10 +2,13 @@
 # SPDX-License-Identifier: GPL-2.0
 # Makes the guest's root: a Debian sid tree (so that v4l-utils matches the 7.2 kernel) made by
 # mmdebstrap and cached under $RVB2_CACHE/rootfs/<key>. Prints its path on stdout.
+# Besides v4l-utils the real clients the tests drive: GStreamer (v4l2src is in plugins-good,
+# videoconvert in plugins-base) and ffmpeg/ffprobe. No Recommends.
 set -euo pipefail
 . "$(dirname "$0")/../lib.sh"
 
-packages=(v4l-utils kmod procps util-linux mount)
+packages=(v4l-utils kmod procps util-linux mount
+	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good ffmpeg)
 key=$( { cat "$0"; echo "${packages[*]}"; } | sha256sum | cut -c1-16)
 out="$RVB2_CACHE/rootfs/$key"
 if [ -f "$out/.rvb2-done" ]; then
@@ -20,6 +23,7 @@ mkdir -p "$(dirname "$out")"
 IFS=,
 mmdebstrap --quiet --mode=root --variant=essential \
 	--include="${packages[*]}" \
+	--aptopt='APT::Install-Recommends "false"' \
 	--aptopt='Acquire::Check-Valid-Until "false"' \
 	--dpkgopt='path-exclude=/usr/share/doc/*' \
 	--dpkgopt='path-exclude=/usr/share/man/*' \

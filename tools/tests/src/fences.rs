@@ -1063,6 +1063,10 @@ pub static FENCE_TESTS: &[Test] = &[
         fence_qbuf_fail_start_streaming,
     ),
     (
+        "fence_failed_streamon_leaves_no_trace",
+        fence_failed_streamon_leaves_no_trace,
+    ),
+    (
         "fence_start_streaming_fail_from_fence_signal",
         fence_start_streaming_fail_from_fence_signal,
     ),
@@ -2007,6 +2011,59 @@ fn fence_qbuf_fail_start_streaming(ctx: &mut Ctx) -> TestResult {
     expect_ok(&out1, "out-fence of buffer 1 once streaming works")?;
     rig.dq_expect(2, false)?;
     Ok(())
+}
+
+/// A STREAMON that fails (start_streaming) leaves no trace (issue 12): a buffer whose in-fence
+/// had failed stays QUEUED, not completed, and its out-fence pending, like the buffers behind
+/// it. Once STREAMON works, it comes back first with ERROR and its out-fence signals an error;
+/// the buffers behind it carry the stream's first frames, sequence 0 and 1.
+fn fence_failed_streamon_leaves_no_trace(ctx: &mut Ctx) -> TestResult {
+    let rig = Rig::new(ctx, 4)?;
+    let f = {
+        let tl = Timeline::open()?;
+        tl.create_fence(1)?
+    };
+    check(fstatus(&f, "in-fence")? < 0, || {
+        "closing the timeline did not fail its fence".into()
+    })?;
+    let out0 = rig.q_in_out(0, f.as_raw_fd())?;
+    let out1 = rig.q_out(1)?;
+    rig.q_plain(2)?;
+    rig.set_ctrl(RVIVID_CID_FAIL_START_STREAMING, 1)?;
+    match rig.dev()?.streamon() {
+        Err(e) if e.0 == libc::EIO => {}
+        other => {
+            return Err(format!(
+                "STREAMON with start_streaming failing: {other:?}, want EIO"
+            ))
+        }
+    }
+    for i in 0..3 {
+        rig.expect_flags(
+            i,
+            V4L2_BUF_FLAG_QUEUED,
+            V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_ERROR,
+            "after the failed STREAMON",
+        )?;
+    }
+    expect_pending(
+        &out0,
+        "out-fence of buffer 0 (in-fence failed) after the failed STREAMON",
+    )?;
+    expect_pending(&out1, "out-fence of buffer 1 after the failed STREAMON")?;
+    rig.set_ctrl(RVIVID_CID_FAIL_START_STREAMING, 0)?;
+    rig.streamon()?;
+    rig.dq_expect(0, true)?;
+    expect_error(&out0, "out-fence of buffer 0 once STREAMON worked")?;
+    let b1 = rig.dq_expect(1, false)?;
+    expect_ok(&out1, "out-fence of buffer 1 once STREAMON worked")?;
+    let b2 = rig.dq_expect(2, false)?;
+    check(b1.sequence == 0 && b2.sequence == 1, || {
+        format!(
+            "the first frames after the failed STREAMON: sequence {} and {}, want 0 and 1",
+            b1.sequence, b2.sequence
+        )
+    })
 }
 
 /// start_streaming failing when an in-fence signal makes enough buffers ready (§6 #34): the

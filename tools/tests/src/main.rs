@@ -14,6 +14,7 @@
 //! `N passed, N failed` (exit status 1 if any failed).
 
 mod bench;
+mod clients;
 mod faults;
 mod fences;
 mod formats;
@@ -68,6 +69,10 @@ static TESTS: &[Test] = &[
     (
         "create_bufs_count_and_sizes",
         streaming::create_bufs_count_and_sizes,
+    ),
+    (
+        "create_bufs_while_dqbuf_waits",
+        streaming::create_bufs_while_dqbuf_waits,
     ),
     ("prepare_buf_then_qbuf", streaming::prepare_buf_then_qbuf),
     ("qbuf_errors", streaming::qbuf_errors),
@@ -125,6 +130,24 @@ static TESTS: &[Test] = &[
         "drops_show_as_sequence_gaps",
         streaming::drops_show_as_sequence_gaps,
     ),
+    (
+        "hold_control_drops_show_as_sequence_gaps",
+        streaming::hold_control_drops_show_as_sequence_gaps,
+    ),
+    // Real clients (clients.rs).
+    ("gst_v4l2src_each_format", clients::gst_v4l2src_each_format),
+    ("gst_caps_negotiation", clients::gst_caps_negotiation),
+    ("gst_pngenc_color_bars", clients::gst_pngenc_color_bars),
+    (
+        "gst_reports_held_frames_as_lost",
+        clients::gst_reports_held_frames_as_lost,
+    ),
+    ("ffmpeg_list_formats", clients::ffmpeg_list_formats),
+    ("ffmpeg_raw_frames", clients::ffmpeg_raw_frames),
+    (
+        "v4l2_ctl_each_memory_type",
+        clients::v4l2_ctl_each_memory_type,
+    ),
     ("v4l2_compliance", v4l2_compliance),
     // Must stay last.
     ("dmesg_clean", dmesg_clean),
@@ -149,7 +172,17 @@ fn main() {
 /// what they took on the KASAN kernel under TCG (v4l2-compliance 62 s, dmesg_clean's two
 /// kmemleak scans of the guest's memory 30 s).
 static RUN_CONFIG: harness::RunConfig = harness::RunConfig {
-    timeouts: &[("v4l2_compliance", 300), ("dmesg_clean", 300)],
+    timeouts: &[
+        ("v4l2_compliance", 300),
+        ("dmesg_clean", 300),
+        ("gst_v4l2src_each_format", 600),
+        ("gst_caps_negotiation", 300),
+        ("gst_pngenc_color_bars", 300),
+        ("gst_reports_held_frames_as_lost", 300),
+        ("ffmpeg_list_formats", 300),
+        ("ffmpeg_raw_frames", 300),
+        ("v4l2_ctl_each_memory_type", 300),
+    ],
 };
 
 /// Every test, in the order they run: [`TESTS`] with the fence and fault-injection tests

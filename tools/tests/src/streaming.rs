@@ -929,6 +929,91 @@ pub fn create_bufs_count_and_sizes(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
+/// Waits up to `timeout` until thread `tid` of this process sleeps in `ioctl(fd, req, ...)`
+/// (`/proc/self/task/TID/syscall` names a syscall only while the thread is blocked in it).
+fn wait_blocked_in_ioctl(tid: libc::pid_t, fd: RawFd, req: u32, timeout: Duration) -> TestResult {
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let want = format!("{} {:#x} {:#x} ", libc::SYS_ioctl, fd, req);
+    let start = Instant::now();
+    loop {
+        let last = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        if last.starts_with(&want) {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "thread {tid} was not blocked in ioctl({fd}, {req:#x}) within {timeout:?}: \
+                 {path} says {:?}",
+                last.trim()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// CREATE_BUFS while another thread of the owner waits in a blocking DQBUF: videobuf2 refuses
+/// (EBUSY) only on a queue with no buffers (`vb2_core_create_bufs()`), so the buffer is made,
+/// can be queued while the DQBUF waits, and is what the DQBUF returns once frames flow.
+pub fn create_bufs_while_dqbuf_waits(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = ok("VIDIOC_G_FMT", dev.g_fmt())?;
+    let q = Queue::request(&dev, 3)?;
+    let new_index = q.count();
+    // Streaming with nothing queued: a blocking DQBUF waits until a buffer is done.
+    q.streamon()?;
+    // SAFETY: gettid() has no preconditions.
+    let waiter = unsafe { libc::gettid() };
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let (helper, dq) = std::thread::scope(|s| {
+        let dev = &dev;
+        let fmt = &fmt;
+        let helper = s.spawn(move || {
+            let r = (|| {
+                wait_blocked_in_ioctl(
+                    waiter,
+                    dev.as_raw_fd(),
+                    VIDIOC_DQBUF,
+                    Duration::from_secs(10),
+                )?;
+                let cb = ok(
+                    "VIDIOC_CREATE_BUFS(1) while another thread waits in VIDIOC_DQBUF",
+                    dev.create_bufs(1, V4L2_MEMORY_MMAP, fmt),
+                )?;
+                ensure(cb.count == 1 && cb.index == new_index, || {
+                    format!(
+                        "VIDIOC_CREATE_BUFS(1) made {} buffers from index {}, want 1 at {new_index}",
+                        cb.count, cb.index
+                    )
+                })?;
+                ok(format!("VIDIOC_QBUF {new_index}"), dev.qbuf(new_index))?;
+                ok("VIDIOC_QBUF 0", dev.qbuf(0)).map(drop)
+            })();
+            // Wake the waiter if this failed, or if no frame ends its wait.
+            if r.is_err() || done_rx.recv_timeout(FRAME_TIMEOUT * 2).is_err() {
+                let _ = dev.streamoff();
+            }
+            r
+        });
+        let dq = dev.dqbuf();
+        let _ = done_tx.send(());
+        (helper.join(), dq)
+    });
+    helper.map_err(|_| "the helper thread panicked".to_string())??;
+    let b = ok("the blocking VIDIOC_DQBUF", dq)?;
+    ensure(
+        b.index == new_index && b.flags & V4L2_BUF_FLAG_ERROR == 0 && b.bytesused > 0,
+        || {
+            format!(
+                "the waiting VIDIOC_DQBUF returned buffer {} (flags {:#x}, bytesused {}), want \
+                 buffer {new_index}, the one CREATE_BUFS made and QBUF queued first",
+                b.index, b.flags, b.bytesused
+            )
+        },
+    )?;
+    q.streamoff()
+}
+
 /// VIDIOC_PREPARE_BUF sets PREPARED and the buffer then queues and streams; preparing it
 /// again, or once queued, is EINVAL, as are a bad index, type or memory.
 pub fn prepare_buf_then_qbuf(ctx: &mut Ctx) -> TestResult {
@@ -2318,5 +2403,53 @@ pub fn drops_show_as_sequence_gaps(ctx: &mut Ctx) -> TestResult {
         dseq + 1 >= passed && dseq <= (passed + 1).max(by_dqbuf),
         || format!("the sequence jumped by {dseq}, want {passed} +- 1: {detail}"),
     )?;
+    q.streamoff()
+}
+
+/// Drops with the hold control: RVIVID_CID_HOLD_MS = 100 at 30 fps makes rvivid give each
+/// buffer back no earlier than 100 ms after the next frame's time, with the newest frame due
+/// then, so the frames in between are dropped: each buffer is at least 1 + 100 ms / interval
+/// = 4 frames after the previous one, and its timestamp is exactly that many intervals later
+/// ([`StreamGrid`]): the gap in the sequence is the frames rvivid produced without a buffer.
+pub fn hold_control_drops_show_as_sequence_gaps(ctx: &mut Ctx) -> TestResult {
+    const HOLD_MS: i32 = 100;
+    const FRAMES: u32 = 5;
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let fmt = set_format(&dev, V4L2_PIX_FMT_GREY, 64, 48)?;
+    ok("VIDIOC_S_PARM 1/30", s_parm(&dev, 1, 30).map(drop))?;
+    ok(
+        "VIDIOC_S_CTRL RVIVID_CID_HOLD_MS",
+        dev.s_ctrl(RVIVID_CID_HOLD_MS, HOLD_MS),
+    )?;
+    let mut q = Queue::request(&dev, 4)?;
+    q.map_all()?;
+    let interval = q.interval_ns()?;
+    let min_step = 1 + HOLD_MS as u32 * 1_000_000 / interval as u32;
+    q.queue_all()?;
+    q.streamon()?;
+    let mut checker = FrameChecker::new(fmt, &q)?;
+    let mut seqs = Vec::new();
+    for n in 0..FRAMES {
+        let b = q
+            .next_buffer(FRAME_TIMEOUT)
+            .map_err(|e| format!("frame {n}: {e}"))?;
+        checker
+            .check(&b, false)
+            .map_err(|e| format!("frame {n}: {e}"))?;
+        check_color_bars(q.data(&b)?, &fmt).map_err(|e| format!("frame {n}: {e}"))?;
+        seqs.push(b.sequence);
+        q.qbuf(b.index)?;
+    }
+    ctx.save_log("hold-drops.txt", format!("sequence numbers: {seqs:?}\n"))?;
+    for w in seqs.windows(2) {
+        ensure(w[1].wrapping_sub(w[0]) >= min_step, || {
+            format!(
+                "holding each buffer {HOLD_MS} ms at {interval} ns per frame: sequence {} \
+                 follows {}, want at least {min_step} frames later (sequence numbers {seqs:?})",
+                w[1], w[0]
+            )
+        })?;
+    }
     q.streamoff()
 }
