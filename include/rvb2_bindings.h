@@ -7,6 +7,8 @@
 #include <linux/dma-fence.h>
 #include <linux/dma-fence-unwrap.h>
 #include <linux/dma-buf.h>
+#include <linux/dma-mapping.h>
+#include <linux/scatterlist.h>
 #include <linux/sync_file.h>
 #include <linux/vmalloc.h>
 #include <linux/mm.h>
@@ -17,4 +19,5 @@
 #include <media/v4l2-ctrls.h>
 #include <media/v4l2-event.h>
 
+#include "uapi/linux/rvb2-fences.h"
 #include "rvb2_helpers.h"

@@ -9,14 +9,15 @@
 
 #include <linux/types.h>
 
-struct video_device;
 struct lock_class_key;
 struct dma_fence;
 struct vm_area_struct;
 struct sync_file;
+struct scatterlist;
+struct sg_table;
+struct page;
+struct device;
 typedef struct spinlock spinlock_t;
-
-const char *rvb2_video_device_node_name(struct video_device *vdev);
 
 void *rvb2_vmalloc_user(unsigned long size);
 
@@ -26,8 +27,6 @@ bool rvb2_irq_spin_trylock(spinlock_t *lock);
 void rvb2_irq_spin_unlock(spinlock_t *lock);
 bool rvb2_irqs_disabled(void);
 void rvb2_assert_spin_locked(spinlock_t *lock);
-
-u64 rvb2_ktime_get_ns(void);
 
 struct dma_fence *rvb2_dma_fence_get(struct dma_fence *fence);
 void rvb2_dma_fence_put(struct dma_fence *fence);
@@ -40,5 +39,10 @@ struct sync_file *rvb2_sync_file_create(struct dma_fence *fence);
 unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma);
 
 bool rvb2_in_compat_syscall(void);
+
+void rvb2_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len,
+		      unsigned int offset);
+struct scatterlist *rvb2_sg_next(struct scatterlist *sg);
+void rvb2_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt, int dir);
 
 #endif /* RVB2_HELPERS_H */

@@ -101,6 +101,7 @@ int main(int argc, char **argv)
 		.memory = V4L2_MEMORY_MMAP,
 	};
 	int out_fence[NBUFS];
+	unsigned int gate_of[NBUFS];
 	unsigned int gate, i, done = 0, errors = 0;
 	int dev, timeline;
 
@@ -135,8 +136,10 @@ int main(int argc, char **argv)
 	 * first: the driver starts streaming when two buffers are ready. Each frame then opens
 	 * one more.
 	 */
-	for (i = 0; i < NBUFS; i++)
-		out_fence[i] = queue(dev, i, gate_fence(timeline, i + 1));
+	for (i = 0; i < NBUFS; i++) {
+		gate_of[i] = i + 1;
+		out_fence[i] = queue(dev, i, gate_fence(timeline, gate_of[i]));
+	}
 	if (xioctl(dev, VIDIOC_STREAMON, &req.type))
 		die("VIDIOC_STREAMON");
 	gate = 2;
@@ -171,7 +174,8 @@ int main(int argc, char **argv)
 		done++;
 
 		/* Requeue it as QBUF number done + NBUFS - 1, and open one more gate. */
-		out_fence[index] = queue(dev, b.index, gate_fence(timeline, done + NBUFS));
+		gate_of[index] = done + NBUFS;
+		out_fence[index] = queue(dev, b.index, gate_fence(timeline, gate_of[index]));
 		if (xioctl(timeline, SW_SYNC_IOC_INC, &one))
 			die("SW_SYNC_IOC_INC");
 		gate++;
@@ -179,9 +183,15 @@ int main(int argc, char **argv)
 
 	if (xioctl(dev, VIDIOC_STREAMOFF, &req.type))
 		die("VIDIOC_STREAMOFF");
-	/* STREAMOFF cancelled the buffers still queued: their out-fences carry an error. */
+	/*
+	 * Every out-fence has signalled now. STREAMOFF cancelled the buffers still waiting for
+	 * their gate: their out-fences carry an error. A buffer whose gate was open may have been
+	 * filled before STREAMOFF (a frame period passed since the last DQBUF) or cancelled.
+	 */
 	for (i = 0; i < NBUFS; i++) {
-		if (fence_status(out_fence[i]) >= 0)
+		int status = fence_status(out_fence[i]);
+
+		if (status == 0 || (gate_of[i] > gate && status > 0))
 			errors++;
 		close(out_fence[i]);
 	}

@@ -5,22 +5,16 @@
  */
 #include <linux/compat.h>
 #include <linux/dma-fence.h>
+#include <linux/dma-mapping.h>
 #include <linux/error-injection.h>
 #include <linux/mm.h>
 #include <linux/percpu.h>
+#include <linux/scatterlist.h>
 #include <linux/spinlock.h>
 #include <linux/sync_file.h>
-#include <linux/timekeeping.h>
 #include <linux/vmalloc.h>
-#include <media/v4l2-ctrls.h>
-#include <media/v4l2-dev.h>
 
 #include "rvb2_helpers.h"
-
-const char *rvb2_video_device_node_name(struct video_device *vdev)
-{
-	return video_device_node_name(vdev);
-}
 
 void *rvb2_vmalloc_user(unsigned long size)
 {
@@ -98,11 +92,6 @@ void rvb2_assert_spin_locked(spinlock_t *lock)
 	lockdep_assert_held(lock);
 }
 
-u64 rvb2_ktime_get_ns(void)
-{
-	return ktime_get_ns();
-}
-
 unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma)
 {
 	return vma->vm_pgoff;
@@ -153,3 +142,19 @@ noinline struct sync_file *rvb2_sync_file_create(struct dma_fence *fence)
 	return sync_file_create(fence);
 }
 ALLOW_ERROR_INJECTION(rvb2_sync_file_create, NULL);
+
+void rvb2_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len,
+		      unsigned int offset)
+{
+	sg_set_page(sg, page, len, offset);
+}
+
+struct scatterlist *rvb2_sg_next(struct scatterlist *sg)
+{
+	return sg_next(sg);
+}
+
+void rvb2_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt, int dir)
+{
+	dma_unmap_sgtable(dev, sgt, dir, 0);
+}

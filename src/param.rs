@@ -17,11 +17,14 @@
 //!
 //! C header: [`include/linux/moduleparam.h`](srctree/include/linux/moduleparam.h).
 
-use core::sync::atomic::{AtomicU32, Ordering};
 use kernel::{
     bindings,
     module_param::KernelParam,
-    prelude::*, //
+    prelude::*,
+    sync::atomic::{
+        Atomic,
+        Relaxed, //
+    }, //
 };
 
 /// An `unsigned int` module parameter with a range.
@@ -31,7 +34,7 @@ use kernel::{
 /// `min <= value <= max` (`value` starts at a default in range, and `set` stores only values in
 /// range).
 pub(crate) struct UintParam {
-    value: AtomicU32,
+    value: Atomic<u32>,
     min: u32,
     max: u32,
 }
@@ -42,7 +45,7 @@ impl UintParam {
         assert!(min <= default && default <= max);
         // INVARIANT: Checked above (at compile time: this is only used to initialise statics).
         Self {
-            value: AtomicU32::new(default),
+            value: Atomic::new(default),
             min,
             max,
         }
@@ -50,7 +53,7 @@ impl UintParam {
 
     /// The current value.
     pub(crate) fn get(&self) -> u32 {
-        self.value.load(Ordering::Relaxed)
+        self.value.load(Relaxed)
     }
 
     /// Sets the value, as a write to the sysfs file does (`EINVAL` out of range).
@@ -59,7 +62,7 @@ impl UintParam {
             return Err(EINVAL);
         }
         // INVARIANT: `value` is in range.
-        self.value.store(value, Ordering::Relaxed);
+        self.value.store(value, Relaxed);
         Ok(())
     }
 }

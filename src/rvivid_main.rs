@@ -27,4 +27,5 @@ module! {
     authors: ["rvb2 developers"],
     description: "Virtual V4L2 capture device with an explicit-synchronization queue core",
     license: "GPL",
+    imports_ns: ["DMA_BUF"],
 }

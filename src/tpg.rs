@@ -397,78 +397,186 @@ enum Layout {
     Chroma,
 }
 
-/// `row[start..end]`, clipped to the row (empty if out of range).
-fn span(row: &mut [u8], start: usize, end: usize) -> &mut [u8] {
-    let end = end.min(row.len());
-    row.get_mut(start..end).unwrap_or_default()
+/// Where the generator paints a frame: a range of bytes written only through these methods,
+/// never through references to it, so that it can be the memory of a capture buffer, which
+/// userspace may map and access meanwhile. Offsets count from the start of the frame; a range
+/// past [`FrameSink::size`] is an error ([`TpgError::BufferTooSmall`]) and writes nothing.
+pub(crate) trait FrameSink {
+    /// The size in bytes.
+    fn size(&self) -> usize;
+    /// Writes `src` at `offset`.
+    fn write(&mut self, offset: usize, src: &[u8]) -> Result<(), TpgError>;
+    /// Sets the `len` bytes from `offset` to `byte`.
+    fn fill(&mut self, offset: usize, len: usize, byte: u8) -> Result<(), TpgError>;
+    /// Copies the `len` bytes at `src` to `dst` (the ranges may overlap).
+    fn copy_within(&mut self, src: usize, dst: usize, len: usize) -> Result<(), TpgError>;
 }
 
+impl FrameSink for [u8] {
+    fn size(&self) -> usize {
+        self.len()
+    }
+
+    fn write(&mut self, offset: usize, src: &[u8]) -> Result<(), TpgError> {
+        let end = offset
+            .checked_add(src.len())
+            .ok_or(TpgError::BufferTooSmall)?;
+        self.get_mut(offset..end)
+            .ok_or(TpgError::BufferTooSmall)?
+            .copy_from_slice(src);
+        Ok(())
+    }
+
+    fn fill(&mut self, offset: usize, len: usize, byte: u8) -> Result<(), TpgError> {
+        let end = offset.checked_add(len).ok_or(TpgError::BufferTooSmall)?;
+        self.get_mut(offset..end)
+            .ok_or(TpgError::BufferTooSmall)?
+            .fill(byte);
+        Ok(())
+    }
+
+    fn copy_within(&mut self, src: usize, dst: usize, len: usize) -> Result<(), TpgError> {
+        let src_end = src.checked_add(len).ok_or(TpgError::BufferTooSmall)?;
+        let dst_end = dst.checked_add(len).ok_or(TpgError::BufferTooSmall)?;
+        if src_end > self.len() || dst_end > self.len() {
+            return Err(TpgError::BufferTooSmall);
+        }
+        <[u8]>::copy_within(self, src..src_end, dst);
+        Ok(())
+    }
+}
+
+/// A range of bytes of the frame: `len` bytes from `start`.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    /// Bytes `start..end` of this span, clipped to it (empty if out of range).
+    fn sub(self, start: usize, end: usize) -> Span {
+        let end = end.min(self.len);
+        if start >= end {
+            return Span {
+                start: self.start,
+                len: 0,
+            };
+        }
+        Span {
+            start: self.start.saturating_add(start),
+            len: end - start,
+        }
+    }
+
+    /// Writes `byte` at `offset` of the span, if it is inside.
+    fn put<S: FrameSink + ?Sized>(
+        self,
+        sink: &mut S,
+        offset: usize,
+        byte: u8,
+    ) -> Result<(), TpgError> {
+        if offset >= self.len {
+            return Ok(());
+        }
+        sink.write(self.start.saturating_add(offset), &[byte])
+    }
+}
+
+/// The most bytes [`fill_repeat`] writes at once (a multiple of every pattern length, 1 to 4).
+const REPEAT_CHUNK: usize = 192;
+
 /// Fills `dst` with copies of `pat`; the last copy is cut short if `dst` ends inside it.
-fn fill_repeat(dst: &mut [u8], pat: &[u8]) {
-    if pat.is_empty() {
-        return;
+fn fill_repeat<S: FrameSink + ?Sized>(sink: &mut S, dst: Span, pat: &[u8]) -> Result<(), TpgError> {
+    if dst.len == 0 {
+        return Ok(());
     }
-    let mut chunks = dst.chunks_exact_mut(pat.len());
-    for chunk in &mut chunks {
-        chunk.copy_from_slice(pat);
+    if let [byte] = pat {
+        return sink.fill(dst.start, dst.len, *byte);
     }
-    for (d, s) in chunks.into_remainder().iter_mut().zip(pat) {
+    // Whole copies of `pat`, no more than the span needs, written chunk by chunk.
+    let unit = (REPEAT_CHUNK / pat.len().max(1)) * pat.len();
+    let mut chunk = [0u8; REPEAT_CHUNK];
+    let unit = unit
+        .min(dst.len.next_multiple_of(pat.len().max(1)))
+        .min(REPEAT_CHUNK);
+    if unit == 0 {
+        return Ok(());
+    }
+    for (d, s) in chunk[..unit].iter_mut().zip(pat.iter().cycle()) {
         *d = *s;
     }
+    let mut done = 0;
+    while done < dst.len {
+        let n = (dst.len - done).min(unit);
+        sink.write(dst.start.saturating_add(done), &chunk[..n])?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// Paints the pixels `x0..x1` of `row` (a line laid out as `layout`) with `px`, which holds
 /// `[Y, U, V]` or `[R, G, B]`. Pixels beyond the end of `row` are ignored. (The arithmetic
 /// saturates: callers pass `x1 <= width`, but this must not panic whatever they pass.)
-fn write_run(layout: Layout, row: &mut [u8], x0: usize, x1: usize, px: [u8; 3]) {
+fn write_run<S: FrameSink + ?Sized>(
+    layout: Layout,
+    sink: &mut S,
+    row: Span,
+    x0: usize,
+    x1: usize,
+    px: [u8; 3],
+) -> Result<(), TpgError> {
     if x0 >= x1 {
-        return;
+        return Ok(());
     }
     let [a, b, c] = px;
     match layout {
-        Layout::Luma => span(row, x0, x1).fill(a),
-        Layout::Rgb => fill_repeat(span(row, x0.saturating_mul(3), x1.saturating_mul(3)), &px),
+        Layout::Luma => fill_repeat(sink, row.sub(x0, x1), &[a]),
+        Layout::Rgb => fill_repeat(
+            sink,
+            row.sub(x0.saturating_mul(3), x1.saturating_mul(3)),
+            &px,
+        ),
         Layout::Chroma => {
             // The even pixels in x0..x1 carry the chroma of their pair.
             let first = x0.saturating_add(1) & !1;
             let end = x1.saturating_add(1) & !1;
             if first < end {
-                fill_repeat(span(row, first, end), &[b, c]);
+                fill_repeat(sink, row.sub(first, end), &[b, c])?;
             }
+            Ok(())
         }
         Layout::Yuyv => {
             let mut x = x0;
             if x & 1 == 1 {
                 // Right pixel of a pair: its chroma belongs to the left one.
-                if let Some(y) = row.get_mut(x.saturating_mul(2)) {
-                    *y = a;
-                }
+                row.put(sink, x.saturating_mul(2), a)?;
                 x = x.saturating_add(1);
             }
             let pairs_end = x1 & !1;
             if x < pairs_end {
                 let (start, end) = (x.saturating_mul(2), pairs_end.saturating_mul(2));
-                fill_repeat(span(row, start, end), &[a, b, a, c]);
+                fill_repeat(sink, row.sub(start, end), &[a, b, a, c])?;
             }
             if x1 & 1 == 1 && pairs_end >= x {
                 // Left pixel of a pair whose right pixel is not ours: Y, U and V.
                 let p = pairs_end.saturating_mul(2);
                 for (i, s) in [(0, a), (1, b), (3, c)] {
-                    if let Some(d) = row.get_mut(p.saturating_add(i)) {
-                        *d = s;
-                    }
+                    row.put(sink, p.saturating_add(i), s)?;
                 }
             }
+            Ok(())
         }
     }
 }
 
-/// Fills the `rows` lines of a plane (`bpl` bytes apart, `row_len` bytes used) by rendering
-/// each kind of line once with `render(line, kind)` and copying it to the other lines of that
-/// kind. With `period_shift` `Some(s)`, line `y` is of kind `(y >> s) & 1` (the first line of
-/// kind 1 is line `1 << s`); with `None` all lines are of kind 0.
-fn fill_plane<F>(
-    plane: &mut [u8],
+/// Fills the `rows` lines of `plane` (`bpl` bytes apart, `row_len` bytes used) by rendering
+/// each kind of line once with `render(sink, line, kind)` and copying it to the other lines of
+/// that kind. With `period_shift` `Some(s)`, line `y` is of kind `(y >> s) & 1` (the first line
+/// of kind 1 is line `1 << s`); with `None` all lines are of kind 0.
+fn fill_plane<S, F>(
+    sink: &mut S,
+    plane: Span,
     bpl: usize,
     rows: usize,
     row_len: usize,
@@ -476,7 +584,8 @@ fn fill_plane<F>(
     render: F,
 ) -> Result<(), TpgError>
 where
-    F: Fn(&mut [u8], usize),
+    S: FrameSink + ?Sized,
+    F: Fn(&mut S, Span, usize) -> Result<(), TpgError>,
 {
     let mut start = 0usize;
     for y in 0..rows {
@@ -485,20 +594,23 @@ where
             None => 0,
         };
         let end = start.checked_add(row_len).ok_or(TpgError::BadFormat)?;
+        if end > plane.len {
+            return Err(TpgError::BufferTooSmall);
+        }
+        let line = Span {
+            start: plane.start.saturating_add(start),
+            len: row_len,
+        };
         if template == y {
-            let line = plane.get_mut(start..end).ok_or(TpgError::BufferTooSmall)?;
-            render(line, (y >> period_shift.unwrap_or(0)) & 1);
+            render(sink, line, (y >> period_shift.unwrap_or(0)) & 1)?;
         } else {
-            let (head, tail) = plane
-                .split_at_mut_checked(start)
-                .ok_or(TpgError::BufferTooSmall)?;
+            // The template line is above this one: it was rendered already.
             let src_start = template.checked_mul(bpl).ok_or(TpgError::BadFormat)?;
             let src_end = src_start.checked_add(row_len).ok_or(TpgError::BadFormat)?;
-            let src = head
-                .get(src_start..src_end)
-                .ok_or(TpgError::BufferTooSmall)?;
-            let dst = tail.get_mut(..row_len).ok_or(TpgError::BufferTooSmall)?;
-            dst.copy_from_slice(src);
+            if src_end > start {
+                return Err(TpgError::BufferTooSmall);
+            }
+            sink.copy_within(plane.start.saturating_add(src_start), line.start, row_len)?;
         }
         start = start.saturating_add(bpl);
     }
@@ -558,32 +670,42 @@ impl Geometry {
 }
 
 /// The planes of one frame being filled, for drawing the overlays.
-struct Canvas<'a> {
+struct Canvas<'a, S: FrameSink + ?Sized> {
+    /// Where the frame goes.
+    sink: &'a mut S,
     /// Layout of the main plane (the only plane but for NV12).
     layout: Layout,
     /// The main plane.
-    main: &'a mut [u8],
+    main: Span,
     /// The NV12 chroma plane (empty for the other formats).
-    chroma: &'a mut [u8],
+    chroma: Span,
     /// Geometry of the frame.
     geo: &'a Geometry,
 }
 
-impl Canvas<'_> {
+impl<S: FrameSink + ?Sized> Canvas<'_, S> {
     /// Paints the rectangle `x0..x1` x `y0..y1` (clipped to the frame) with `px`.
-    fn rect(&mut self, x0: usize, y0: usize, x1: usize, y1: usize, px: [u8; 3]) {
+    fn rect(
+        &mut self,
+        x0: usize,
+        y0: usize,
+        x1: usize,
+        y1: usize,
+        px: [u8; 3],
+    ) -> Result<(), TpgError> {
         let geo = self.geo;
         let x1 = x1.min(geo.w);
         for y in y0..y1.min(geo.h) {
             let start = y.saturating_mul(geo.bpl);
-            let line = span(self.main, start, start.saturating_add(geo.row_len));
-            write_run(self.layout, line, x0, x1, px);
+            let line = self.main.sub(start, start.saturating_add(geo.row_len));
+            write_run(self.layout, self.sink, line, x0, x1, px)?;
             if self.layout == Layout::Luma && y & 1 == 0 && y / 2 < geo.chroma_rows {
                 let start = (y / 2).saturating_mul(geo.bpl);
-                let line = span(self.chroma, start, start.saturating_add(geo.w));
-                write_run(Layout::Chroma, line, x0, x1, px);
+                let line = self.chroma.sub(start, start.saturating_add(geo.w));
+                write_run(Layout::Chroma, self.sink, line, x0, x1, px)?;
             }
         }
+        Ok(())
     }
 }
 
@@ -649,15 +771,32 @@ impl Tpg {
         }
     }
 
-    /// Fills one frame into `buf` (at least [`FrameFormat::sizeimage`] bytes; the bytes past
+    /// Fills one frame into `sink` (at least [`FrameFormat::sizeimage`] bytes; the bytes past
     /// it and the padding at the end of each line are left alone). `frame` is the frame
     /// counter (sequence number), drawn at the top left and moving the box at the bottom.
-    pub(crate) fn fill(&self, buf: &mut [u8], frame: u32) -> Result<(), TpgError> {
+    ///
+    /// It writes once per run of pixels of the first line of each kind and per run of the
+    /// overlays, and copies each other line.
+    pub(crate) fn fill<S: FrameSink + ?Sized>(
+        &self,
+        sink: &mut S,
+        frame: u32,
+    ) -> Result<(), TpgError> {
         let geo = Geometry::new(&self.fmt)?;
-        let buf = buf.get_mut(..geo.total).ok_or(TpgError::BufferTooSmall)?;
-        let (main, chroma) = buf
-            .split_at_mut_checked(geo.main_len)
-            .ok_or(TpgError::BufferTooSmall)?;
+        if sink.size() < geo.total {
+            return Err(TpgError::BufferTooSmall);
+        }
+        let main = Span {
+            start: 0,
+            len: geo.main_len,
+        };
+        let chroma = Span {
+            start: geo.main_len,
+            len: geo
+                .total
+                .checked_sub(geo.main_len)
+                .ok_or(TpgError::BadFormat)?,
+        };
         let layout = match self.fmt.pixfmt {
             PixelFormat::Yuyv => Layout::Yuyv,
             PixelFormat::Rgb24 => Layout::Rgb,
@@ -668,30 +807,49 @@ impl Tpg {
             _ => None,
         };
         let w = geo.w;
-        fill_plane(main, geo.bpl, geo.h, geo.row_len, shift, |line, kind| {
-            self.render_line(layout, line, w, kind);
-        })?;
+        fill_plane(
+            sink,
+            main,
+            geo.bpl,
+            geo.h,
+            geo.row_len,
+            shift,
+            |sink, line, kind| self.render_line(layout, sink, line, w, kind),
+        )?;
         if geo.chroma_rows > 0 {
             // A chroma line covers two lines of pixels: half the period.
             let shift = shift.map(|s| s.saturating_sub(1));
-            fill_plane(chroma, geo.bpl, geo.chroma_rows, w, shift, |line, kind| {
-                self.render_line(Layout::Chroma, line, w, kind);
-            })?;
+            fill_plane(
+                sink,
+                chroma,
+                geo.bpl,
+                geo.chroma_rows,
+                w,
+                shift,
+                |sink, line, kind| self.render_line(Layout::Chroma, sink, line, w, kind),
+            )?;
         }
         let mut canvas = Canvas {
+            sink,
             layout,
             main,
             chroma,
             geo: &geo,
         };
-        self.draw_counter(&mut canvas, frame);
-        self.draw_box(&mut canvas, frame);
-        Ok(())
+        self.draw_counter(&mut canvas, frame)?;
+        self.draw_box(&mut canvas, frame)
     }
 
     /// Renders one line (`w` pixels) of the pattern into `line`; `kind` is the checkerboard
     /// phase (0: starts with white).
-    fn render_line(&self, layout: Layout, line: &mut [u8], w: usize, kind: usize) {
+    fn render_line<S: FrameSink + ?Sized>(
+        &self,
+        layout: Layout,
+        sink: &mut S,
+        line: Span,
+        w: usize,
+        kind: usize,
+    ) -> Result<(), TpgError> {
         let color = |i: usize| self.colors.get(i).copied().unwrap_or_default();
         match self.pattern {
             Pattern::ColorBars75 => {
@@ -699,8 +857,9 @@ impl Tpg {
                 let (q, r) = (w / 8, w % 8);
                 let edge = |i: usize| q.saturating_mul(i).saturating_add(r * i / 8);
                 for i in 0..8 {
-                    write_run(layout, line, edge(i), edge(i + 1), color(i));
+                    write_run(layout, sink, line, edge(i), edge(i + 1), color(i))?;
                 }
+                Ok(())
             }
             Pattern::Checkerboard => {
                 let side = 1usize << CHECKER_SHIFT;
@@ -708,22 +867,27 @@ impl Tpg {
                 let mut phase = kind & 1;
                 while x < w {
                     let end = x.saturating_add(side).min(w);
-                    write_run(layout, line, x, end, color(phase));
+                    write_run(layout, sink, line, x, end, color(phase))?;
                     phase ^= 1;
                     x = end;
                 }
+                Ok(())
             }
             Pattern::SolidWhite
             | Pattern::SolidRed
             | Pattern::SolidGreen
             | Pattern::SolidBlue
-            | Pattern::SolidBlack => write_run(layout, line, 0, w, color(0)),
+            | Pattern::SolidBlack => write_run(layout, sink, line, 0, w, color(0)),
         }
     }
 
     /// Draws `frame` in decimal, white on black, at the top left (skipped if it does not fit
     /// in the top `height / 8` lines at `COUNTER_MARGIN` pixels from the edges).
-    fn draw_counter(&self, canvas: &mut Canvas<'_>, frame: u32) {
+    fn draw_counter<S: FrameSink + ?Sized>(
+        &self,
+        canvas: &mut Canvas<'_, S>,
+        frame: u32,
+    ) -> Result<(), TpgError> {
         let geo = canvas.geo;
         // Digits, most significant last.
         let mut digits = [0usize; 10];
@@ -746,11 +910,11 @@ impl Tpg {
         let avail_w = geo.w.saturating_sub(2 * COUNTER_MARGIN);
         let scale = (avail_h / 9).min(avail_w / units_w).min(COUNTER_MAX_SCALE);
         if scale == 0 {
-            return;
+            return Ok(());
         }
         let at = |base: usize, units: usize| base.saturating_add(units.saturating_mul(scale));
         let (x0, y0) = (COUNTER_MARGIN, COUNTER_MARGIN);
-        canvas.rect(x0, y0, at(x0, units_w), at(y0, 9), self.bg);
+        canvas.rect(x0, y0, at(x0, units_w), at(y0, 9), self.bg)?;
         let top = at(y0, 1);
         for (pos, digit) in digits.iter().take(count).rev().enumerate() {
             let Some(glyph) = DIGITS.get(*digit) else {
@@ -770,19 +934,24 @@ impl Tpg {
                     while col < 5 && bits & (0x10 >> col) != 0 {
                         col += 1;
                     }
-                    canvas.rect(at(left, run_start), y, at(left, col), at(y, 1), self.fg);
+                    canvas.rect(at(left, run_start), y, at(left, col), at(y, 1), self.fg)?;
                 }
             }
         }
+        Ok(())
     }
 
     /// Draws the box of side `height / 8` (at least 2) at the bottom, `BOX_STEP` pixels further
     /// right each frame, wrapping around: white, but black on the solid white pattern.
-    fn draw_box(&self, canvas: &mut Canvas<'_>, frame: u32) {
+    fn draw_box<S: FrameSink + ?Sized>(
+        &self,
+        canvas: &mut Canvas<'_, S>,
+        frame: u32,
+    ) -> Result<(), TpgError> {
         let geo = canvas.geo;
         let side = (geo.h / 8).max(2);
         if side > geo.h || side > geo.w {
-            return;
+            return Ok(());
         }
         let positions =
             u32::try_from(geo.w.saturating_sub(side).saturating_add(1)).unwrap_or(u32::MAX);
@@ -797,6 +966,6 @@ impl Tpg {
             _ => self.fg,
         };
         let y0 = geo.h.saturating_sub(side);
-        canvas.rect(x, y0, x.saturating_add(side), geo.h, color);
+        canvas.rect(x, y0, x.saturating_add(side), geo.h, color)
     }
 }

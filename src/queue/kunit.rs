@@ -103,12 +103,19 @@ mod tests {
     }
 
     fn new_queue() -> Result<TestQueue> {
-        Ok(TestQueue(Queue::new(try_pin_init!(TestOps {
-            held <- new_mutex!(KVec::with_capacity(MAX_BUFFERS, GFP_KERNEL)?),
-            starts <- new_mutex!(0),
-            fail_start: Atomic::new(false),
-            timeout_ms: Atomic::new(60_000),
-        }))?))
+        new_queue_of(Direction::Capture)
+    }
+
+    fn new_queue_of(direction: Direction) -> Result<TestQueue> {
+        Ok(TestQueue(Queue::new(
+            direction,
+            try_pin_init!(TestOps {
+                held <- new_mutex!(KVec::with_capacity(MAX_BUFFERS, GFP_KERNEL)?),
+                starts <- new_mutex!(0),
+                fail_start: Atomic::new(false),
+                timeout_ms: Atomic::new(60_000),
+            }),
+        )?))
     }
 
     /// The indices the driver holds, oldest first.
@@ -130,8 +137,8 @@ mod tests {
         let mut b = held.remove(0).ok()?;
         drop(held);
         let index = b.index();
-        if let Some(data) = b.data_mut() {
-            data[0] = index as u8;
+        if let Some(mut mem) = b.memory() {
+            let _ = mem.write(0, &[index as u8]);
         }
         if fail {
             b.fail();
@@ -150,7 +157,7 @@ mod tests {
     }
 
     fn qbuf(q: &Arc<Queue<TestOps>>, index: u32) -> Result<BufferInfo> {
-        Ok(Queue::qbuf(q, OWNER, index, Memory::Mmap, none())?.0)
+        Ok(Queue::qbuf(q, OWNER, index, MemArg::Mmap, none())?.0)
     }
 
     #[test]
@@ -208,13 +215,13 @@ mod tests {
         assert_eq!(qbuf(&q, 40).err(), Some(EINVAL));
         qbuf(&q, 0)?;
         assert_eq!(qbuf(&q, 0).err(), Some(EINVAL));
-        assert_eq!(q.prepare_buf(OWNER, 0, Memory::Mmap).err(), Some(EINVAL));
-        assert_eq!(q.prepare_buf(OWNER, 1, Memory::Mmap)?.prepared, true);
-        assert_eq!(q.prepare_buf(OWNER, 1, Memory::Mmap).err(), Some(EINVAL));
+        assert_eq!(q.prepare_buf(OWNER, 0, MemArg::Mmap).err(), Some(EINVAL));
+        assert_eq!(q.prepare_buf(OWNER, 1, MemArg::Mmap)?.prepared, true);
+        assert_eq!(q.prepare_buf(OWNER, 1, MemArg::Mmap).err(), Some(EINVAL));
         // Only the owner may use the queue.
         assert_eq!(q.reqbufs(OTHER, Memory::Mmap, 2).err(), Some(EBUSY));
         assert_eq!(
-            Queue::qbuf(&q, OTHER, 2, Memory::Mmap, none()).err(),
+            Queue::qbuf(&q, OTHER, 2, MemArg::Mmap, none()).err(),
             Some(EBUSY)
         );
         assert_eq!(Queue::streamon(&q, OTHER).err(), Some(EBUSY));
@@ -350,7 +357,7 @@ mod tests {
             in_fence,
             publish: out.then_some(publish),
         };
-        Ok(Queue::qbuf(q, OWNER, index, Memory::Mmap, fences)?.1)
+        Ok(Queue::qbuf(q, OWNER, index, MemArg::Mmap, fences)?.1)
     }
 
     #[test]
@@ -454,7 +461,7 @@ mod tests {
             publish: Some(failing),
         };
         assert_eq!(
-            Queue::qbuf(&q, OWNER, 0, Memory::Mmap, fences).err(),
+            Queue::qbuf(&q, OWNER, 0, MemArg::Mmap, fences).err(),
             Some(ENOMEM)
         );
         let info = q.querybuf(0)?;
@@ -566,6 +573,48 @@ mod tests {
     /// The driver's oldest buffer, taken from it.
     fn take_oldest(q: &Queue<TestOps>) -> Result<ActiveBuffer<TestOps>> {
         q.ops().held.lock().remove(0).map_err(|_| EINVAL)
+    }
+
+    #[test]
+    fn cpu_access_is_bounded_and_exclusive() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 2)?;
+        qbuf(&q, 0)?;
+        qbuf(&q, 1)?;
+        Queue::streamon(&q, OWNER)?;
+        let mut b = take_oldest(&q)?;
+        let other = q.lock.lock().bufs[0].as_ref().and_then(|b| b.mem.clone());
+        let other = other.ok_or(EINVAL)?;
+        {
+            let mut mem = b.memory().ok_or(EINVAL)?;
+            assert_eq!(mem.size(), SIZE as usize);
+            // Only one access to a buffer's memory at a time.
+            assert!(other.cpu_access(SIZE as usize).is_none());
+            mem.fill(0, 16, 0xaa)?;
+            mem.write(4, &[1, 2, 3])?;
+            mem.copy_within(3, 7, 4)?;
+            let mut back = [0u8; 12];
+            mem.read(0, &mut back)?;
+            assert_eq!(back, [0xaa, 0xaa, 0xaa, 0xaa, 1, 2, 3, 0xaa, 1, 2, 3, 0xaa]);
+            // Out of range: nothing written.
+            assert_eq!(mem.write(SIZE as usize - 1, &[0, 0]).err(), Some(ERANGE));
+            assert_eq!(mem.fill(usize::MAX, 2, 0).err(), Some(ERANGE));
+            assert_eq!(mem.copy_within(0, SIZE as usize, 1).err(), Some(ERANGE));
+            mem.read(SIZE as usize - 2, &mut back[..2])?;
+            assert_eq!(back[..2], [0, 0]);
+        }
+        assert!(other.cpu_access(SIZE as usize).is_some());
+        b.done(SIZE);
+        q.streamoff(OWNER)?;
+        // A stale token gets no access.
+        qbuf(&q, 0)?;
+        qbuf(&q, 1)?;
+        Queue::streamon(&q, OWNER)?;
+        let mut b = take_oldest(&q)?;
+        q.streamoff(OWNER)?;
+        assert!(b.memory().is_none());
+        b.fail();
+        Ok(())
     }
 
     #[test]
@@ -759,7 +808,7 @@ mod tests {
             (3, 4_000_000_000, SIZE - 1, true)
         );
         // PREPARE_BUF and QBUF clear them, as in videobuf2.
-        let p = q.prepare_buf(OWNER, 0, Memory::Mmap)?;
+        let p = q.prepare_buf(OWNER, 0, MemArg::Mmap)?;
         assert_eq!(
             (p.sequence, p.timestamp_ns, p.bytesused, p.last),
             (0, 0, 0, false)
@@ -947,6 +996,37 @@ mod tests {
         assert!(crate::sync::irqs_disabled());
         drop(gb);
         assert!(!crate::sync::irqs_disabled());
+        Ok(())
+    }
+
+    #[test]
+    fn file_ids_are_distinct() -> Result {
+        let (a, b) = (FileId::new(), FileId::new());
+        assert_ne!(a, b);
+        // A queue owned by one is busy for the other.
+        let q = new_queue()?;
+        q.reqbufs(a, Memory::Mmap, 2)?;
+        assert_eq!(q.reqbufs(b, Memory::Mmap, 2).err(), Some(EBUSY));
+        // Once the owner closed, the other may allocate (one more than MIN_QUEUED_BUFFERS).
+        q.release(a);
+        assert_eq!(q.reqbufs(b, Memory::Mmap, 2)?, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn output_queue_runs_the_same_state_machine() -> Result {
+        // The direction is the shim's business (buffer type, timestamp flags): the core moves
+        // an output queue's buffers exactly as a capture queue's.
+        let q = new_queue_of(Direction::Output)?;
+        assert_eq!(q.direction(), Direction::Output);
+        q.reqbufs(OWNER, Memory::Mmap, 2)?;
+        qbuf(&q, 1)?;
+        qbuf(&q, 0)?;
+        Queue::streamon(&q, OWNER)?;
+        assert_eq!(&held(&q)[..], &[1, 0]);
+        assert_eq!(complete_oldest(&q, false), Some(1));
+        assert_eq!(q.dqbuf(OWNER, true)?.index, 1);
+        q.streamoff(OWNER)?;
         Ok(())
     }
 }

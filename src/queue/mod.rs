@@ -62,12 +62,16 @@
 //!
 //! # Locking
 //!
-//! Three locks, always taken in this order:
+//! Four locks, always taken in this order:
 //!
 //! - `ioctl`, a mutex, serialises the operations that change the buffers, their fence context
-//!   or sequence numbers (the ioctls but DQBUF and QUERYBUF, `mmap()`, `release()`, the
-//!   changes of [`Queue::with_idle`]). They allocate memory (buffers, out-fences and their
-//!   sync_files, page tables) with only this one held. No signalling path takes it.
+//!   or sequence numbers (the ioctls but DQBUF and QUERYBUF, `release()`, the changes of
+//!   [`Queue::with_idle`]). They allocate memory (buffers, out-fences and their sync_files,
+//!   dma-bufs) with only this one held. No signalling path takes it.
+//! - `mmap`, a mutex, makes `mmap()` (which takes it alone, under the process's `mmap_lock`)
+//!   atomic with REQBUFS and REMOVE_BUFS freeing buffers (they check that none is mapped).
+//!   Nothing takes `ioctl` or `mmap_lock` under it, so an ioctl may take `mmap_lock` under
+//!   `ioctl` (as pinning user pages does), as videobuf2's `q->mmap_lock` allows.
 //! - `lock`, a mutex, protects the buffers' memory and the streaming state; the operations
 //!   above, DQBUF and the fence work take it. Driver callbacks ([`QueueOps`]) run under it,
 //!   except [`ActiveBuffer`] completion. Nothing allocates with `GFP_KERNEL`, copies to or
@@ -115,7 +119,11 @@ use crate::{
         OutFence,
         SignallingSection, //
     },
-    mem::VmallocBuf,
+    mem::{
+        BufferMem,
+        CpuAccess,
+        DmaBuf, //
+    },
     sync::{
         new_irq_spinlock,
         IrqSpinLock, //
@@ -130,6 +138,10 @@ use kernel::{
     prelude::*,
     sync::{
         aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         poll::{
             PollCondVar,
             PollTable, //
@@ -188,16 +200,63 @@ fn delay_until(deadline_ns: u64) -> Jiffies {
     msecs_to_jiffies(ms).saturating_add(1)
 }
 
-/// Identifies an open file of the device, for queue ownership (the address of its file
-/// handle).
+/// Identifies a user of the queue (an open file of the device), for queue ownership.
+///
+/// Each [`FileId::new`] returns an identity no other call returned (a 64-bit counter, which
+/// does not wrap in practice): outside this module, no code can make an identity equal to
+/// another user's, whatever it does, so a closed file's identity is never mistaken for a new
+/// one's (as an address could be).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct FileId(pub(crate) usize);
+pub(crate) struct FileId(u64);
+
+impl FileId {
+    /// A new identity, equal to no other.
+    pub(crate) fn new() -> Self {
+        static NEXT: Atomic<u64> = Atomic::new(1);
+        Self(NEXT.fetch_add(1, Relaxed))
+    }
+}
+
+/// The direction of a queue's buffers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Direction {
+    /// The driver fills the buffers (a capture queue).
+    Capture,
+    /// The driver consumes the buffers userspace filled (an output queue).
+    Output,
+}
 
 /// The kinds of buffer memory the core handles.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Memory {
     /// Memory allocated by the queue and mapped by userspace (`V4L2_MEMORY_MMAP`).
     Mmap,
+    /// User memory, pinned when the buffer is queued or prepared (`V4L2_MEMORY_USERPTR`).
+    Userptr,
+}
+
+/// The memory a QBUF or PREPARE_BUF brings for its buffer (USERPTR), or none (MMAP).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum MemArg {
+    /// The buffer uses the memory the queue allocated.
+    Mmap,
+    /// The `length` bytes at user address `addr`.
+    Userptr {
+        /// The user address.
+        addr: usize,
+        /// The length in bytes.
+        length: u32,
+    },
+}
+
+impl MemArg {
+    /// The kind of memory.
+    pub(crate) fn memory(self) -> Memory {
+        match self {
+            MemArg::Mmap => Memory::Mmap,
+            MemArg::Userptr { .. } => Memory::Userptr,
+        }
+    }
 }
 
 /// The state of a buffer.
@@ -224,6 +283,10 @@ pub(crate) struct BufferInfo {
     pub(crate) length: u32,
     /// The `mmap()` offset of the buffer.
     pub(crate) offset: u32,
+    /// The kind of memory of the buffer.
+    pub(crate) memory: Memory,
+    /// The user address of a USERPTR buffer (0 until it is first queued or prepared).
+    pub(crate) userptr: usize,
     /// Bytes of data the driver produced (0 from QBUF until the buffer is done; kept after
     /// DQBUF).
     pub(crate) bytesused: u32,
@@ -317,8 +380,13 @@ pub(crate) trait QueueOps: Send + Sync + Sized + 'static {
 
 /// A buffer and its memory, owned by the queue.
 struct Buffer {
-    mem: Arc<VmallocBuf>,
+    /// The memory: from the allocation (MMAP), or from the last QBUF or PREPARE_BUF that
+    /// brought some (USERPTR; none before).
+    mem: Option<BufferMem>,
+    /// The size of the memory in bytes (for USERPTR, what the format needs until memory comes).
     length: u32,
+    /// The user address of USERPTR memory.
+    userptr: usize,
 }
 
 /// The per-buffer state kept under the state spinlock.
@@ -355,7 +423,7 @@ struct Slot {
     /// it, since it may be given back in atomic context and be the last reference (the buffer
     /// freed meanwhile); the queue drops it in process context: when it hands the buffer to
     /// the driver again, frees it, in the fence work, or at shutdown.
-    parked: Option<Arc<VmallocBuf>>,
+    parked: Option<BufferMem>,
 }
 
 impl Slot {
@@ -507,6 +575,11 @@ pub(crate) struct Queue<O: QueueOps> {
     /// takes it.
     #[pin]
     ioctl: Mutex<()>,
+    /// Makes `mmap()` atomic with the freeing of buffers (REQBUFS, REMOVE_BUFS, which check
+    /// that no buffer is mapped and free it): taken by `mmap()` alone, under the process's
+    /// `mmap_lock`, and by those under `ioctl`. Never held around a user copy or `ioctl`.
+    #[pin]
+    mmap: Mutex<()>,
     #[pin]
     lock: Mutex<Inner>,
     #[pin]
@@ -525,6 +598,8 @@ pub(crate) struct Queue<O: QueueOps> {
     waiters: [FenceWaiter<Self>; MAX_BUFFERS],
     /// Counts the driver's tokens: [`Queue::shutdown`] waits for them.
     tokens: Arc<Tokens>,
+    /// Whether the driver fills the buffers or consumes them.
+    direction: Direction,
     #[pin]
     ops: O,
 }
@@ -611,11 +686,12 @@ fn check_owner(inner: &Inner, owner: FileId) -> Result {
 }
 
 impl<O: QueueOps> Queue<O> {
-    /// Creates a queue for the driver side `ops`.
-    pub(crate) fn new(ops: impl PinInit<O, Error>) -> Result<Arc<Self>> {
+    /// Creates a queue of `direction` for the driver side `ops`.
+    pub(crate) fn new(direction: Direction, ops: impl PinInit<O, Error>) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
                 ioctl <- new_mutex!((), "rvb2_queue_ioctl"),
+                mmap <- new_mutex!((), "rvb2_queue_mmap"),
                 lock <- new_mutex!(Inner {
                     bufs: [const { None }; MAX_BUFFERS],
                     num_buffers: 0,
@@ -653,6 +729,7 @@ impl<O: QueueOps> Queue<O> {
                     }),
                     GFP_KERNEL,
                 )?,
+                direction,
                 ops <- ops,
             }? Error),
             GFP_KERNEL,
@@ -662,6 +739,11 @@ impl<O: QueueOps> Queue<O> {
     /// The driver side of the queue.
     pub(crate) fn ops(&self) -> &O {
         &self.ops
+    }
+
+    /// Whether the driver fills the buffers or consumes them.
+    pub(crate) fn direction(&self) -> Direction {
+        self.direction
     }
 
     /// Runs `f` unless buffers are allocated (`EBUSY` then, as drivers check `vb2_is_busy()`),
@@ -706,7 +788,7 @@ impl<O: QueueOps> Queue<O> {
 
     /// Takes the memory references that tokens left in the slots (`Slot::parked`), to be
     /// dropped in process context without `state` held.
-    fn take_parked(&self) -> [Option<Arc<VmallocBuf>>; MAX_BUFFERS] {
+    fn take_parked(&self) -> [Option<BufferMem>; MAX_BUFFERS] {
         let mut parked = [const { None }; MAX_BUFFERS];
         let mut st = self.state.lock();
         for (p, slot) in parked.iter_mut().zip(st.slots.iter_mut()) {
@@ -723,10 +805,21 @@ impl<O: QueueOps> Queue<O> {
 
     /// Frees buffers `start..start + count` (all must exist, be dequeued and unmapped).
     ///
-    /// The memory is released (`vfree()` may sleep) after the state lock is dropped.
-    fn free_range(&self, inner: &mut Inner, start: usize, count: usize) {
+    /// Returns them: the caller drops them (releasing their memory, which may sleep or, for
+    /// memory of other kinds later, unpin pages) once it released `lock`, which the signalling
+    /// paths take.
+    #[must_use = "drop the freed buffers after releasing `lock`"]
+    fn free_range(
+        &self,
+        inner: &mut Inner,
+        start: usize,
+        count: usize,
+    ) -> (
+        [Option<Buffer>; MAX_BUFFERS],
+        [Option<BufferMem>; MAX_BUFFERS],
+    ) {
         let mut freed: [Option<Buffer>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
-        let mut parked: [Option<Arc<VmallocBuf>>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        let mut parked: [Option<BufferMem>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         {
             let mut st = self.state.lock();
             let range = start..start + count;
@@ -753,8 +846,7 @@ impl<O: QueueOps> Queue<O> {
         if inner.num_buffers == 0 {
             inner.memory = None;
         }
-        drop(parked);
-        drop(freed);
+        (freed, parked)
     }
 
     /// The first range of `count` free slots.
@@ -767,11 +859,19 @@ impl<O: QueueOps> Queue<O> {
     /// Allocates the memory of up to `count` buffers of `size` bytes, stopping at the first
     /// failure; returns it and how many. Called with `ioctl` held but not `lock`, which the
     /// signalling paths take.
-    fn alloc_mem(count: usize, size: u32) -> ([Option<Arc<VmallocBuf>>; MAX_BUFFERS], u32) {
+    fn alloc_mem(
+        memory: Memory,
+        count: usize,
+        size: u32,
+    ) -> ([Option<BufferMem>; MAX_BUFFERS], u32) {
         let mut mems = [const { None }; MAX_BUFFERS];
+        if memory == Memory::Userptr {
+            // The memory comes with each QBUF.
+            return (mems, count as u32);
+        }
         let mut allocated = 0;
         for mem in mems.iter_mut().take(count) {
-            match VmallocBuf::new(size as usize) {
+            match BufferMem::alloc_mmap(size as usize) {
                 Ok(m) => {
                     *mem = Some(m);
                     allocated += 1;
@@ -789,7 +889,8 @@ impl<O: QueueOps> Queue<O> {
         &self,
         inner: &mut Inner,
         first: usize,
-        mems: &mut [Option<Arc<VmallocBuf>>; MAX_BUFFERS],
+        mems: &mut [Option<BufferMem>; MAX_BUFFERS],
+        count: u32,
         size: u32,
     ) -> u32 {
         if inner.num_buffers == 0 {
@@ -798,11 +899,16 @@ impl<O: QueueOps> Queue<O> {
             inner.fence_context = FenceContext::new();
         }
         let mut installed = 0;
-        for (slot, mem) in inner.bufs[first..].iter_mut().zip(mems.iter_mut()) {
-            let Some(mem) = mem.take() else {
-                break;
-            };
-            *slot = Some(Buffer { mem, length: size });
+        for (slot, mem) in inner.bufs[first..]
+            .iter_mut()
+            .zip(mems.iter_mut())
+            .take(count as usize)
+        {
+            *slot = Some(Buffer {
+                mem: mem.take(),
+                length: size,
+                userptr: 0,
+            });
             installed += 1;
         }
         inner.num_buffers += installed;
@@ -811,7 +917,11 @@ impl<O: QueueOps> Queue<O> {
 
     /// Whether any allocated buffer is mapped by userspace.
     fn any_mapped(inner: &Inner) -> bool {
-        inner.bufs.iter().flatten().any(|b| b.mem.mapped() > 0)
+        inner
+            .bufs
+            .iter()
+            .flatten()
+            .any(|b| b.mem.as_ref().is_some_and(BufferMem::mapped))
     }
 
     /// `VIDIOC_REQBUFS`: frees all buffers (`count == 0`) or replaces them with `count` new
@@ -820,6 +930,8 @@ impl<O: QueueOps> Queue<O> {
         let _ioctl = self.ioctl.lock();
         let min = O::MIN_QUEUED_BUFFERS + 1;
         let (count, size) = {
+            // No new mapping between the check that none exists and the free.
+            let _mmap = self.mmap.lock();
             let mut inner = self.lock.lock();
             check_owner(&inner, owner)?;
             if inner.streaming {
@@ -833,9 +945,13 @@ impl<O: QueueOps> Queue<O> {
                     return Err(EBUSY);
                 }
                 self.cancel(&mut inner);
-                self.free_range(&mut inner, 0, MAX_BUFFERS);
+                let freed = self.free_range(&mut inner, 0, MAX_BUFFERS);
                 if count == 0 {
                     inner.owner = None;
+                }
+                drop(inner);
+                drop(freed);
+                if count == 0 {
                     return Ok(0);
                 }
             }
@@ -845,12 +961,12 @@ impl<O: QueueOps> Queue<O> {
             )
         };
         // The queue is empty, and stays so while `ioctl` is held.
-        let (mut mems, allocated) = Self::alloc_mem(count as usize, size);
+        let (mut mems, allocated) = Self::alloc_mem(memory, count as usize, size);
         if allocated < min {
             return Err(ENOMEM);
         }
         let mut inner = self.lock.lock();
-        let installed = self.install(&mut inner, 0, &mut mems, size);
+        let installed = self.install(&mut inner, 0, &mut mems, allocated, size);
         inner.memory = Some(memory);
         inner.owner = Some(owner);
         self.state.lock().waiting_for_buffers = true;
@@ -902,12 +1018,12 @@ impl<O: QueueOps> Queue<O> {
             (Self::first_free(&inner, count)?, count)
         };
         // The free range stays free while `ioctl` is held.
-        let (mut mems, allocated) = Self::alloc_mem(count, size);
+        let (mut mems, allocated) = Self::alloc_mem(memory, count, size);
         if allocated == 0 {
             return Err(ENOMEM);
         }
         let mut inner = self.lock.lock();
-        let installed = self.install(&mut inner, first, &mut mems, size);
+        let installed = self.install(&mut inner, first, &mut mems, allocated, size);
         inner.memory = Some(memory);
         inner.owner = Some(owner);
         Ok((first as u32, installed))
@@ -925,10 +1041,12 @@ impl<O: QueueOps> Queue<O> {
             index: index as u32,
             length: buf.length,
             offset: (index as u32) << OFFSET_SHIFT,
+            memory: inner.memory.unwrap_or(Memory::Mmap),
+            userptr: buf.userptr,
             bytesused: slot.bytesused,
             state: slot.state,
             prepared: slot.prepared,
-            mapped: buf.mem.mapped() > 0,
+            mapped: buf.mem.as_ref().is_some_and(BufferMem::mapped),
             sequence: slot.sequence,
             timestamp_ns: slot.timestamp_ns,
             in_fence_pending: slot.in_fence.is_some(),
@@ -957,31 +1075,85 @@ impl<O: QueueOps> Queue<O> {
         }
     }
 
-    /// `VIDIOC_PREPARE_BUF`.
-    pub(crate) fn prepare_buf(
-        &self,
-        owner: FileId,
-        index: u32,
-        memory: Memory,
-    ) -> Result<BufferInfo> {
-        let _ioctl = self.ioctl.lock();
-        let inner = self.lock.lock();
-        check_owner(&inner, owner)?;
-        let index = Self::check_buffer(&inner, index, memory)?;
-        {
-            let st = self.state.lock();
-            let slot = &st.slots[index];
-            if slot.state != BufState::Dequeued || slot.prepared {
-                return Err(EINVAL);
+    /// Checks the memory `arg` brings for buffer `index` against the format (`buf_prepare`,
+    /// `EINVAL`) and returns the user range to pin, if it is not the one the buffer has.
+    /// Called with `lock` held.
+    fn check_mem(&self, inner: &Inner, index: usize, arg: MemArg) -> Result<Option<(usize, u32)>> {
+        let Some(buf) = inner.bufs[index].as_ref() else {
+            return Err(EINVAL);
+        };
+        match arg {
+            MemArg::Mmap => {
+                self.ops.buf_prepare(buf.length)?;
+                Ok(None)
+            }
+            MemArg::Userptr { addr, length } => {
+                self.ops.buf_prepare(length)?;
+                let same = buf
+                    .mem
+                    .as_ref()
+                    .is_some_and(|m| m.is_user(addr, length as usize));
+                Ok((!same).then_some((addr, length)))
             }
         }
-        let length = inner.bufs[index].as_ref().map_or(0, |b| b.length);
-        self.ops.buf_prepare(length)?;
+    }
+
+    /// Pins the user range `pin` (from [`Queue::check_mem`]). Called with `ioctl` held but not
+    /// `lock`: pinning allocates and takes the process's `mmap_lock`.
+    fn acquire_mem(pin: Option<(usize, u32)>) -> Result<Option<(BufferMem, usize, u32)>> {
+        let Some((addr, length)) = pin else {
+            return Ok(None);
+        };
+        Ok(Some((
+            BufferMem::pin_user(addr, length as usize)?,
+            addr,
+            length,
+        )))
+    }
+
+    /// Gives buffer `index` the memory `acquired` (from [`Queue::acquire_mem`]); returns the
+    /// memory it replaces, for the caller to drop once `lock` is released.
+    fn install_mem(
+        inner: &mut Inner,
+        index: usize,
+        acquired: Option<(BufferMem, usize, u32)>,
+    ) -> Option<BufferMem> {
+        let (mem, addr, length) = acquired?;
+        let buf = inner.bufs[index].as_mut()?;
+        buf.length = length;
+        buf.userptr = addr;
+        buf.mem.replace(mem)
+    }
+
+    /// `VIDIOC_PREPARE_BUF`.
+    pub(crate) fn prepare_buf(&self, owner: FileId, index: u32, arg: MemArg) -> Result<BufferInfo> {
+        let _ioctl = self.ioctl.lock();
+        let (index, pin) = {
+            let inner = self.lock.lock();
+            check_owner(&inner, owner)?;
+            let index = Self::check_buffer(&inner, index, arg.memory())?;
+            {
+                let st = self.state.lock();
+                let slot = &st.slots[index];
+                if slot.state != BufState::Dequeued || slot.prepared {
+                    return Err(EINVAL);
+                }
+            }
+            (index, self.check_mem(&inner, index, arg)?)
+        };
+        // The buffer stays dequeued and allocated while `ioctl` is held.
+        let acquired = Self::acquire_mem(pin)?;
+        let mut inner = self.lock.lock();
+        let replaced = Self::install_mem(&mut inner, index, acquired);
         let mut st = self.state.lock();
         let slot = &mut st.slots[index];
         slot.prepared = true;
         slot.clear_frame();
-        Self::info(&inner, &st, index)
+        let info = Self::info(&inner, &st, index);
+        drop(st);
+        drop(inner);
+        drop(replaced);
+        info
     }
 
     /// `VIDIOC_QBUF`, with optional fences.
@@ -993,7 +1165,7 @@ impl<O: QueueOps> Queue<O> {
         this: &Arc<Self>,
         owner: FileId,
         index: u32,
-        memory: Memory,
+        arg: MemArg,
         fences: QbufFences<F>,
     ) -> Result<(BufferInfo, Option<P>)> {
         // Held throughout: no other operation changes the buffer, the fence context or the
@@ -1006,10 +1178,10 @@ impl<O: QueueOps> Queue<O> {
             .is_some()
             .then(FenceAllocation::new)
             .transpose()?;
-        let (index, prepared, out) = {
+        let (index, prepared, out, pin) = {
             let mut inner = this.lock.lock();
             check_owner(&inner, owner)?;
-            let index = Self::check_buffer(&inner, index, memory)?;
+            let index = Self::check_buffer(&inner, index, arg.memory())?;
             let prepared = {
                 let st = this.state.lock();
                 let slot = &st.slots[index];
@@ -1018,10 +1190,12 @@ impl<O: QueueOps> Queue<O> {
                 }
                 slot.prepared
             };
-            if !prepared {
-                let length = inner.bufs[index].as_ref().map_or(0, |b| b.length);
-                this.ops.buf_prepare(length)?;
-            }
+            // A prepared buffer keeps the memory PREPARE_BUF gave it, as in videobuf2.
+            let pin = if prepared {
+                None
+            } else {
+                this.check_mem(&inner, index, arg)?
+            };
             if let Some(fence) = fences.in_fence.as_ref() {
                 this.check_self_dependency(fence)?;
             }
@@ -1035,8 +1209,11 @@ impl<O: QueueOps> Queue<O> {
                     inner.fence_context.new_fence(storage)
                 }
             });
-            (index, prepared, out)
+            (index, prepared, out, pin)
         };
+        // USERPTR memory is pinned first, without `lock`; until it is installed below, a
+        // failure only unpins it again.
+        let acquired = Self::acquire_mem(pin)?;
 
         // The out-fence is published before anything changes, so that a failure leaves nothing
         // behind; its fd is installed by the caller only after success. Publishing allocates
@@ -1046,6 +1223,8 @@ impl<O: QueueOps> Queue<O> {
             _ => None,
         };
 
+        // Memory the buffer no longer uses is dropped after `lock` (declared before it).
+        let _replaced;
         let mut inner = this.lock.lock();
         let fenced = out.is_some() || fences.in_fence.is_some();
         let in_fence = fences.in_fence;
@@ -1058,6 +1237,7 @@ impl<O: QueueOps> Queue<O> {
             // is free (every path that takes a buffer back unregisters it).
             this.waiters[index].register(fence, this)?;
         }
+        _replaced = Self::install_mem(&mut inner, index, acquired);
         let deadline_ns = fenced.then(|| {
             // A driver's own bound is held to the range the module parameter allows.
             let bound_ms = this
@@ -1095,7 +1275,18 @@ impl<O: QueueOps> Queue<O> {
         }
         drop(signalling);
         let st = this.state.lock();
-        Ok((Self::info(&inner, &st, index)?, published))
+        let mut info = Self::info(&inner, &st, index)?;
+        if matches!(info.state, BufState::Done | BufState::Error) {
+            // The driver completed it already (it runs concurrently): QBUF reports the buffer
+            // as it queued it, with no frame yet; DQBUF returns the frame.
+            info.state = BufState::Active;
+            info.bytesused = 0;
+            info.sequence = 0;
+            info.timestamp_ns = 0;
+            info.last = false;
+            info.out_fence_pending = published.is_some();
+        }
+        Ok((info, published))
     }
 
     /// Undoes a QBUF of `index` that failed: the buffer is dequeued again, its waiter
@@ -1191,7 +1382,7 @@ impl<O: QueueOps> Queue<O> {
         let mut ready = IndexList::new();
         let mut gens = [0u32; MAX_BUFFERS];
         // Not the last references: the buffers are allocated (`inner`).
-        let mut parked: [Option<Arc<VmallocBuf>>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        let mut parked: [Option<BufferMem>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         {
             let mut st = this.state.lock();
             let queued = st.queued.clone();
@@ -1227,7 +1418,7 @@ impl<O: QueueOps> Queue<O> {
                 queue: this.clone(),
                 index: i,
                 generation: gens[i],
-                mem: Some(buf.mem.clone()),
+                mem: buf.mem.clone(),
                 length: buf.length,
                 frame: FrameInfo::default(),
                 queued_ns,
@@ -1620,6 +1811,8 @@ impl<O: QueueOps> Queue<O> {
             return Ok(());
         }
         let _ioctl = self.ioctl.lock();
+        // No new mapping between the check that none exists and the free.
+        let _mmap = self.mmap.lock();
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
         let (start, count) = (start as usize, count as usize);
@@ -1632,12 +1825,16 @@ impl<O: QueueOps> Queue<O> {
                 let Some(buf) = inner.bufs[i].as_ref() else {
                     return Err(EINVAL);
                 };
-                if st.slots[i].state != BufState::Dequeued || buf.mem.mapped() > 0 {
+                if st.slots[i].state != BufState::Dequeued
+                    || buf.mem.as_ref().is_some_and(BufferMem::mapped)
+                {
                     return Err(EBUSY);
                 }
             }
         }
-        self.free_range(&mut inner, start, count);
+        let freed = self.free_range(&mut inner, start, count);
+        drop(inner);
+        drop(freed);
         Ok(())
     }
 
@@ -1650,9 +1847,33 @@ impl<O: QueueOps> Queue<O> {
             return;
         }
         self.cancel(&mut inner);
-        self.free_range(&mut inner, 0, MAX_BUFFERS);
+        let freed = self.free_range(&mut inner, 0, MAX_BUFFERS);
         inner.owner = None;
+        drop(inner);
+        drop(freed);
         // A fence work still queued finds nothing to do; `shutdown()` stops it for good.
+    }
+
+    /// `VIDIOC_EXPBUF`: exports the memory of buffer `index` as a dma-buf whose file has the
+    /// access mode `flags`. The dma-buf keeps the memory alive: the buffer may be freed
+    /// (REQBUFS, REMOVE_BUFS, the owner's close) while it is held, as videobuf2 orphans it.
+    pub(crate) fn expbuf(&self, owner: FileId, index: u32, flags: u32) -> Result<DmaBuf> {
+        // The export allocates: `ioctl` only, which keeps the buffer from being freed meanwhile.
+        let _ioctl = self.ioctl.lock();
+        let mem = {
+            let inner = self.lock.lock();
+            check_owner(&inner, owner)?;
+            if inner.memory != Some(Memory::Mmap) {
+                return Err(EINVAL);
+            }
+            let buf = inner
+                .bufs
+                .get(index as usize)
+                .and_then(Option::as_ref)
+                .ok_or(EINVAL)?;
+            buf.mem.clone().ok_or(EINVAL)?
+        };
+        mem.export(flags)
     }
 
     /// The `mmap()` file operation: maps the buffer whose offset is the VMA's page offset.
@@ -1662,9 +1883,11 @@ impl<O: QueueOps> Queue<O> {
         if index << shift != pgoff {
             return Err(EINVAL);
         }
-        // `ioctl` keeps REQBUFS and REMOVE_BUFS from freeing the buffer before it is mapped;
-        // mapping allocates page tables, so not under `lock`.
-        let _ioctl = self.ioctl.lock();
+        // `mmap` keeps REQBUFS and REMOVE_BUFS from freeing the buffer before it is mapped;
+        // mapping allocates page tables, so not under `lock`. Not `ioctl`: `mmap()` runs under
+        // the process's `mmap_lock`, which an ioctl may take under `ioctl` (pinning user
+        // pages, faulting in a user copy), as in videobuf2 (`q->mmap_lock`).
+        let _mmap = self.mmap.lock();
         let mem = {
             let inner = self.lock.lock();
             if inner.memory != Some(Memory::Mmap) {
@@ -1675,9 +1898,9 @@ impl<O: QueueOps> Queue<O> {
                 .get(index)
                 .and_then(Option::as_ref)
                 .ok_or(EINVAL)?;
-            buf.mem.clone()
+            buf.mem.clone().ok_or(EINVAL)?
         };
-        VmallocBuf::mmap(&mem, vma)
+        mem.mmap(vma)
     }
 
     /// The `poll()` file operation, for the events in `requested`.
@@ -1705,7 +1928,7 @@ impl<O: QueueOps> Queue<O> {
         generation: u32,
         outcome: Outcome,
         frame: FrameInfo,
-        mem: Option<Arc<VmallocBuf>>,
+        mem: Option<BufferMem>,
     ) {
         // The driver may have begun one (it should, from where it completes buffers); from
         // atomic context this annotates nothing.
@@ -1768,7 +1991,7 @@ pub(crate) struct ActiveBuffer<O: QueueOps> {
     index: usize,
     generation: u32,
     /// The buffer's memory, until the token is given back (then parked in the slot).
-    mem: Option<Arc<VmallocBuf>>,
+    mem: Option<BufferMem>,
     length: u32,
     frame: FrameInfo,
     /// When the core handed the buffer to the driver (`CLOCK_MONOTONIC` nanoseconds).
@@ -1800,21 +2023,16 @@ impl<O: QueueOps> ActiveBuffer<O> {
         slot.state != BufState::Active || slot.generation != self.generation
     }
 
-    /// The buffer's memory, to fill; `None` if the queue took the buffer back
-    /// ([`ActiveBuffer::taken_back`]): this token is stale then and must not write.
-    pub(crate) fn data_mut(&mut self) -> Option<&mut [u8]> {
+    /// CPU access to the buffer's memory (its first `length` bytes), to write the frame;
+    /// `None` if the queue took the buffer back ([`ActiveBuffer::taken_back`]): this token is
+    /// stale then and must not write.
+    pub(crate) fn memory(&mut self) -> Option<CpuAccess<'_>> {
         if self.taken_back() {
             return None;
         }
-        let mem = self.mem.as_ref()?;
-        let len = (self.length as usize).min(mem.size());
-        // SAFETY: The memory is valid for `size` bytes while `self.mem` lives. The driver owns
-        // the buffer through this token, which was current when checked above; the queue may
-        // take the buffer back since, but hands it to the driver again only once this token is
-        // given back or dropped (`Slot::held`), which ends this borrow first, so there is no
-        // other reference to its contents in the kernel. (Userspace may access its mappings,
-        // which the kernel never orders against.)
-        Some(unsafe { core::slice::from_raw_parts_mut(mem.as_ptr(), len) })
+        // The queue hands a buffer to the driver again only once its previous token is given
+        // back, so this is the only access (`cpu_access()` checks it anyway).
+        self.mem.as_ref()?.cpu_access(self.length as usize)
     }
 
     /// Gives the buffer the sequence number of its frame (`vb2_v4l2_buffer.sequence`), which

@@ -6,37 +6,73 @@
 //! index, flags), calls the queue core, and fills the argument back with every reserved
 //! field cleared. Queue policy (states, ordering, ownership) stays in [`crate::queue`].
 
-use super::types::BUF_TYPE_VIDEO_CAPTURE;
-use crate::bindings;
-use crate::fence::{Fence, OutFence};
-use crate::queue::{
-    BufState, BufferInfo, FileId, Memory, QbufFences, Queue, QueueOps, MAX_BUFFERS,
+use crate::{
+    bindings,
+    fence::{
+        Fence,
+        OutFence, //
+    },
+    queue::{
+        BufState,
+        BufferInfo,
+        Direction,
+        FileId,
+        MemArg,
+        Memory,
+        QbufFences,
+        Queue,
+        QueueOps,
+        MAX_BUFFERS, //
+    },
 };
 use kernel::{
-    fs::file::{flags::O_CLOEXEC, FileDescriptorReservation},
+    fs::file::{
+        flags::{
+            O_ACCMODE,
+            O_CLOEXEC, //
+        },
+        FileDescriptorReservation, //
+    },
     prelude::*,
     sync::Arc,
 };
 
 /// `V4L2_BUF_FLAG_IN_FENCE` (rvb2's UAPI, `include/uapi/linux/rvb2-fences.h`): `fence_fd` is a
 /// sync_file the buffer must wait for before it reaches the driver.
-pub(crate) const BUF_FLAG_IN_FENCE: u32 = 0x0020_0000;
+const BUF_FLAG_IN_FENCE: u32 = bindings::V4L2_BUF_FLAG_IN_FENCE;
 /// `V4L2_BUF_FLAG_OUT_FENCE`: QBUF returns, in `fence_fd`, a sync_file that signals when the
 /// buffer is done.
-pub(crate) const BUF_FLAG_OUT_FENCE: u32 = 0x0040_0000;
+const BUF_FLAG_OUT_FENCE: u32 = bindings::V4L2_BUF_FLAG_OUT_FENCE;
 /// `V4L2_BUF_CAP_SUPPORTS_FENCES`, in the capabilities of REQBUFS and CREATE_BUFS.
-pub(crate) const BUF_CAP_SUPPORTS_FENCES: u32 = 1 << 15;
+const BUF_CAP_SUPPORTS_FENCES: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_FENCES;
 
 /// The capabilities REQBUFS and CREATE_BUFS report.
 const BUF_CAPS: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP
+    | bindings::V4L2_BUF_CAP_SUPPORTS_USERPTR
     | bindings::V4L2_BUF_CAP_SUPPORTS_MAX_NUM_BUFFERS
     | bindings::V4L2_BUF_CAP_SUPPORTS_REMOVE_BUFS
     | BUF_CAP_SUPPORTS_FENCES;
 
-/// The buffer flags that describe the state, which the core sets and never takes from
-/// userspace (`V4L2_BUFFER_MASK_FLAGS`).
-const TIMESTAMP_FLAGS: u32 =
-    bindings::V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC | bindings::V4L2_BUF_FLAG_TSTAMP_SRC_EOF;
+/// The buffer type of a queue's buffers (single-planar video: the memory of a buffer is one
+/// plane in the core).
+fn buf_type<Q: QueueOps>(q: &Queue<Q>) -> u32 {
+    match q.direction() {
+        Direction::Capture => bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE,
+        Direction::Output => bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_OUTPUT,
+    }
+}
+
+/// The timestamp flags of a queue's buffers. A capture buffer's timestamp is the
+/// `CLOCK_MONOTONIC` time its frame ended; an output buffer's is copied from its QBUF (as
+/// memory-to-memory drivers report it: the capture buffer made from it carries it on).
+fn timestamp_flags<Q: QueueOps>(q: &Queue<Q>) -> u32 {
+    match q.direction() {
+        Direction::Capture => {
+            bindings::V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC | bindings::V4L2_BUF_FLAG_TSTAMP_SRC_EOF
+        }
+        Direction::Output => bindings::V4L2_BUF_FLAG_TIMESTAMP_COPY,
+    }
+}
 
 /// Whether the ioctl comes from a 32-bit process on a 64-bit kernel. The V4L2 core's 32-bit
 /// conversion of `struct v4l2_buffer` does not carry `reserved2`, where the fence fd travels:
@@ -59,13 +95,14 @@ fn buf_caps() -> u32 {
 fn memory(memory: u32) -> Result<Memory> {
     match memory {
         bindings::v4l2_memory_V4L2_MEMORY_MMAP => Ok(Memory::Mmap),
+        bindings::v4l2_memory_V4L2_MEMORY_USERPTR => Ok(Memory::Userptr),
         _ => Err(EINVAL),
     }
 }
 
-/// Checks the buffer type of an argument.
-fn check_type(kind: u32) -> Result {
-    if kind == BUF_TYPE_VIDEO_CAPTURE {
+/// Checks the buffer type of an argument against the queue's.
+fn check_type<Q: QueueOps>(q: &Queue<Q>, kind: u32) -> Result {
+    if kind == buf_type(q) {
         Ok(())
     } else {
         Err(EINVAL)
@@ -81,7 +118,7 @@ pub(crate) fn reqbufs<Q: QueueOps>(
     r.capabilities = buf_caps();
     r.flags = 0;
     r.reserved = [0; 3];
-    check_type(r.type_)?;
+    check_type(q, r.type_)?;
     let mem = memory(r.memory)?;
     r.count = q.reqbufs(file, mem, r.count)?;
     Ok(())
@@ -98,14 +135,16 @@ pub(crate) fn create_bufs<Q: QueueOps>(
     c.max_num_buffers = MAX_BUFFERS as u32;
     c.reserved = [0; 5];
     c.index = q.num_buffers();
-    check_type(c.format.type_)?;
+    check_type(q, c.format.type_)?;
     let mem = memory(c.memory)?;
-    q.verify_memory(mem)?;
     if c.count == 0 {
-        return Ok(());
+        // Only checks the memory type. Otherwise the core answers another file than the
+        // queue's owner with EBUSY before it checks the memory type against the buffers', as
+        // videobuf2 does.
+        return q.verify_memory(mem);
     }
-    // SAFETY: The format's type is `V4L2_BUF_TYPE_VIDEO_CAPTURE`, whose member of the union is
-    // `pix`; every bit pattern is a valid `v4l2_pix_format`.
+    // SAFETY: The format's type is the queue's, a single-planar video one, whose member of the
+    // union is `pix`; every bit pattern is a valid `v4l2_pix_format`.
     let size = unsafe { c.format.fmt.pix.sizeimage };
     if size == 0 {
         return Err(EINVAL);
@@ -116,19 +155,27 @@ pub(crate) fn create_bufs<Q: QueueOps>(
     Ok(())
 }
 
-/// Checks a `struct v4l2_buffer` passed to QBUF or PREPARE_BUF.
-fn check_buffer(b: &bindings::v4l2_buffer) -> Result<Memory> {
-    check_type(b.type_)?;
+/// Checks a `struct v4l2_buffer` passed to QBUF or PREPARE_BUF; returns the memory it brings.
+fn check_buffer<Q: QueueOps>(q: &Queue<Q>, b: &bindings::v4l2_buffer) -> Result<MemArg> {
+    check_type(q, b.type_)?;
     if b.flags & bindings::V4L2_BUF_FLAG_REQUEST_FD != 0 {
         // The queue does not support requests.
         return Err(Error::from_errno(-(kernel::bindings::EBADR as i32)));
     }
-    memory(b.memory)
+    Ok(match memory(b.memory)? {
+        Memory::Mmap => MemArg::Mmap,
+        Memory::Userptr => MemArg::Userptr {
+            // SAFETY: For `V4L2_MEMORY_USERPTR` the member of the union is `userptr`; every
+            // bit pattern is a valid `c_ulong`.
+            addr: unsafe { b.m.userptr },
+            length: b.length,
+        },
+    })
 }
 
 /// Fills a `struct v4l2_buffer` from what the core reports.
-fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
-    let mut flags = TIMESTAMP_FLAGS;
+fn fill<Q: QueueOps>(q: &Queue<Q>, b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
+    let mut flags = timestamp_flags(q);
     match info.state {
         BufState::Queued | BufState::Active => flags |= bindings::V4L2_BUF_FLAG_QUEUED,
         BufState::Error => flags |= bindings::V4L2_BUF_FLAG_ERROR | bindings::V4L2_BUF_FLAG_DONE,
@@ -153,16 +200,24 @@ fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
     }
     *b = bindings::v4l2_buffer {
         index: info.index,
-        type_: BUF_TYPE_VIDEO_CAPTURE,
+        type_: buf_type(q),
         bytesused: info.bytesused,
         flags,
         field: super::types::FIELD_NONE,
         // As `__fill_v4l2_buffer()`: the stored fields whatever the state. The core clears
         // them at QBUF and PREPARE_BUF and keeps them after DQBUF and STREAMOFF.
         sequence: info.sequence,
-        memory: bindings::v4l2_memory_V4L2_MEMORY_MMAP,
-        m: bindings::v4l2_buffer__bindgen_ty_1 {
-            offset: info.offset,
+        memory: match info.memory {
+            Memory::Mmap => bindings::v4l2_memory_V4L2_MEMORY_MMAP,
+            Memory::Userptr => bindings::v4l2_memory_V4L2_MEMORY_USERPTR,
+        },
+        m: match info.memory {
+            Memory::Mmap => bindings::v4l2_buffer__bindgen_ty_1 {
+                offset: info.offset,
+            },
+            Memory::Userptr => bindings::v4l2_buffer__bindgen_ty_1 {
+                userptr: info.userptr,
+            },
         },
         length: info.length,
         // `fence_fd`: never an fd here (only QBUF returns one, see `qbuf()`), -1 for a buffer
@@ -177,9 +232,9 @@ fn fill(b: &mut bindings::v4l2_buffer, info: &BufferInfo) {
 
 /// `VIDIOC_QUERYBUF`.
 pub(crate) fn querybuf<Q: QueueOps>(q: &Queue<Q>, b: &mut bindings::v4l2_buffer) -> Result {
-    check_type(b.type_)?;
+    check_type(q, b.type_)?;
     let info = q.querybuf(b.index)?;
-    fill(b, &info);
+    fill(q, b, &info);
     Ok(())
 }
 
@@ -202,13 +257,13 @@ pub(crate) fn prepare_buf<Q: QueueOps>(
     file: FileId,
     b: &mut bindings::v4l2_buffer,
 ) -> Result {
-    let mem = check_buffer(b)?;
+    let mem = check_buffer(q, b)?;
     if b.flags & (BUF_FLAG_IN_FENCE | BUF_FLAG_OUT_FENCE) != 0 {
         return Err(EINVAL);
     }
     check_no_fence_fd(b)?;
     let info = q.prepare_buf(file, b.index, mem)?;
-    fill(b, &info);
+    fill(q, b, &info);
     Ok(())
 }
 
@@ -221,7 +276,7 @@ pub(crate) fn qbuf<Q: QueueOps>(
     file: FileId,
     b: &mut bindings::v4l2_buffer,
 ) -> Result {
-    let mem = check_buffer(b)?;
+    let mem = check_buffer(q, b)?;
     let flags = b.flags;
     if flags & (BUF_FLAG_IN_FENCE | BUF_FLAG_OUT_FENCE) != 0 && compat() {
         return Err(EINVAL);
@@ -245,7 +300,7 @@ pub(crate) fn qbuf<Q: QueueOps>(
             .map(|_| |out: &OutFence| out.sync_file()),
     };
     let (info, sync_file) = Queue::qbuf(q, file, b.index, mem, fences)?;
-    fill(b, &info);
+    fill(q, b, &info);
     if let (Some(reservation), Some(sync_file)) = (reservation, sync_file) {
         b.reserved2 = reservation.reserved_fd();
         reservation.fd_install(sync_file);
@@ -260,9 +315,9 @@ pub(crate) fn dqbuf<Q: QueueOps>(
     nonblocking: bool,
     b: &mut bindings::v4l2_buffer,
 ) -> Result {
-    check_type(b.type_)?;
+    check_type(q, b.type_)?;
     let info = q.dqbuf(file, nonblocking)?;
-    fill(b, &info);
+    fill(q, b, &info);
     // DONE describes a buffer waiting to be dequeued, which this one no longer is.
     b.flags &= !bindings::V4L2_BUF_FLAG_DONE;
     Ok(())
@@ -270,13 +325,13 @@ pub(crate) fn dqbuf<Q: QueueOps>(
 
 /// `VIDIOC_STREAMON`.
 pub(crate) fn streamon<Q: QueueOps>(q: &Arc<Queue<Q>>, file: FileId, kind: u32) -> Result {
-    check_type(kind)?;
+    check_type(q, kind)?;
     Queue::streamon(q, file)
 }
 
 /// `VIDIOC_STREAMOFF`.
 pub(crate) fn streamoff<Q: QueueOps>(q: &Queue<Q>, file: FileId, kind: u32) -> Result {
-    check_type(kind)?;
+    check_type(q, kind)?;
     q.streamoff(file)
 }
 
@@ -286,7 +341,24 @@ pub(crate) fn remove_bufs<Q: QueueOps>(
     file: FileId,
     d: &mut bindings::v4l2_remove_buffers,
 ) -> Result {
-    check_type(d.type_)?;
+    check_type(q, d.type_)?;
     d.reserved = [0; 13];
     q.remove_bufs(file, d.index, d.count)
+}
+
+/// `VIDIOC_EXPBUF`: exports an MMAP buffer as a dma-buf fd (`vb2_core_expbuf()`).
+pub(crate) fn expbuf<Q: QueueOps>(
+    q: &Queue<Q>,
+    file: FileId,
+    e: &mut bindings::v4l2_exportbuffer,
+) -> Result {
+    check_type(q, e.type_)?;
+    let accmode = O_ACCMODE;
+    if e.flags & !(O_CLOEXEC | accmode) != 0 || e.plane != 0 {
+        return Err(EINVAL);
+    }
+    let dmabuf = q.expbuf(file, e.index, e.flags & accmode)?;
+    e.fd = dmabuf.into_fd(e.flags & !accmode)?;
+    e.reserved = [0; 11];
+    Ok(())
 }

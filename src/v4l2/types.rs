@@ -6,10 +6,11 @@
 //! driver never touches a C union or a raw pointer.
 
 use crate::bindings;
-use kernel::str::CStr;
+use kernel::{
+    impl_flags,
+    str::CStr, //
+};
 
-/// `V4L2_BUF_TYPE_VIDEO_CAPTURE`.
-pub(crate) const BUF_TYPE_VIDEO_CAPTURE: u32 = bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE;
 /// `V4L2_FIELD_NONE`.
 pub(crate) const FIELD_NONE: u32 = bindings::v4l2_field_V4L2_FIELD_NONE;
 /// `V4L2_COLORSPACE_SRGB`.
@@ -17,9 +18,94 @@ pub(crate) const COLORSPACE_SRGB: u32 = bindings::v4l2_colorspace_V4L2_COLORSPAC
 /// `V4L2_INPUT_TYPE_CAMERA`.
 pub(crate) const INPUT_TYPE_CAMERA: u32 = bindings::V4L2_INPUT_TYPE_CAMERA;
 
-/// Builds a V4L2 four-character code.
-pub(crate) const fn fourcc(code: &[u8; 4]) -> u32 {
-    (code[0] as u32) | (code[1] as u32) << 8 | (code[2] as u32) << 16 | (code[3] as u32) << 24
+impl_flags!(
+    /// The capabilities of a video node (`struct video_device`'s `device_caps`, which
+    /// `VIDIOC_QUERYCAP` reports).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) struct DeviceCaps(u32);
+
+    /// One capability of a video node (`V4L2_CAP_*`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum DeviceCap {
+        /// `V4L2_CAP_VIDEO_CAPTURE`: a single-planar video capture node.
+        VideoCapture = bindings::V4L2_CAP_VIDEO_CAPTURE,
+        /// `V4L2_CAP_VIDEO_OUTPUT`: a single-planar video output node.
+        VideoOutput = bindings::V4L2_CAP_VIDEO_OUTPUT,
+        /// `V4L2_CAP_VIDEO_M2M`: a single-planar memory-to-memory node.
+        VideoM2m = bindings::V4L2_CAP_VIDEO_M2M,
+        /// `V4L2_CAP_READWRITE`: `read()`/`write()` I/O.
+        ReadWrite = bindings::V4L2_CAP_READWRITE,
+        /// `V4L2_CAP_STREAMING`: streaming I/O (the buffer ioctls).
+        Streaming = bindings::V4L2_CAP_STREAMING,
+    }
+);
+
+/// A V4L2 four-character code (`v4l2_fourcc()`), which names a pixel format.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FourCc(u32);
+
+impl FourCc {
+    /// `V4L2_PIX_FMT_YUYV`: packed YUV 4:2:2, Y0 U Y1 V.
+    pub(crate) const YUYV: Self = Self::new(b"YUYV");
+    /// `V4L2_PIX_FMT_RGB24`: packed RGB, 8 bits each, R G B.
+    pub(crate) const RGB24: Self = Self::new(b"RGB3");
+    /// `V4L2_PIX_FMT_NV12`: Y plane, then interleaved U V at half resolution.
+    pub(crate) const NV12: Self = Self::new(b"NV12");
+    /// `V4L2_PIX_FMT_GREY`: 8-bit luma only.
+    pub(crate) const GREY: Self = Self::new(b"GREY");
+
+    /// The code of the characters `code` (`v4l2_fourcc()`, a C macro bindgen cannot
+    /// translate).
+    pub(crate) const fn new(code: &[u8; 4]) -> Self {
+        Self(u32::from_le_bytes(*code))
+    }
+
+    /// The code as the UAPI structures carry it.
+    pub(crate) const fn as_raw(self) -> u32 {
+        self.0
+    }
+
+    /// The code userspace passed.
+    pub(crate) const fn from_raw(code: u32) -> Self {
+        Self(code)
+    }
+}
+
+/// A control ID (`V4L2_CID_*`).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ControlId(u32);
+
+impl ControlId {
+    /// `V4L2_CID_BRIGHTNESS`.
+    pub(crate) const BRIGHTNESS: Self = Self(bindings::V4L2_CID_BRIGHTNESS);
+    /// `V4L2_CID_CONTRAST`.
+    pub(crate) const CONTRAST: Self = Self(bindings::V4L2_CID_CONTRAST);
+    /// `V4L2_CID_SATURATION`.
+    pub(crate) const SATURATION: Self = Self(bindings::V4L2_CID_SATURATION);
+    /// `V4L2_CID_HUE`.
+    pub(crate) const HUE: Self = Self(bindings::V4L2_CID_HUE);
+    /// `V4L2_CID_TEST_PATTERN`.
+    pub(crate) const TEST_PATTERN: Self = Self(bindings::V4L2_CID_TEST_PATTERN);
+    /// `V4L2_CID_USER_BASE`: the first control of the user class, where drivers put their own
+    /// controls above the standard ones (vivid from `V4L2_CID_USER_BASE | 0xf000`).
+    pub(crate) const USER_BASE: Self = Self(bindings::V4L2_CID_USER_BASE);
+
+    /// The control `n` IDs after this one, for a driver's own range of controls.
+    pub(crate) const fn offset(self, n: u32) -> Self {
+        Self(self.0 + n)
+    }
+
+    /// The ID as the control framework passes it.
+    pub(crate) const fn as_raw(self) -> u32 {
+        self.0
+    }
+
+    /// The ID the control framework passed.
+    pub(crate) const fn from_raw(id: u32) -> Self {
+        Self(id)
+    }
 }
 
 /// Copies `src` into a fixed-size C string field, truncating and always NUL-terminating it,
@@ -42,8 +128,8 @@ pub(crate) struct PixFormat {
     pub(crate) width: u32,
     /// Height in pixels.
     pub(crate) height: u32,
-    /// The four-character code of the pixel format.
-    pub(crate) pixelformat: u32,
+    /// The pixel format.
+    pub(crate) pixelformat: FourCc,
     /// `enum v4l2_field`.
     pub(crate) field: u32,
     /// Bytes per line.
@@ -60,7 +146,7 @@ impl PixFormat {
         Self {
             width: p.width,
             height: p.height,
-            pixelformat: p.pixelformat,
+            pixelformat: FourCc::from_raw(p.pixelformat),
             field: p.field,
             bytesperline: p.bytesperline,
             sizeimage: p.sizeimage,
@@ -73,7 +159,7 @@ impl PixFormat {
         *p = bindings::v4l2_pix_format {
             width: self.width,
             height: self.height,
-            pixelformat: self.pixelformat,
+            pixelformat: self.pixelformat.as_raw(),
             field: self.field,
             bytesperline: self.bytesperline,
             sizeimage: self.sizeimage,
@@ -90,6 +176,16 @@ pub(crate) struct Fract {
     pub(crate) numerator: u32,
     /// Denominator.
     pub(crate) denominator: u32,
+}
+
+impl Fract {
+    /// `numerator / denominator`.
+    pub(crate) const fn new(numerator: u32, denominator: u32) -> Self {
+        Self {
+            numerator,
+            denominator,
+        }
+    }
 }
 
 /// Frame sizes a format supports (`VIDIOC_ENUM_FRAMESIZES`).
@@ -186,8 +282,8 @@ pub(crate) enum ControlKind {
 /// A control the device offers.
 #[derive(Clone, Copy)]
 pub(crate) struct Control {
-    /// The control ID (`V4L2_CID_*`).
-    pub(crate) id: u32,
+    /// The control ID.
+    pub(crate) id: ControlId,
     /// What it is.
     pub(crate) kind: ControlKind,
 }

@@ -3,19 +3,39 @@
 //! A registered V4L2 video capture node: its `v4l2_device`, `video_device`, control handler,
 //! file operations and the ioctl trampolines that reach the driver and the queue.
 
-use super::{buffer, types::*};
-use crate::bindings;
-use crate::queue::{FileId, Queue, QueueOps};
-use core::{marker::PhantomData, ptr::NonNull};
+use super::{
+    buffer,
+    types::*, //
+};
+use crate::{
+    bindings,
+    queue::{
+        FileId,
+        Queue,
+        QueueOps, //
+    },
+};
+use core::{
+    marker::PhantomData,
+    ptr::NonNull, //
+};
 use kernel::{
-    device,
-    error::to_result,
-    ffi::c_char,
-    fs::File,
+    container_of, device,
+    error::{
+        to_result,
+        VTABLE_DEFAULT_ERROR, //
+    },
+    fs::{
+        file::flags::O_NONBLOCK,
+        File, //
+    },
     mm::virt::VmaNew,
     prelude::*,
     str::CStr,
-    sync::{poll::PollTable, Arc},
+    sync::{
+        poll::PollTable,
+        Arc, //
+    },
     types::Opaque,
     ThisModule,
 };
@@ -25,6 +45,13 @@ use kernel::{
 /// The V4L2 core calls these for the ioctls it dispatches with `video_ioctl2()`, after its
 /// own checks (argument copying, buffer type against the node's capabilities, priority).
 /// The buffer ioctls go to the driver's queue, [`VideoOps::queue`], through the V4L2 shim.
+///
+/// Only [`VideoOps::queue`] and [`VideoOps::querycap`] are required. The node's
+/// `v4l2_ioctl_ops` has an entry for an optional operation only if the driver implements it
+/// (the `HAS_*` constants `#[vtable]` generates), so that the V4L2 core answers `ENOTTY` for
+/// the others, as it does for a C driver that leaves them `NULL`. The format operations are
+/// those of a single-planar capture node (`vidioc_*_fmt_vid_cap`).
+#[vtable]
 pub(crate) trait VideoOps: Send + Sync + Sized + 'static {
     /// The driver side of the node's buffer queue.
     type Queue: QueueOps;
@@ -36,50 +63,129 @@ pub(crate) trait VideoOps: Send + Sync + Sized + 'static {
     fn querycap(&self, cap: &mut Capability) -> Result;
 
     /// `VIDIOC_ENUM_FMT`: the pixel format at `index` (the core adds its description).
-    fn enum_fmt(&self, index: u32) -> Result<u32>;
+    fn enum_fmt(&self, _index: u32) -> Result<FourCc> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// `VIDIOC_G_FMT`.
-    fn g_fmt(&self) -> PixFormat;
+    fn g_fmt(&self) -> PixFormat {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// `VIDIOC_TRY_FMT`: adjusts `f` to what the device can do.
-    fn try_fmt(&self, f: &mut PixFormat) -> Result;
+    fn try_fmt(&self, _f: &mut PixFormat) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// `VIDIOC_S_FMT`: adjusts `f` and makes it current.
-    fn s_fmt(&self, f: &mut PixFormat) -> Result;
+    fn s_fmt(&self, _f: &mut PixFormat) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// `VIDIOC_ENUM_FRAMESIZES`.
-    fn enum_framesizes(&self, index: u32, pixelformat: u32) -> Result<FrameSizes>;
+    fn enum_framesizes(&self, _index: u32, _pixelformat: FourCc) -> Result<FrameSizes> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// `VIDIOC_ENUM_FRAMEINTERVALS`: the discrete interval at `index`.
     fn enum_frameintervals(
         &self,
-        index: u32,
-        pixelformat: u32,
-        width: u32,
-        height: u32,
-    ) -> Result<Fract>;
+        _index: u32,
+        _pixelformat: FourCc,
+        _width: u32,
+        _height: u32,
+    ) -> Result<Fract> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// `VIDIOC_G_PARM`: the time per frame.
-    fn g_parm(&self) -> Fract;
+    fn g_parm(&self) -> Fract {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// `VIDIOC_S_PARM`: sets the time per frame nearest to `timeperframe`; returns it. A
     /// driver may refuse a change it cannot make now (e.g. `EBUSY` while streaming).
-    fn s_parm(&self, timeperframe: Fract) -> Result<Fract>;
+    fn s_parm(&self, _timeperframe: Fract) -> Result<Fract> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// `VIDIOC_ENUMINPUT`.
-    fn enum_input(&self, index: u32) -> Result<Input>;
+    fn enum_input(&self, _index: u32) -> Result<Input> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// `VIDIOC_G_INPUT`.
-    fn g_input(&self) -> u32;
+    fn g_input(&self) -> u32 {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// `VIDIOC_S_INPUT`.
-    fn s_input(&self, index: u32) -> Result;
+    fn s_input(&self, _index: u32) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
-    /// The controls the node offers, created at registration.
-    fn controls(&self) -> &'static [Control];
+    /// The controls the node offers, created at registration. A node without it has no
+    /// control handler, and no control or event ioctl.
+    fn controls(&self) -> &'static [Control] {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// Sets control `id` to `value` (called by the control framework with its lock held).
-    fn s_ctrl(&self, id: u32, value: i32) -> Result;
+    fn s_ctrl(&self, _id: ControlId, _value: i32) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// An open file of a video node: the V4L2 core's per-file state (`struct v4l2_fh`: priority,
+/// events) and the file's identity as a user of the node's queue.
+///
+/// It is created by the node's `open()` and freed by its `release()`; every ioctl and file
+/// operation in between gets it from the file's private data.
+///
+/// # Invariants
+///
+/// `fh` was initialised by `v4l2_fh_init()` for a node registered with this `T`, and added to
+/// its file by `v4l2_fh_add()` (which points the file's private data at it).
+#[pin_data]
+pub(crate) struct OpenFile<T: VideoOps> {
+    #[pin]
+    fh: Opaque<bindings::v4l2_fh>,
+    id: FileId,
+    _t: PhantomData<T>,
+}
+
+impl<T: VideoOps> OpenFile<T> {
+    /// The file's identity as a user of the node's queue.
+    pub(crate) fn id(&self) -> FileId {
+        self.id
+    }
+
+    /// Returns the open file object of `file`.
+    ///
+    /// # Safety
+    ///
+    /// `file` must be a file opened by [`Node::open_file`] of a node of this `T` and not yet
+    /// released, and stay so for `'a`.
+    unsafe fn from_file<'a>(file: *mut bindings::file) -> &'a Self {
+        // SAFETY: As the caller promises; the object lives until `release()` frees it, after
+        // the file's last operation.
+        unsafe { &*Self::as_ptr(file) }
+    }
+
+    /// Returns a pointer to the open file object of `file`.
+    ///
+    /// # Safety
+    ///
+    /// `file` must be a file opened by [`Node::open_file`] of a node of this `T` and not yet
+    /// released.
+    unsafe fn as_ptr(file: *mut bindings::file) -> *mut Self {
+        // SAFETY: The file is open, so `v4l2_fh_add()` pointed its private data at our `fh`
+        // (type invariant), and only `release()` changes it.
+        let fh = unsafe { (*file).private_data }.cast::<bindings::v4l2_fh>();
+        let fh = Opaque::cast_from(fh).cast_mut();
+        // SAFETY: `fh` is the `fh` field of an `OpenFile<T>` (see above).
+        unsafe { container_of!(fh, Self, fh) }
+    }
 }
 
 /// The C structures of one device node and the driver's data, in one allocation.
@@ -113,7 +219,7 @@ fn ret(r: Result) -> c_int {
 
 impl<T: VideoOps> Node<T> {
     const FOPS: bindings::v4l2_file_operations = bindings::v4l2_file_operations {
-        open: Some(bindings::v4l2_fh_open),
+        open: Some(Self::open_file),
         release: Some(Self::release_file),
         poll: Some(Self::poll),
         mmap: Some(Self::mmap),
@@ -123,17 +229,61 @@ impl<T: VideoOps> Node<T> {
 
     const IOCTL_OPS: bindings::v4l2_ioctl_ops = bindings::v4l2_ioctl_ops {
         vidioc_querycap: Some(Self::querycap),
-        vidioc_enum_fmt_vid_cap: Some(Self::enum_fmt),
-        vidioc_g_fmt_vid_cap: Some(Self::g_fmt),
-        vidioc_s_fmt_vid_cap: Some(Self::s_fmt),
-        vidioc_try_fmt_vid_cap: Some(Self::try_fmt),
-        vidioc_enum_framesizes: Some(Self::enum_framesizes),
-        vidioc_enum_frameintervals: Some(Self::enum_frameintervals),
-        vidioc_g_parm: Some(Self::g_parm),
-        vidioc_s_parm: Some(Self::s_parm),
-        vidioc_enum_input: Some(Self::enum_input),
-        vidioc_g_input: Some(Self::g_input),
-        vidioc_s_input: Some(Self::s_input),
+        vidioc_enum_fmt_vid_cap: if T::HAS_ENUM_FMT {
+            Some(Self::enum_fmt)
+        } else {
+            None
+        },
+        vidioc_g_fmt_vid_cap: if T::HAS_G_FMT {
+            Some(Self::g_fmt)
+        } else {
+            None
+        },
+        vidioc_s_fmt_vid_cap: if T::HAS_S_FMT {
+            Some(Self::s_fmt)
+        } else {
+            None
+        },
+        vidioc_try_fmt_vid_cap: if T::HAS_TRY_FMT {
+            Some(Self::try_fmt)
+        } else {
+            None
+        },
+        vidioc_enum_framesizes: if T::HAS_ENUM_FRAMESIZES {
+            Some(Self::enum_framesizes)
+        } else {
+            None
+        },
+        vidioc_enum_frameintervals: if T::HAS_ENUM_FRAMEINTERVALS {
+            Some(Self::enum_frameintervals)
+        } else {
+            None
+        },
+        vidioc_g_parm: if T::HAS_G_PARM {
+            Some(Self::g_parm)
+        } else {
+            None
+        },
+        vidioc_s_parm: if T::HAS_S_PARM {
+            Some(Self::s_parm)
+        } else {
+            None
+        },
+        vidioc_enum_input: if T::HAS_ENUM_INPUT {
+            Some(Self::enum_input)
+        } else {
+            None
+        },
+        vidioc_g_input: if T::HAS_G_INPUT {
+            Some(Self::g_input)
+        } else {
+            None
+        },
+        vidioc_s_input: if T::HAS_S_INPUT {
+            Some(Self::s_input)
+        } else {
+            None
+        },
         vidioc_reqbufs: Some(Self::reqbufs),
         vidioc_create_bufs: Some(Self::create_bufs),
         vidioc_querybuf: Some(Self::querybuf),
@@ -143,14 +293,33 @@ impl<T: VideoOps> Node<T> {
         vidioc_streamon: Some(Self::streamon),
         vidioc_streamoff: Some(Self::streamoff),
         vidioc_remove_bufs: Some(Self::remove_bufs),
-        vidioc_log_status: Some(bindings::v4l2_ctrl_log_status),
-        vidioc_subscribe_event: Some(bindings::v4l2_ctrl_subscribe_event),
-        vidioc_unsubscribe_event: Some(bindings::v4l2_event_unsubscribe),
+        vidioc_expbuf: Some(Self::expbuf),
+        // The control ioctls (`VIDIOC_QUERYCTRL`...) need no entry: the V4L2 core handles them
+        // with the node's control handler, which only a node with controls has.
+        vidioc_log_status: if T::HAS_CONTROLS {
+            Some(bindings::v4l2_ctrl_log_status)
+        } else {
+            None
+        },
+        vidioc_subscribe_event: if T::HAS_CONTROLS {
+            Some(bindings::v4l2_ctrl_subscribe_event)
+        } else {
+            None
+        },
+        vidioc_unsubscribe_event: if T::HAS_CONTROLS {
+            Some(bindings::v4l2_event_unsubscribe)
+        } else {
+            None
+        },
         ..pin_init::zeroed()
     };
 
     const CTRL_OPS: bindings::v4l2_ctrl_ops = bindings::v4l2_ctrl_ops {
-        s_ctrl: Some(Self::s_ctrl),
+        s_ctrl: if T::HAS_S_CTRL {
+            Some(Self::s_ctrl)
+        } else {
+            None
+        },
         ..pin_init::zeroed()
     };
 
@@ -166,32 +335,81 @@ impl<T: VideoOps> Node<T> {
         let vdev = Opaque::cast_from(vdev).cast_mut();
         // SAFETY: Every video device registered with this `T` is the `vdev` field of a
         // `Node<T>`, which lives as long as the device has open files (type invariant).
-        unsafe { &*kernel::container_of!(vdev, Self, vdev) }
+        unsafe { &*container_of!(vdev, Self, vdev) }
     }
 
-    /// Runs `f` on the driver data of `file`'s node and the file's identity.
+    /// Runs `f` on the driver data of `file`'s node and the file's open file object.
     ///
     /// # Safety
     ///
-    /// As for [`Node::from_file`].
-    unsafe fn call(file: *mut bindings::file, f: impl FnOnce(&T, FileId) -> Result) -> c_int {
+    /// `file` must be an open file of our node, opened by [`Node::open_file`], for the duration
+    /// of the call.
+    unsafe fn call(file: *mut bindings::file, f: impl FnOnce(&T, &OpenFile<T>) -> Result) -> c_int {
         // SAFETY: As promised by the caller.
-        let node = unsafe { Self::from_file(file) };
-        ret(f(&node.data, FileId(file as usize)))
+        let (node, open) = unsafe { (Self::from_file(file), OpenFile::from_file(file)) };
+        ret(f(&node.data, open))
     }
 
-    /// `release` of the file operations: the owner of the queue gives it up, as in
-    /// `vb2_fop_release()`.
+    /// `open` of the file operations: creates the file's [`OpenFile`], as `v4l2_fh_open()`
+    /// does its `struct v4l2_fh`.
+    ///
+    /// # Safety
+    ///
+    /// Called by the V4L2 core only, for a file being opened on our node.
+    unsafe extern "C" fn open_file(file: *mut bindings::file) -> c_int {
+        // SAFETY: `file` is being opened on our node, which the V4L2 core keeps registered and
+        // alive for the call.
+        let vdev = unsafe { bindings::video_devdata(file) };
+        let open = KBox::pin_init(
+            pin_init!(OpenFile::<T> {
+                fh <- Opaque::ffi_init(move |fh: *mut bindings::v4l2_fh| {
+                    // SAFETY: `fh` is valid for writes and all-zeroes is what `v4l2_fh_init()`
+                    // expects (`v4l2_fh_open()` allocates it zeroed); `vdev` is our live node.
+                    unsafe {
+                        fh.write_bytes(0, 1);
+                        bindings::v4l2_fh_init(fh, vdev);
+                    }
+                }),
+                id: FileId::new(),
+                _t: PhantomData,
+            }),
+            GFP_KERNEL,
+        );
+        let open = match open {
+            Ok(open) => open,
+            Err(e) => return e.to_errno(),
+        };
+        // SAFETY: The object is not moved out of its allocation: `release_file()` frees it
+        // through the pointer.
+        let open = KBox::into_raw(unsafe { Pin::into_inner_unchecked(open) });
+        // INVARIANT: `fh` is initialised for our node and added to `file` here, which points
+        // the file's private data at it.
+        // SAFETY: `open` is valid and `fh` initialised; `file` is being opened.
+        unsafe { bindings::v4l2_fh_add((*open).fh.get(), file) };
+        0
+    }
+
+    /// `release` of the file operations: the queue's owner gives it up, as in
+    /// `vb2_fop_release()`, and the file's [`OpenFile`] goes, as in `v4l2_fh_release()`.
     ///
     /// # Safety
     ///
     /// Called by the V4L2 core only, for an open file of our node.
     unsafe extern "C" fn release_file(file: *mut bindings::file) -> c_int {
-        // SAFETY: `file` is an open file of our node.
-        let node = unsafe { Self::from_file(file) };
-        node.data.queue().release(FileId(file as usize));
-        // SAFETY: `file` was opened by `v4l2_fh_open()`.
-        unsafe { bindings::v4l2_fh_release(file) }
+        // SAFETY: `file` is an open file of our node, opened by `open_file()`.
+        let (node, open) = unsafe { (Self::from_file(file), OpenFile::<T>::as_ptr(file)) };
+        // SAFETY: `open` is valid until it is freed below.
+        let (id, fh) = unsafe { ((*open).id, (*open).fh.get()) };
+        node.data.queue().release(id);
+        // SAFETY: `fh` was initialised and added to `file` by `open_file()`. This is the file's
+        // last operation: nothing uses the object after it, which came from `KBox::into_raw()`
+        // there.
+        unsafe {
+            bindings::v4l2_fh_del(fh, file);
+            bindings::v4l2_fh_exit(fh);
+            drop(KBox::from_raw(open));
+        }
+        0
     }
 
     /// `poll` of the file operations: queue events and control events.
@@ -220,7 +438,8 @@ impl<T: VideoOps> Node<T> {
             )
         };
         let mask = node.data.queue().poll(f, &table, requested);
-        // SAFETY: `file` was opened by `v4l2_fh_open()`; this adds control events (EPOLLPRI).
+        // SAFETY: `file` was opened by `open_file()`, so its private data is a `v4l2_fh`; this
+        // adds its events (EPOLLPRI).
         mask | unsafe { bindings::v4l2_ctrl_poll(file, wait) }
     }
 
@@ -270,7 +489,7 @@ fn set_parm(a: &mut bindings::v4l2_streamparm, tpf: Fract) {
     };
 }
 
-/// Declares ioctl trampolines: `name(arg type) |data, file id, arg| body`.
+/// Declares ioctl trampolines: `name(arg type) |data, open file, arg| body`.
 ///
 /// Each is an `unsafe extern "C" fn(file, priv, arg) -> c_int` for `v4l2_ioctl_ops`, called
 /// by the V4L2 core only, for an open file of our node and with its kernel copy of the ioctl
@@ -290,14 +509,17 @@ macro_rules! ioctls {
                     _priv: *mut c_void,
                     arg: *mut $arg,
                 ) -> c_int {
-                    fn body<T: VideoOps>($d: &T, $f: FileId, $a: &mut $arg) -> Result $body
+                    fn body<T: VideoOps>(
+                        $d: &T,
+                        $f: &OpenFile<T>,
+                        $a: &mut $arg,
+                    ) -> Result $body
 
                     // SAFETY: The V4L2 core passes its own copy of the argument, valid and
                     // exclusive for this call.
                     let arg = unsafe { &mut *arg };
                     // SAFETY: `file` is an open file of our node.
-                    let node = unsafe { Self::from_file(file) };
-                    ret(body(&node.data, FileId(file as usize), arg))
+                    unsafe { Self::call(file, |d, f| body(d, f, arg)) }
                 }
             )*
         }
@@ -310,7 +532,7 @@ ioctls! {
         d.querycap(unsafe { &mut *core::ptr::from_mut(a).cast::<Capability>() })
     }
     enum_fmt(bindings::v4l2_fmtdesc) |d, _f, a| {
-        a.pixelformat = d.enum_fmt(a.index)?;
+        a.pixelformat = d.enum_fmt(a.index)?.as_raw();
         a.flags = 0;
         Ok(())
     }
@@ -326,7 +548,7 @@ ioctls! {
         update_pix(a, |f| d.s_fmt(f))
     }
     enum_framesizes(bindings::v4l2_frmsizeenum) |d, _f, a| {
-        match d.enum_framesizes(a.index, a.pixel_format)? {
+        match d.enum_framesizes(a.index, FourCc::from_raw(a.pixel_format))? {
             FrameSizes::Stepwise { min_width, max_width, step_width, min_height, max_height, step_height } => {
                 a.type_ = bindings::v4l2_frmsizetypes_V4L2_FRMSIZE_TYPE_STEPWISE;
                 a.__bindgen_anon_1.stepwise = bindings::v4l2_frmsize_stepwise {
@@ -338,7 +560,8 @@ ioctls! {
         Ok(())
     }
     enum_frameintervals(bindings::v4l2_frmivalenum) |d, _f, a| {
-        let ival = d.enum_frameintervals(a.index, a.pixel_format, a.width, a.height)?;
+        let pixelformat = FourCc::from_raw(a.pixel_format);
+        let ival = d.enum_frameintervals(a.index, pixelformat, a.width, a.height)?;
         a.type_ = bindings::v4l2_frmivaltypes_V4L2_FRMIVAL_TYPE_DISCRETE;
         a.__bindgen_anon_1.discrete = bindings::v4l2_fract {
             numerator: ival.numerator,
@@ -348,14 +571,14 @@ ioctls! {
         Ok(())
     }
     g_parm(bindings::v4l2_streamparm) |d, _f, a| {
-        if a.type_ != BUF_TYPE_VIDEO_CAPTURE {
+        if a.type_ != bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE {
             return Err(EINVAL);
         }
         set_parm(a, d.g_parm());
         Ok(())
     }
     s_parm(bindings::v4l2_streamparm) |d, _f, a| {
-        if a.type_ != BUF_TYPE_VIDEO_CAPTURE {
+        if a.type_ != bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE {
             return Err(EINVAL);
         }
         // SAFETY: The type is video capture, whose member is `capture`.
@@ -374,31 +597,32 @@ ioctls! {
         copy_cstr(&mut a.name, input.name);
         Ok(())
     }
-    g_input(ffi::c_uint) |d, _f, a| {
+    g_input(c_uint) |d, _f, a| {
         *a = d.g_input();
         Ok(())
     }
     reqbufs(bindings::v4l2_requestbuffers) |d, f, a| {
-        buffer::reqbufs(d.queue(), f, a)
+        buffer::reqbufs(d.queue(), f.id(), a)
     }
     create_bufs(bindings::v4l2_create_buffers) |d, f, a| {
-        buffer::create_bufs(d.queue(), f, a)
+        buffer::create_bufs(d.queue(), f.id(), a)
     }
     querybuf(bindings::v4l2_buffer) |d, _f, a| {
         buffer::querybuf(d.queue(), a)
     }
     prepare_buf(bindings::v4l2_buffer) |d, f, a| {
-        buffer::prepare_buf(d.queue(), f, a)
+        buffer::prepare_buf(d.queue(), f.id(), a)
     }
     qbuf(bindings::v4l2_buffer) |d, f, a| {
-        buffer::qbuf(d.queue(), f, a)
+        buffer::qbuf(d.queue(), f.id(), a)
     }
     remove_bufs(bindings::v4l2_remove_buffers) |d, f, a| {
-        buffer::remove_bufs(d.queue(), f, a)
+        buffer::remove_bufs(d.queue(), f.id(), a)
+    }
+    expbuf(bindings::v4l2_exportbuffer) |d, f, a| {
+        buffer::expbuf(d.queue(), f.id(), a)
     }
 }
-
-use kernel::ffi;
 
 impl<T: VideoOps> Node<T> {
     /// `vidioc_dqbuf`.
@@ -411,12 +635,17 @@ impl<T: VideoOps> Node<T> {
         _priv: *mut c_void,
         arg: *mut bindings::v4l2_buffer,
     ) -> c_int {
-        // SAFETY: `file` is a live file for the duration of the call.
-        let nonblocking = unsafe { (*file).f_flags } & kernel::fs::file::flags::O_NONBLOCK != 0;
+        // SAFETY: `file` is a live file for the duration of the call, with no `fdget_pos()`
+        // region on this thread (an ioctl); the cast is between two bindings of `struct file`.
+        let nonblocking = unsafe { File::from_raw_file(file.cast()) }.flags() & O_NONBLOCK != 0;
         // SAFETY: The V4L2 core passes its own copy of the argument.
         let b = unsafe { &mut *arg };
         // SAFETY: `file` is an open file of our node.
-        unsafe { Self::call(file, |d, f| buffer::dqbuf(d.queue(), f, nonblocking, b)) }
+        unsafe {
+            Self::call(file, |d, f| {
+                buffer::dqbuf(d.queue(), f.id(), nonblocking, b)
+            })
+        }
     }
 
     /// `vidioc_s_input`.
@@ -427,7 +656,7 @@ impl<T: VideoOps> Node<T> {
     unsafe extern "C" fn s_input(
         file: *mut bindings::file,
         _priv: *mut c_void,
-        index: ffi::c_uint,
+        index: c_uint,
     ) -> c_int {
         // SAFETY: `file` is an open file of our node.
         unsafe { Self::call(file, |d, _| d.s_input(index)) }
@@ -444,7 +673,7 @@ impl<T: VideoOps> Node<T> {
         kind: bindings::v4l2_buf_type,
     ) -> c_int {
         // SAFETY: `file` is an open file of our node.
-        unsafe { Self::call(file, |d, f| buffer::streamon(d.queue(), f, kind)) }
+        unsafe { Self::call(file, |d, f| buffer::streamon(d.queue(), f.id(), kind)) }
     }
 
     /// `vidioc_streamoff`.
@@ -458,7 +687,7 @@ impl<T: VideoOps> Node<T> {
         kind: bindings::v4l2_buf_type,
     ) -> c_int {
         // SAFETY: `file` is an open file of our node.
-        unsafe { Self::call(file, |d, f| buffer::streamoff(d.queue(), f, kind)) }
+        unsafe { Self::call(file, |d, f| buffer::streamoff(d.queue(), f.id(), kind)) }
     }
 
     /// `s_ctrl` of the control operations.
@@ -471,8 +700,8 @@ impl<T: VideoOps> Node<T> {
         let (hdl, id, val) = unsafe { ((*ctrl).handler, (*ctrl).id, (*ctrl).val) };
         let hdl = Opaque::cast_from(hdl).cast_mut();
         // SAFETY: Our handlers are the `ctrls` field of a live `Node<T>`.
-        let node = unsafe { &*kernel::container_of!(hdl, Self, ctrls) };
-        ret(node.data.s_ctrl(id, val))
+        let node = unsafe { &*container_of!(hdl, Self, ctrls) };
+        ret(node.data.s_ctrl(ControlId::from_raw(id), val))
     }
 
     /// Called by the V4L2 core when the last reference to `v4l2_dev` goes: frees the node.
@@ -484,7 +713,7 @@ impl<T: VideoOps> Node<T> {
         let v4l2_dev = Opaque::cast_from(v4l2_dev).cast_mut();
         // SAFETY: `v4l2_dev` is the `v4l2_dev` field of a `Node<T>` leaked by
         // `Registration::new`; this is the last reference to it.
-        let node = unsafe { kernel::container_of!(v4l2_dev, Self, v4l2_dev) };
+        let node = unsafe { container_of!(v4l2_dev, Self, v4l2_dev) };
         // SAFETY: The handler was zeroed or initialised; nothing uses it any more.
         unsafe { bindings::v4l2_ctrl_handler_free((*node).ctrls.get()) };
         // SAFETY: The allocation came from `KBox::into_raw` in `Registration::new` and nothing
@@ -527,44 +756,45 @@ impl<T: VideoOps> Node<T> {
         })?;
         let ops = &Self::CTRL_OPS;
         for c in controls {
-            // SAFETY: `hdl` is initialised; `ops` and the names and menus are `'static` or
-            // live as long as the node.
-            unsafe {
-                match c.kind {
-                    ControlKind::Std {
-                        min,
-                        max,
-                        step,
-                        def,
-                    } => {
-                        bindings::v4l2_ctrl_new_std(hdl, ops, c.id, min, max, step, def);
+            let id = c.id.as_raw();
+            match c.kind {
+                ControlKind::Std {
+                    min,
+                    max,
+                    step,
+                    def,
+                } => {
+                    // SAFETY: `hdl` is initialised; `ops` is static.
+                    unsafe { bindings::v4l2_ctrl_new_std(hdl, ops, id, min, max, step, def) };
+                }
+                ControlKind::StdMenu { items, def } => {
+                    let start = menus.len();
+                    for item in items {
+                        menus.push(item.as_char_ptr(), GFP_KERNEL)?;
                     }
-                    ControlKind::StdMenu { items, def } => {
-                        let start = menus.len();
-                        for item in items {
-                            menus.push(item.as_char_ptr(), GFP_KERNEL)?;
-                        }
-                        bindings::v4l2_ctrl_new_std_menu_items(
-                            hdl,
-                            ops,
-                            c.id,
-                            (items.len() - 1) as u8,
-                            0,
-                            def,
-                            menus.as_ptr().add(start),
-                        );
-                    }
-                    ControlKind::Integer {
-                        name,
-                        min,
-                        max,
-                        def,
-                    } => {
-                        Self::new_custom(hdl, c.id, name, CtrlType::Integer, min, max, def);
-                    }
-                    ControlKind::Boolean { name, def } => {
-                        Self::new_custom(hdl, c.id, name, CtrlType::Boolean, 0, 1, i64::from(def));
-                    }
+                    // The entries pushed above, which `menus` keeps where they are for as long
+                    // as the node lives (it never reallocates, see above).
+                    let entries = menus[start..].as_ptr();
+                    let max = u8::try_from(items.len().saturating_sub(1)).map_err(|_| EINVAL)?;
+                    // SAFETY: `hdl` is initialised; `ops` is static and `entries` points to
+                    // `max + 1` names that live as long as the node, as the handler does.
+                    unsafe {
+                        bindings::v4l2_ctrl_new_std_menu_items(hdl, ops, id, max, 0, def, entries)
+                    };
+                }
+                ControlKind::Integer {
+                    name,
+                    min,
+                    max,
+                    def,
+                } => {
+                    // SAFETY: `hdl` is initialised, for a node of this `T`.
+                    unsafe { Self::new_custom(hdl, id, name, CtrlType::Integer, min, max, def) };
+                }
+                ControlKind::Boolean { name, def } => {
+                    let def = i64::from(def);
+                    // SAFETY: `hdl` is initialised, for a node of this `T`.
+                    unsafe { Self::new_custom(hdl, id, name, CtrlType::Boolean, 0, 1, def) };
                 }
             }
         }
@@ -622,6 +852,7 @@ enum CtrlType {
 ///
 /// `node` points to a registered `Node<T>` on which this registration holds the initial
 /// reference of `v4l2_dev`.
+#[pin_data(PinnedDrop)]
 pub(crate) struct Registration<T: VideoOps> {
     node: NonNull<Node<T>>,
     _p: PhantomData<T>,
@@ -639,15 +870,33 @@ unsafe impl<T: VideoOps> Send for Node<T> {}
 unsafe impl<T: VideoOps> Sync for Node<T> {}
 
 impl<T: VideoOps> Registration<T> {
-    /// Registers a `v4l2_device` on `parent` and a video capture node named `name` on it,
-    /// with the driver's controls.
-    pub(crate) fn new(
+    /// Registers a `v4l2_device` on `parent` and a video node named `name` on it, with the
+    /// capabilities `caps` and the driver's controls.
+    ///
+    /// `parent` need only live until the registration is initialised: the `v4l2_device` takes
+    /// a reference on it.
+    pub(crate) fn new<'a>(
+        parent: &'a device::Device,
+        name: &'a CStr,
+        caps: DeviceCaps,
+        data: impl PinInit<T, Error> + 'a,
+        module: &'static ThisModule,
+    ) -> impl PinInit<Self, Error> + 'a {
+        try_pin_init!(Self {
+            node: Self::register(parent, name, caps, data, module)?,
+            _p: PhantomData,
+        }? Error)
+    }
+
+    /// Allocates and registers the node; returns it with the initial reference of its
+    /// `v4l2_device`.
+    fn register(
         parent: &device::Device,
         name: &CStr,
-        device_caps: u32,
+        caps: DeviceCaps,
         data: impl PinInit<T, Error>,
         module: &'static ThisModule,
-    ) -> Result<Self> {
+    ) -> Result<NonNull<Node<T>>> {
         let node = KBox::pin_init(
             try_pin_init!(Node::<T> {
                 v4l2_dev <- Opaque::ffi_init(|p: *mut bindings::v4l2_device| {
@@ -671,7 +920,13 @@ impl<T: VideoOps> Registration<T> {
         // through a raw pointer and freed by `Node::release` or below.
         let node = KBox::into_raw(unsafe { Pin::into_inner_unchecked(node) });
         // SAFETY: `node` is valid; the fields are not aliased yet.
-        let (v4l2_dev, vdev) = unsafe { ((*node).v4l2_dev.get(), (*node).vdev.get()) };
+        let (v4l2_dev, vdev, ctrls) = unsafe {
+            (
+                (*node).v4l2_dev.get(),
+                (*node).vdev.get(),
+                (*node).ctrls.get(),
+            )
+        };
 
         // `device::Device` is a transparent wrapper around `struct device`; the cast is between
         // the kernel crate's and our bindings of that same C type.
@@ -689,20 +944,32 @@ impl<T: VideoOps> Registration<T> {
         // `Node`), and dropping its last reference frees the node and its controls.
         unsafe { (*v4l2_dev).release = Some(Node::<T>::release) };
 
-        // SAFETY: The node is valid and not registered yet.
-        let r = unsafe { Node::add_controls(node) }.and_then(|()| {
-            // SAFETY: `vdev` is ours to fill until it is registered.
-            unsafe {
-                let v = &mut *vdev;
-                copy_cstr(&mut v.name, name);
-                v.v4l2_dev = v4l2_dev;
-                v.fops = &Node::<T>::FOPS;
-                v.ioctl_ops = &Node::<T>::IOCTL_OPS;
-                v.ctrl_handler = (*node).ctrls.get();
-                v.release = Some(bindings::video_device_release_empty);
-                v.vfl_dir = bindings::vfl_devnode_direction_VFL_DIR_RX;
-                v.device_caps = device_caps;
+        let r = if T::HAS_CONTROLS {
+            // SAFETY: The node is valid and not registered yet.
+            unsafe { Node::add_controls(node) }
+        } else {
+            Ok(())
+        }
+        .and_then(|()| {
+            // SAFETY: `vdev` is ours to fill until it is registered, and nothing else refers to
+            // it.
+            let v = unsafe { &mut *vdev };
+            copy_cstr(&mut v.name, name);
+            v.v4l2_dev = v4l2_dev;
+            v.fops = &Node::<T>::FOPS;
+            v.ioctl_ops = &Node::<T>::IOCTL_OPS;
+            if T::HAS_CONTROLS {
+                v.ctrl_handler = ctrls;
             }
+            v.release = Some(bindings::video_device_release_empty);
+            v.vfl_dir = if caps.contains(DeviceCap::VideoM2m) {
+                bindings::vfl_devnode_direction_VFL_DIR_M2M
+            } else if caps.contains(DeviceCap::VideoOutput) {
+                bindings::vfl_devnode_direction_VFL_DIR_TX
+            } else {
+                bindings::vfl_devnode_direction_VFL_DIR_RX
+            };
+            v.device_caps = caps.into();
             // SAFETY: `vdev` is fully set up; `module` is this module, which owns the fops.
             to_result(unsafe {
                 bindings::__video_register_device(
@@ -724,20 +991,18 @@ impl<T: VideoOps> Registration<T> {
             return Err(e);
         }
         // INVARIANT: Both are registered and we hold the initial reference.
-        Ok(Self {
-            // SAFETY: `node` came from `KBox::into_raw`, so it is not null.
-            node: unsafe { NonNull::new_unchecked(node) },
-            _p: PhantomData,
-        })
+        // SAFETY: `node` came from `KBox::into_raw`, so it is not null.
+        Ok(unsafe { NonNull::new_unchecked(node) })
     }
 }
 
-impl<T: VideoOps> Drop for Registration<T> {
-    fn drop(&mut self) {
+#[pinned_drop]
+impl<T: VideoOps> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        let node = self.node.as_ptr();
         // SAFETY: Both structures are registered and we hold a reference (type invariant); the
         // last `v4l2_device_put()` frees the node, after which it is not touched again.
         unsafe {
-            let node = self.node.as_ptr();
             bindings::video_unregister_device((*node).vdev.get());
             let v4l2_dev = (*node).v4l2_dev.get();
             bindings::v4l2_device_unregister(v4l2_dev);

@@ -27,8 +27,27 @@ pub const DEFAULT_CONTROLS: [(u32, i32); 10] = [
     (RVIVID_CID_MARK_LAST, 0),
 ];
 
-/// The frame intervals rvivid supports, in `VIDIOC_ENUM_FRAMEINTERVALS` order.
-pub const INTERVALS: [(u32, u32); 3] = [(1, 30), (1, 25), (1, 15)];
+/// The frame intervals rvivid offers, slowest first, in `VIDIOC_ENUM_FRAMEINTERVALS` order; a
+/// frame size offers the first ones of them ([`intervals_for`]).
+pub const INTERVALS: [(u32, u32); 7] = [
+    (1, 15),
+    (1, 25),
+    (1, 30),
+    (1, 40),
+    (1, 50),
+    (1, 60),
+    (1, 120),
+];
+
+/// The intervals a frame `height` lines high offers: up to 120 fps up to 240 lines, up to
+/// 30 fps above.
+pub fn intervals_for(height: u32) -> &'static [(u32, u32)] {
+    if height <= 240 {
+        &INTERVALS
+    } else {
+        &INTERVALS[..3]
+    }
+}
 
 /// The test pattern menu.
 pub const TEST_PATTERNS: [&str; 7] = [
@@ -474,7 +493,8 @@ pub fn enum_framesizes_stepwise(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
-/// VIDIOC_ENUM_FRAMEINTERVALS: discrete 1/30, 1/25, 1/15 for each format, then EINVAL.
+/// VIDIOC_ENUM_FRAMEINTERVALS: for each format, at sizes up to 240 lines and above, the
+/// discrete intervals of that size (1/15 up to 1/120 or 1/30), then EINVAL.
 pub fn enum_frameintervals_discrete(ctx: &mut Ctx) -> TestResult {
     let dev = open_rvivid(ctx)?;
     let enum_ivals = |fourcc: u32, w: u32, h: u32, index: u32| {
@@ -486,9 +506,10 @@ pub fn enum_frameintervals_discrete(ctx: &mut Ctx) -> TestResult {
         dev.ioctl(VIDIOC_ENUM_FRAMEINTERVALS, &mut e).map(|()| e)
     };
     for &fourcc in &FORMATS {
-        for (w, h) in [(640, 480), (320, 240)] {
+        for (w, h) in [(64, 48), (320, 240), (320, 242), (640, 480), (1920, 1080)] {
             let at = format!("{} {w}x{h}", fourcc_str(fourcc));
-            for (i, &(n, d)) in INTERVALS.iter().enumerate() {
+            let offered = intervals_for(h);
+            for (i, &(n, d)) in offered.iter().enumerate() {
                 let what = format!("VIDIOC_ENUM_FRAMEINTERVALS {at} index {i}");
                 let e = ok(&what, enum_ivals(fourcc, w, h, i as u32))?;
                 ensure(e.type_ == V4L2_FRMIVAL_TYPE_DISCRETE, || {
@@ -503,13 +524,62 @@ pub fn enum_frameintervals_discrete(ctx: &mut Ctx) -> TestResult {
                 })?;
             }
             expect_errno(
-                format!("VIDIOC_ENUM_FRAMEINTERVALS {at} index {}", INTERVALS.len()),
-                enum_ivals(fourcc, w, h, INTERVALS.len() as u32),
+                format!("VIDIOC_ENUM_FRAMEINTERVALS {at} index {}", offered.len()),
+                enum_ivals(fourcc, w, h, offered.len() as u32),
                 libc::EINVAL,
             )?;
         }
     }
     Ok(())
+}
+
+/// The frame rates follow the frame size: VIDIOC_S_PARM picks the nearest interval the current
+/// size offers (up to 120 fps at 320x240, 30 at 640x480), and VIDIOC_S_FMT to a taller size
+/// slows a rate it does not offer down to its fastest, which VIDIOC_G_PARM then reports.
+pub fn frame_rates_follow_frame_size(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let expect_parm = |what: &str, want: (u32, u32)| {
+        let t = ok("VIDIOC_G_PARM", g_parm(&dev))?.capture().timeperframe;
+        ensure(same_fraction(t, want), || {
+            format!(
+                "VIDIOC_G_PARM {what}: {}/{}, want {}/{}",
+                t.numerator, t.denominator, want.0, want.1
+            )
+        })
+    };
+    let s_parm_to = |size: &str, asked: (u32, u32), want: (u32, u32)| {
+        let what = format!("VIDIOC_S_PARM {}/{} at {size}", asked.0, asked.1);
+        let t = ok(&what, s_parm(&dev, asked.0, asked.1))?
+            .capture()
+            .timeperframe;
+        ensure(same_fraction(t, want), || {
+            format!(
+                "{what}: got {}/{}, want {}/{}",
+                t.numerator, t.denominator, want.0, want.1
+            )
+        })
+    };
+    set_format(&dev, DEFAULT_FOURCC, 320, 240)?;
+    for (asked, want) in [
+        ((1, 120), (1, 120)),
+        ((1, 100), (1, 120)),
+        ((1, 58), (1, 60)),
+        ((1, 50), (1, 50)),
+        ((1, 40), (1, 40)),
+    ] {
+        s_parm_to("320x240", asked, want)?;
+    }
+    s_parm_to("320x240", (1, 60), (1, 60))?;
+    set_format(&dev, DEFAULT_FOURCC, 640, 480)?;
+    expect_parm("after S_FMT 640x480 at 1/60", (1, 30))?;
+    s_parm_to("640x480", (1, 120), (1, 30))?;
+    s_parm_to("640x480", (1, 25), (1, 25))?;
+    set_format(&dev, DEFAULT_FOURCC, 1920, 1080)?;
+    expect_parm("after S_FMT 1920x1080 at 1/25", (1, 25))?;
+    // Back to a small size: the rate stays what it was.
+    set_format(&dev, DEFAULT_FOURCC, 320, 240)?;
+    expect_parm("after S_FMT 320x240 at 1/25", (1, 25))
 }
 
 /// VIDIOC_G_PARM: TIMEPERFRAME capability, 1/30 by default; VIDIOC_S_PARM picks the nearest
@@ -532,7 +602,8 @@ pub fn g_s_parm_timeperframe(ctx: &mut Ctx) -> TestResult {
         )
     })?;
 
-    // Asked -> nearest supported (unambiguous both as intervals and as frame rates).
+    // Asked -> nearest supported at 640x480 (unambiguous both as intervals and as frame
+    // rates).
     let cases = [
         ((1, 25), (1, 25)),
         ((1, 15), (1, 15)),

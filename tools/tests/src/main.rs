@@ -21,6 +21,7 @@ mod formats;
 mod frame;
 mod harness;
 mod kernlog;
+mod memory;
 mod streaming;
 mod syncfile;
 mod v4l2;
@@ -58,6 +59,10 @@ static TESTS: &[Test] = &[
         formats::enum_frameintervals_discrete,
     ),
     ("g_s_parm_timeperframe", formats::g_s_parm_timeperframe),
+    (
+        "frame_rates_follow_frame_size",
+        formats::frame_rates_follow_frame_size,
+    ),
     ("inputs_enum_g_s", formats::inputs_enum_g_s),
     ("controls_query", formats::controls_query),
     ("controls_set_get", formats::controls_set_get),
@@ -109,6 +114,11 @@ static TESTS: &[Test] = &[
         streaming::inject_start_failure_on_qbuf,
     ),
     ("remove_bufs", streaming::remove_bufs),
+    // Buffer memory leaving the device (memory.rs).
+    ("expbuf_dmabuf", memory::expbuf_dmabuf),
+    ("vivid_imports_expbuf", memory::vivid_imports_expbuf),
+    ("userptr_capture", memory::userptr_capture),
+    ("v4l2_ctl_stream_user", memory::v4l2_ctl_stream_user),
     (
         "sequence_restarts_after_restream",
         streaming::sequence_restarts_after_restream,
@@ -147,6 +157,10 @@ static TESTS: &[Test] = &[
     (
         "v4l2_ctl_each_memory_type",
         clients::v4l2_ctl_each_memory_type,
+    ),
+    (
+        "fast_rates_hold_without_spurious_drops",
+        streaming::fast_rates_hold_without_spurious_drops,
     ),
     ("v4l2_compliance", v4l2_compliance),
     // Must stay last.

@@ -83,7 +83,7 @@ mod tests {
     fn render(fmt: FrameFormat, pattern: Pattern, adjust: Adjust, frame: u32) -> Vec<u8> {
         let mut buf = vec![0u8; fmt.sizeimage() as usize];
         Tpg::new(fmt, pattern, adjust)
-            .fill(&mut buf, frame)
+            .fill(&mut buf[..], frame)
             .expect("fill");
         buf
     }
@@ -254,7 +254,7 @@ mod tests {
                 let mut buf = vec![0xa5u8; size + 100];
                 for frame in [0, 1, 1234] {
                     Tpg::new(fmt, Pattern::ColorBars75, Adjust::default())
-                        .fill(&mut buf, frame)
+                        .fill(&mut buf[..], frame)
                         .unwrap();
                     check_bars(&fmt, &buf, &BARS_YUV, &BARS_RGB);
                     let bpl = fmt.bytesperline as usize;
@@ -282,11 +282,11 @@ mod tests {
                 let size = fmt.sizeimage() as usize;
                 for len in [0, 1, size / 2, size - 1] {
                     let mut buf = vec![0x5au8; len];
-                    assert_eq!(tpg.fill(&mut buf, 0), Err(TpgError::BufferTooSmall));
+                    assert_eq!(tpg.fill(&mut buf[..], 0), Err(TpgError::BufferTooSmall));
                     assert!(buf.iter().all(|&b| b == 0x5a), "written to on error");
                 }
                 let mut buf = vec![0u8; size];
-                assert_eq!(tpg.fill(&mut buf, 0), Ok(()));
+                assert_eq!(tpg.fill(&mut buf[..], 0), Ok(()));
             }
         }
     }
@@ -311,7 +311,7 @@ mod tests {
             for fmt in bad {
                 let _ = fmt.sizeimage();
                 let err = Tpg::new(fmt, Pattern::ColorBars75, Adjust::default())
-                    .fill(&mut buf, 0)
+                    .fill(&mut buf[..], 0)
                     .unwrap_err();
                 assert!(
                     matches!(err, TpgError::BadFormat | TpgError::BufferTooSmall),
@@ -325,7 +325,7 @@ mod tests {
                 ..format(pixfmt, 64, 48)
             };
             let tpg = Tpg::new(fmt, Pattern::SolidRed, Adjust::default());
-            assert_eq!(tpg.fill(&mut buf, 0), Err(TpgError::BadFormat));
+            assert_eq!(tpg.fill(&mut buf[..], 0), Err(TpgError::BadFormat));
         }
     }
 
@@ -464,7 +464,7 @@ mod tests {
                             let tpg = Tpg::new(fmt, pattern, Adjust::default());
                             let mut buf = vec![0u8; fmt.sizeimage() as usize];
                             for frame in [0, 1, 7, u32::MAX] {
-                                assert_eq!(tpg.fill(&mut buf, frame), Ok(()), "{:?}", fmt);
+                                assert_eq!(tpg.fill(&mut buf[..], frame), Ok(()), "{:?}", fmt);
                             }
                             if !buf.is_empty() {
                                 let short = buf.len() - 1;
@@ -704,10 +704,10 @@ mod tests {
                 let fmt = format(pixfmt, 1920, 1080);
                 let tpg = Tpg::new(fmt, pattern, Adjust::default());
                 let mut buf = vec![0u8; fmt.sizeimage() as usize];
-                tpg.fill(&mut buf, 0).unwrap();
+                tpg.fill(&mut buf[..], 0).unwrap();
                 let start = Instant::now();
                 for frame in 0..frames {
-                    tpg.fill(&mut buf, frame).unwrap();
+                    tpg.fill(&mut buf[..], frame).unwrap();
                 }
                 let us = start.elapsed().as_micros() / u128::from(frames);
                 println!(

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Buffer memory: `vmalloc_user()` allocations that userspace maps with `mmap()`.
+//! MMAP buffer memory: `vmalloc_user()` allocations that userspace maps with `mmap()`.
 //!
 //! A [`VmallocBuf`] is reference counted: every mapping holds a reference, so the memory
 //! outlives the buffer it was allocated for as long as userspace keeps it mapped. It also
@@ -11,7 +11,11 @@
 use crate::bindings;
 use core::{
     ptr::NonNull,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::atomic::{
+        AtomicBool,
+        AtomicU32,
+        Ordering, //
+    },
 };
 use kernel::{
     mm::virt::{flags, VmaNew},
@@ -28,12 +32,14 @@ pub(crate) struct VmallocBuf {
     ptr: NonNull<u8>,
     size: usize,
     mapped: AtomicU32,
+    /// Claims the contents for the one kernel writer (see [`super::CpuAccess`]).
+    pub(super) writer: AtomicBool,
 }
 
 // SAFETY: The allocation is plain memory, usable from any thread.
 unsafe impl Send for VmallocBuf {}
-// SAFETY: Shared access only reads `size` and the atomic counter; the contents are written
-// through `ActiveBuffer`, which is unique per buffer.
+// SAFETY: Shared access only reads `size` and the atomics; the kernel writes the contents only
+// through a `CpuAccess`, of which `writer` allows one at a time.
 unsafe impl Sync for VmallocBuf {}
 
 impl VmallocBuf {
@@ -48,6 +54,7 @@ impl VmallocBuf {
                 ptr,
                 size,
                 mapped: AtomicU32::new(0),
+                writer: AtomicBool::new(false),
             },
             GFP_KERNEL,
         )?)
@@ -59,8 +66,8 @@ impl VmallocBuf {
     }
 
     /// Returns the start of the memory (valid for `size` bytes while `self` lives).
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+    pub(crate) fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
     }
 
     /// Returns the size in bytes.

@@ -1,0 +1,296 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A dma-buf exporter for MMAP memory (`VIDIOC_EXPBUF`), as videobuf2-vmalloc's.
+//!
+//! The dma-buf holds a reference on the [`VmallocBuf`] (its `priv`), dropped by `release`
+//! when the last reference to the dma-buf goes: the memory lives as long as any dma-buf fd,
+//! attachment or mapping of it does (attachments and mappings hold the dma-buf), whatever the
+//! queue does with the buffer meanwhile. The dma-buf holds a reference on the module too
+//! (`owner`), so these operations stay loaded while one exists.
+//!
+//! - `attach` builds the attachment's scatter-gather table of the buffer's pages
+//!   (`vmalloc_to_page()`); `map_dma_buf` maps it for the importer's device, once per
+//!   direction (it is unmapped at `detach`, or when another direction is asked for);
+//! - `vmap` hands out the buffer's kernel address; `mmap` maps the pages into a VMA (which
+//!   holds the dma-buf's file, so the dma-buf and its memory outlive it); such a mapping does
+//!   not count as a mapping of the V4L2 buffer;
+//! - vmalloc memory is cached CPU memory and the importer's mapping is made at `map_dma_buf`
+//!   (which does the cache maintenance for its device): there is no `begin_cpu_access` or
+//!   `end_cpu_access` to do, as in videobuf2-vmalloc.
+//!
+//! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h).
+
+use super::vmalloc::VmallocBuf;
+use crate::bindings;
+use core::ptr::NonNull;
+use kernel::{
+    error::{
+        from_result,
+        to_result, //
+    },
+    ffi::c_int,
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{
+        Arc,
+        ArcBorrow, //
+    },
+};
+
+/// `DMA_NONE`: the attachment's table is not mapped.
+const DMA_NONE: bindings::dma_data_direction = bindings::dma_data_direction_DMA_NONE;
+
+/// An exported dma-buf, as `dma_buf_export()` returned it: one reference to its file.
+///
+/// # Invariants
+///
+/// `ptr` is a dma-buf this object holds one reference to.
+pub(crate) struct DmaBuf {
+    ptr: NonNull<bindings::dma_buf>,
+}
+
+// SAFETY: A dma-buf reference may be used and dropped from any thread.
+unsafe impl Send for DmaBuf {}
+
+impl DmaBuf {
+    /// Exports `buf` (`flags`: the access mode of the dma-buf's file, `O_RDONLY`, `O_WRONLY`
+    /// or `O_RDWR`).
+    pub(super) fn export(buf: &Arc<VmallocBuf>, flags: u32) -> Result<Self> {
+        let private = Arc::into_raw(buf.clone());
+        let info = bindings::dma_buf_export_info {
+            exp_name: c"rvivid".as_char_ptr(),
+            owner: crate::THIS_MODULE.as_ptr().cast(),
+            ops: &DMA_BUF_OPS,
+            size: buf.size().next_multiple_of(PAGE_SIZE),
+            flags: flags as c_int,
+            resv: core::ptr::null_mut(),
+            priv_: private.cast_mut().cast(),
+        };
+        // SAFETY: `info` is a complete export description with our operations.
+        let ptr = unsafe { bindings::dma_buf_export(&info) };
+        match kernel::error::from_err_ptr(ptr).and_then(|p| NonNull::new(p).ok_or(ENOMEM)) {
+            // INVARIANT: `dma_buf_export()` returned a new dma-buf with one reference, whose
+            // `release` drops the reference on `buf` leaked above.
+            Ok(ptr) => Ok(Self { ptr }),
+            Err(e) => {
+                // SAFETY: The export failed, so nothing else took the reference leaked above.
+                drop(unsafe { Arc::from_raw(private) });
+                Err(e)
+            }
+        }
+    }
+
+    /// Installs the dma-buf in a new file descriptor of the calling process (`O_CLOEXEC` in
+    /// `flags` makes it close-on-exec) and returns it; the descriptor takes this reference.
+    pub(crate) fn into_fd(self, flags: u32) -> Result<i32> {
+        let this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `ptr` is a dma-buf we hold a reference to (type invariant); on success the new
+        // fd takes that reference.
+        let fd = unsafe { bindings::dma_buf_fd(this.ptr.as_ptr(), flags as c_int) };
+        if fd < 0 {
+            // SAFETY: The reference is still ours: drop it.
+            unsafe { bindings::dma_buf_put(this.ptr.as_ptr()) };
+            return Err(Error::from_errno(fd));
+        }
+        Ok(fd)
+    }
+}
+
+impl Drop for DmaBuf {
+    fn drop(&mut self) {
+        // SAFETY: We hold a reference (type invariant), dropped once here.
+        unsafe { bindings::dma_buf_put(self.ptr.as_ptr()) };
+    }
+}
+
+/// The operations of our dma-bufs.
+static DMA_BUF_OPS: bindings::dma_buf_ops = bindings::dma_buf_ops {
+    attach: Some(attach),
+    detach: Some(detach),
+    map_dma_buf: Some(map_dma_buf),
+    unmap_dma_buf: Some(unmap_dma_buf),
+    release: Some(release),
+    mmap: Some(mmap),
+    vmap: Some(vmap),
+    ..pin_init::zeroed()
+};
+
+/// Returns the memory of one of our dma-bufs.
+///
+/// # Safety
+///
+/// `dmabuf` must be a live dma-buf exported by [`DmaBuf::export`].
+unsafe fn dmabuf_mem<'a>(dmabuf: *mut bindings::dma_buf) -> ArcBorrow<'a, VmallocBuf> {
+    // SAFETY: `priv` holds a reference on the memory until `release` (see `DmaBuf::export`).
+    unsafe { ArcBorrow::from_raw((*dmabuf).priv_.cast::<VmallocBuf>()) }
+}
+
+/// The exporter's state of one attachment (its `priv`).
+///
+/// # Invariants
+///
+/// `sgt` is an allocated table of the buffer's pages; `dir` is `DMA_NONE` or the direction it
+/// is mapped for on the attachment's device.
+struct Attachment {
+    sgt: bindings::sg_table,
+    dir: bindings::dma_data_direction,
+}
+
+/// `dma_buf_ops::attach`: builds the table of the buffer's pages for a new importer.
+///
+/// # Safety
+///
+/// Called by the dma-buf core only, for one of our dma-bufs and a new attachment.
+unsafe extern "C" fn attach(
+    dmabuf: *mut bindings::dma_buf,
+    attachment: *mut bindings::dma_buf_attachment,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: `dmabuf` is one of ours, live for the call.
+        let mem = unsafe { dmabuf_mem(dmabuf) };
+        let pages = mem.size().div_ceil(PAGE_SIZE);
+        let mut a = KBox::new(
+            Attachment {
+                sgt: pin_init::zeroed(),
+                dir: DMA_NONE,
+            },
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `a.sgt` is a zeroed table to allocate.
+        to_result(unsafe {
+            bindings::sg_alloc_table(&mut a.sgt, pages as u32, kernel::bindings::GFP_KERNEL)
+        })?;
+        let mut sg = a.sgt.sgl;
+        for i in 0..pages {
+            // SAFETY: Page `i` is inside the `vmalloc_user()` allocation, which lives while the
+            // dma-buf does.
+            let page = unsafe {
+                bindings::vmalloc_to_page(mem.as_ptr().as_ptr().add(i * PAGE_SIZE).cast())
+            };
+            // SAFETY: `sg` is entry `i` of a table of `pages` entries (walked with `sg_next()`).
+            unsafe { bindings::rvb2_sg_set_page(sg, page, PAGE_SIZE as u32, 0) };
+            // SAFETY: As above; the last call returns null, which is not used.
+            sg = unsafe { bindings::rvb2_sg_next(sg) };
+        }
+        // SAFETY: `attachment` is the new attachment; its `priv` is ours until `detach`.
+        unsafe { (*attachment).priv_ = KBox::into_raw(a).cast() };
+        Ok(0)
+    })
+}
+
+/// `dma_buf_ops::detach`: unmaps and frees the attachment's table.
+///
+/// # Safety
+///
+/// Called by the dma-buf core only, once, for an attachment `attach` succeeded for.
+unsafe extern "C" fn detach(
+    _dmabuf: *mut bindings::dma_buf,
+    attachment: *mut bindings::dma_buf_attachment,
+) {
+    // SAFETY: `priv` is the box `attach` leaked, taken back once here.
+    let mut a = unsafe { KBox::from_raw((*attachment).priv_.cast::<Attachment>()) };
+    if a.dir != DMA_NONE {
+        // SAFETY: The table is mapped for `dir` on the attachment's device (type invariant).
+        unsafe { bindings::rvb2_dma_unmap_sgtable((*attachment).dev, &mut a.sgt, a.dir as c_int) };
+    }
+    // SAFETY: The table was allocated by `sg_alloc_table()` and is freed once.
+    unsafe { bindings::sg_free_table(&mut a.sgt) };
+}
+
+/// `dma_buf_ops::map_dma_buf`: maps the attachment's table for its device (once per
+/// direction, as videobuf2-vmalloc).
+///
+/// # Safety
+///
+/// Called by the dma-buf core only, for an attachment `attach` succeeded for, with the
+/// dma-buf's reservation lock held (`dma_buf_map_attachment()` asserts it), which serialises
+/// the maps of all its attachments.
+unsafe extern "C" fn map_dma_buf(
+    attachment: *mut bindings::dma_buf_attachment,
+    dir: bindings::dma_data_direction,
+) -> *mut bindings::sg_table {
+    // SAFETY: `priv` is our attachment state, live until `detach`; the reservation lock makes
+    // this the only reference to it (`unmap_dma_buf` and `detach` do not touch it meanwhile).
+    let a = unsafe { &mut *(*attachment).priv_.cast::<Attachment>() };
+    if a.dir == dir {
+        return &mut a.sgt;
+    }
+    // SAFETY: `dev` is the importer's device, live while the attachment is.
+    let dev = unsafe { (*attachment).dev };
+    if a.dir != DMA_NONE {
+        // SAFETY: Mapped for `a.dir` on `dev` (type invariant).
+        unsafe { bindings::rvb2_dma_unmap_sgtable(dev, &mut a.sgt, a.dir as c_int) };
+        a.dir = DMA_NONE;
+    }
+    // SAFETY: The table is allocated and not mapped.
+    let ret = unsafe { bindings::dma_map_sgtable(dev, &mut a.sgt, dir, 0) };
+    if ret != 0 {
+        return Error::from_errno(ret).to_ptr();
+    }
+    a.dir = dir;
+    &mut a.sgt
+}
+
+/// `dma_buf_ops::unmap_dma_buf`: nothing to do, the mapping is kept until `detach` (as in
+/// videobuf2-vmalloc).
+///
+/// # Safety
+///
+/// Called by the dma-buf core only.
+unsafe extern "C" fn unmap_dma_buf(
+    _attachment: *mut bindings::dma_buf_attachment,
+    _sgt: *mut bindings::sg_table,
+    _dir: bindings::dma_data_direction,
+) {
+}
+
+/// `dma_buf_ops::release`: the last reference to the dma-buf went; drops its reference on the
+/// memory.
+///
+/// # Safety
+///
+/// Called by the dma-buf core only, once, for one of our dma-bufs.
+unsafe extern "C" fn release(dmabuf: *mut bindings::dma_buf) {
+    // SAFETY: `priv` holds the reference `DmaBuf::export` leaked, released once here.
+    drop(unsafe { Arc::from_raw((*dmabuf).priv_.cast::<VmallocBuf>()) });
+}
+
+/// `dma_buf_ops::vmap`: the memory is mapped in the kernel already.
+///
+/// # Safety
+///
+/// Called by the dma-buf core only, for one of our dma-bufs, with a map to fill.
+unsafe extern "C" fn vmap(dmabuf: *mut bindings::dma_buf, map: *mut bindings::iosys_map) -> c_int {
+    // SAFETY: `dmabuf` is one of ours, live for the call.
+    let mem = unsafe { dmabuf_mem(dmabuf) };
+    // SAFETY: `map` is the caller's map to fill; the address stays valid while the dma-buf
+    // (which holds the memory) lives, which the caller keeps until `vunmap`.
+    unsafe {
+        (*map).__bindgen_anon_1.vaddr = mem.as_ptr().as_ptr().cast();
+        (*map).is_iomem = false;
+    }
+    0
+}
+
+/// `dma_buf_ops::mmap`: maps the memory into a VMA of the dma-buf's file.
+///
+/// # Safety
+///
+/// Called by the dma-buf core only, for one of our dma-bufs and a new VMA it checked fits.
+unsafe extern "C" fn mmap(
+    dmabuf: *mut bindings::dma_buf,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: `dmabuf` is one of ours, live for the call.
+    let mem = unsafe { dmabuf_mem(dmabuf) };
+    // SAFETY: `vma` is the new VMA of this `mmap()`, which the dma-buf core checked fits in
+    // the dma-buf from its page offset; the pages come from `vmalloc_user()`, and the VMA
+    // holds the dma-buf's file, so the memory outlives it.
+    unsafe {
+        bindings::remap_vmalloc_range(
+            vma,
+            mem.as_ptr().as_ptr().cast(),
+            bindings::rvb2_vma_pgoff(vma),
+        )
+    }
+}

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Buffer memory: what the queue core knows of the memory behind a buffer.
+//!
+//! This is what `struct vb2_mem_ops` is to videobuf2: the queue core ([`crate::queue`]) keeps
+//! a [`BufferMem`] per buffer and asks it for its size, whether userspace maps it, to map it
+//! into a VMA, and for CPU access to write a frame; it never learns where the pages come from.
+//! Two kinds: MMAP memory, `vmalloc_user()` allocations ([`vmalloc`]), which can be exported as
+//! a dma-buf ([`export`]), and USERPTR memory, user pages pinned at QBUF ([`userptr`]).
+//!
+//! # CPU access
+//!
+//! The memory of a buffer is shared with userspace (which maps it) and, through dma-bufs, with
+//! other devices: the kernel never makes a Rust reference (`&[u8]`, `&mut [u8]`) to it, whose
+//! contents could change under it. A driver writes a frame through a [`CpuAccess`], which
+//! copies with raw pointers, the way binder writes to its pages and `CoherentAllocation` to
+//! DMA memory. A [`CpuAccess`] is exclusive: a buffer's memory has at most one at a time, so
+//! two kernel threads never race writing it (what userspace and devices do with their
+//! mappings is outside the Rust abstract machine, as for any memory shared with hardware).
+
+mod export;
+mod userptr;
+mod vmalloc;
+
+use core::{
+    marker::PhantomData,
+    ptr::NonNull,
+    sync::atomic::{
+        AtomicBool,
+        Ordering, //
+    },
+};
+pub(crate) use export::DmaBuf;
+use kernel::{
+    mm::virt::VmaNew,
+    prelude::*,
+    sync::Arc, //
+};
+use userptr::UserPages;
+use vmalloc::VmallocBuf;
+
+/// The memory of one buffer. Cloning it makes another reference to the same memory, which
+/// lives as long as any reference, or mapping, to it.
+#[derive(Clone)]
+pub(crate) struct BufferMem {
+    backing: Backing,
+}
+
+/// Where the memory of a buffer comes from.
+#[derive(Clone)]
+enum Backing {
+    /// MMAP: allocated by the queue with `vmalloc_user()`.
+    Vmalloc(Arc<VmallocBuf>),
+    /// USERPTR: user pages pinned at QBUF.
+    User(Arc<UserPages>),
+}
+
+impl BufferMem {
+    /// Allocates `size` bytes of zeroed MMAP memory (`vb2_vmalloc_alloc()`).
+    pub(crate) fn alloc_mmap(size: usize) -> Result<Self> {
+        Ok(Self {
+            backing: Backing::Vmalloc(VmallocBuf::new(size)?),
+        })
+    }
+
+    /// Pins the `len` bytes at user address `addr` of the calling process
+    /// (`vb2_vmalloc_get_userptr()`): `EFAULT` if a page of them is not mapped writable,
+    /// `EINVAL` for an empty or wrapping range, `ENOMEM`. Takes the process's `mmap_lock`.
+    pub(crate) fn pin_user(addr: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            backing: Backing::User(UserPages::pin(addr, len)?),
+        })
+    }
+
+    /// Whether this is user memory pinned for `addr` and `len`.
+    pub(crate) fn is_user(&self, addr: usize, len: usize) -> bool {
+        match &self.backing {
+            Backing::User(u) => u.user_range() == (addr, len),
+            Backing::Vmalloc(_) => false,
+        }
+    }
+
+    /// Whether userspace maps the memory (through the queue's `mmap()`).
+    pub(crate) fn mapped(&self) -> bool {
+        match &self.backing {
+            Backing::Vmalloc(v) => v.mapped() > 0,
+            Backing::User(_) => false,
+        }
+    }
+
+    /// Maps the memory into `vma`, for the `mmap()` file operation (`EINVAL` if this memory
+    /// cannot be mapped so, or the VMA is not shared and readable, or longer than the memory).
+    pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
+        match &self.backing {
+            Backing::Vmalloc(v) => VmallocBuf::mmap(v, vma),
+            Backing::User(_) => Err(EINVAL),
+        }
+    }
+
+    /// Exports the memory as a new dma-buf (`VIDIOC_EXPBUF`) whose file has the access mode
+    /// `flags` (`O_RDONLY`, `O_WRONLY` or `O_RDWR`); the memory lives as long as the dma-buf.
+    pub(crate) fn export(&self, flags: u32) -> Result<DmaBuf> {
+        match &self.backing {
+            Backing::Vmalloc(v) => DmaBuf::export(v, flags),
+            Backing::User(_) => Err(EINVAL),
+        }
+    }
+
+    /// CPU access to the first `len` bytes of the memory (at most its size), or `None` while
+    /// another [`CpuAccess`] to it exists.
+    pub(crate) fn cpu_access(&self, len: usize) -> Option<CpuAccess<'_>> {
+        let (ptr, size, writer) = match &self.backing {
+            Backing::Vmalloc(v) => (v.as_ptr(), v.size(), &v.writer),
+            Backing::User(u) => (u.as_ptr(), u.size(), &u.writer),
+        };
+        writer
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        // INVARIANT: `ptr` is valid for `size` bytes while `self` lives, which the lifetime
+        // ties the access to; `writer` was clear and is set until the access is dropped.
+        Some(CpuAccess {
+            ptr,
+            len: len.min(size),
+            writer,
+            _mem: PhantomData,
+        })
+    }
+}
+
+/// Exclusive CPU access to the memory of a buffer, for the kernel to write (or read) its
+/// contents with copies, never through references (see the module documentation).
+///
+/// # Invariants
+///
+/// - `ptr` is valid for reads and writes of `len` bytes for `'a`.
+/// - `writer` was set when this was created and is cleared when it is dropped: no other
+///   `CpuAccess` to the memory exists meanwhile.
+/// - The kernel makes no reference to those bytes.
+pub(crate) struct CpuAccess<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    writer: &'a AtomicBool,
+    _mem: PhantomData<&'a BufferMem>,
+}
+
+impl CpuAccess<'_> {
+    /// The size of the accessible memory in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.len
+    }
+
+    /// Checks that `len` bytes from `offset` are inside the memory.
+    fn check(&self, offset: usize, len: usize) -> Result {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(ERANGE),
+        }
+    }
+
+    /// Writes `src` at `offset` (`ERANGE`, writing nothing, if it does not fit).
+    pub(crate) fn write(&mut self, offset: usize, src: &[u8]) -> Result {
+        self.check(offset, src.len())?;
+        // SAFETY: `offset + src.len() <= len` (checked above), so the destination is inside the
+        // memory, valid for writes (type invariant). `src` is a reference, which cannot point
+        // into the memory (the kernel makes none to it), so the two do not overlap. No other
+        // kernel thread writes the memory meanwhile (this access is exclusive).
+        unsafe {
+            core::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+        };
+        Ok(())
+    }
+
+    /// Sets the `len` bytes from `offset` to `byte` (`ERANGE`, writing nothing, if they do not
+    /// fit).
+    pub(crate) fn fill(&mut self, offset: usize, len: usize, byte: u8) -> Result {
+        self.check(offset, len)?;
+        // SAFETY: The range is inside the memory (checked above), valid for writes and written
+        // by no other kernel thread meanwhile (type invariants).
+        unsafe { core::ptr::write_bytes(self.ptr.as_ptr().add(offset), byte, len) };
+        Ok(())
+    }
+
+    /// Copies the `len` bytes at `src` to `dst`; the ranges may overlap (`ERANGE`, writing
+    /// nothing, if either does not fit).
+    pub(crate) fn copy_within(&mut self, src: usize, dst: usize, len: usize) -> Result {
+        self.check(src, len)?;
+        self.check(dst, len)?;
+        let base = self.ptr.as_ptr();
+        // SAFETY: Both ranges are inside the memory (checked above), valid for reads and writes
+        // and accessed by no other kernel thread meanwhile (type invariants); `ptr::copy`
+        // allows them to overlap.
+        unsafe { core::ptr::copy(base.add(src), base.add(dst), len) };
+        Ok(())
+    }
+
+    /// Reads `dst.len()` bytes at `offset` into `dst` (`ERANGE`, reading nothing, if they do
+    /// not fit).
+    #[cfg_attr(not(CONFIG_KUNIT = "y"), expect(dead_code))]
+    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> Result {
+        self.check(offset, dst.len())?;
+        // SAFETY: The source is inside the memory (checked above) and valid for reads (type
+        // invariant); `dst` is a reference, so not inside the memory.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+        Ok(())
+    }
+}
+
+impl Drop for CpuAccess<'_> {
+    fn drop(&mut self) {
+        // Publishes the writes to the next access.
+        self.writer.store(false, Ordering::Release);
+    }
+}
+
+// SAFETY: The access is plain memory plus a reference to an atomic: it may be used from, and
+// dropped on, any thread.
+unsafe impl Send for CpuAccess<'_> {}
