@@ -6,7 +6,7 @@
 #   make run      the demo: boot the guest, load rvivid, show `v4l2-ctl --all`
 #   make check    build everything, run the whole test suite in the guest
 #   make shell    a shell in the guest with rvivid loaded
-#   make bench    print figures: QBUF cost with fences, frame rates, buffer memory
+#   make bench    rvivid against vivid on a kernel built for measuring (Documentation/bench.rst)
 #   make setup    install the host packages and tools (done by the targets above too)
 #
 # KDIR defaults to the kernel tree tools/kernel/build.sh keeps in its cache.
@@ -49,8 +49,8 @@ check: modules tests
 shell: modules
 	@$(TOOLS)/vm
 
-bench: modules tests
-	@$(TOOLS)/vm $(TOOLS)/bench-guest.sh
+bench: setup tests
+	@$(TOOLS)/bench.sh
 
 rustfmt:
 	@rustfmt src/rvivid_main.rs

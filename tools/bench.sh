@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+# `make bench`, on the host: builds the measuring kernel (tools/kernel/build.sh bench, cached
+# like the test kernel) and rvivid against it, then runs tools/bench-guest.sh in a guest booted
+# on that kernel, which prints rvivid's figures next to vivid's (Documentation/bench.rst).
+#
+# rvivid is built from a copy of the module's sources in build/bench-src, so that the test
+# build's objects in the source tree (made against the debug kernel) stay as they are.
+# The table is also kept in build/bench/table.txt.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+kstart=$(date +%s)
+kdir=$("$RVB2_TOP/tools/kernel/build.sh" bench)
+kend=$(date +%s)
+[ $((kend - kstart)) -lt 5 ] || log "bench kernel ready in $((kend - kstart)) s"
+
+src=$RVB2_TOP/build/bench-src
+mkdir -p "$src"
+# The module's sources without its build products (.gitignore's patterns); the copy keeps
+# its own objects between runs (excluded files are not deleted).
+rsync -a --delete --exclude-from="$RVB2_TOP/.gitignore" \
+	--include=/Kbuild --include='/src/***' --include='/include/***' --exclude='*' \
+	"$RVB2_TOP/" "$src/"
+log "building rvivid.ko against $(basename "$kdir") in $src"
+nice -n 10 make --no-print-directory -s -C "$kdir" M="$src" LLVM="$RVB2_LLVM" modules
+
+mkdir -p "$RVB2_TOP/build/bench" "$RVB2_TOP/build/logs"
+rm -f "$RVB2_TOP/build/bench/table.txt"
+host_load="host: $(nproc) CPUs,$(uptime | sed 's/.*\(load average\)/ \1/')"
+cmdline="command: make bench (commit $(git -C "$RVB2_TOP" rev-parse --short HEAD 2>/dev/null ||
+	echo unknown)$(git -C "$RVB2_TOP" diff --quiet HEAD 2>/dev/null || echo ", modified"))"
+build="kernel build: $(basename "$kdir") (tools/kernel/build.sh bench: rvb2.config without"
+build+=" its debug options, bench.config), QEMU TCG"
+RVB2_KERNEL=bench RVB2_MODULE="$src/rvivid.ko" \
+	RVB2_VM_CONSOLE="$RVB2_TOP/build/logs/bench-console.txt" \
+	"$RVB2_TOP/tools/vm" "$RVB2_TOP/tools/bench-guest.sh" "$cmdline" "$build" "$host_load" \
+	>/dev/null
+cat "$RVB2_TOP/build/bench/table.txt"
