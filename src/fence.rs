@@ -485,18 +485,25 @@ impl<T: FenceNotify> FenceWaiter<T> {
         let mut guard = self.registration.lock();
         let registration = guard.take();
         if let Some(r) = &registration {
-            Self::remove(&self.cb, &r.fence);
+            // SAFETY: `r` is the registration of `cb`, so `cb` was added to `r.fence` (type
+            // invariant).
+            unsafe { Self::remove(&self.cb, &r.fence) };
         }
         // INVARIANT: `cb` is on no list now.
         drop(guard);
         drop(registration);
     }
 
-    /// Takes `cb` off `fence`'s callback list if it is on it.
-    fn remove(cb: &Opaque<bindings::dma_fence_cb>, fence: &Fence) {
-        // SAFETY: The fence is live. `cb` is on its list or on none (type invariant): removing a
-        // callback that ran or was never added is allowed (`dma_fence_add_callback()` and the
-        // signalling both leave the list entry empty).
+    /// Takes `cb` off `fence`'s callback list if it is still on it.
+    ///
+    /// # Safety
+    ///
+    /// `cb` must have been added to `fence` by `dma_fence_add_callback()` (a zeroed entry that
+    /// was never added is not an empty list entry, and removing it would dereference null).
+    unsafe fn remove(cb: &Opaque<bindings::dma_fence_cb>, fence: &Fence) {
+        // SAFETY: The fence is live. `cb` was added to it (the caller's promise), so its list
+        // entry is initialised: still on the fence's list, or emptied by the signalling, which
+        // removes each callback with `list_del_init()` before running it.
         unsafe { bindings::dma_fence_remove_callback(fence.as_raw(), cb.get()) };
     }
 

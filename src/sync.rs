@@ -21,6 +21,12 @@
 //! disabled while any of these locks is held, so the task cannot migrate and the count and
 //! saved state are those of its CPU.
 //!
+//! This relies on what every spinlock asks anyway: a task does not sleep while it holds one.
+//! A task that slept with a guard held (or waited on a [`kernel::sync::CondVar`] of another
+//! lock while holding one of these) could move to another CPU and leave both CPUs' counts
+//! wrong; nothing in rvb2 does (DQBUF waits on `state` alone), and `CONFIG_DEBUG_ATOMIC_SLEEP`
+//! reports it.
+//!
 //! The lock is a `spinlock_t`; on `PREEMPT_RT`, where that is a sleeping lock, the C helpers do
 //! not build (`src/helpers.c` refuses the configuration).
 //!
