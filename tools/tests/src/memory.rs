@@ -269,31 +269,12 @@ pub fn vivid_imports_expbuf(ctx: &mut Ctx) -> TestResult {
         "v4l2-ctl",
         &["-d", &vivid, set_fmt, "-c", "osd_text_mode=2"],
     )?;
-    let file = std::env::temp_dir().join("rvb2-vivid-dmabuf.raw");
-    let file_s = file.to_string_lossy().into_owned();
-    let _ = std::fs::remove_file(&file);
-    let count = format!("--stream-count={FRAMES}");
-    let to = format!("--stream-to={file_s}");
-    let args = [
-        "-d",
-        &*vivid,
-        "--stream-dmabuf",
-        "--export-device",
-        &*rvivid,
-        &*count,
-        &*to,
-    ];
-    let out = ctx.run("v4l2-ctl", &args)?;
-    let data = std::fs::read(&file).unwrap_or_default();
-    let _ = std::fs::remove_file(&file);
-    ensure(out.status.success(), || {
-        format!(
-            "`{}` failed ({}): {}",
-            crate::harness::command_line("v4l2-ctl", &args),
-            out.status,
-            crate::harness::first_lines(&String::from_utf8_lossy(&out.stderr), 5)
-        )
-    })?;
+    let (file_s, data) = v4l2_ctl_stream_to_file(
+        ctx,
+        "rvb2-vivid-dmabuf.raw",
+        &["-d", &vivid, "--stream-dmabuf", "--export-device", &rvivid],
+        FRAMES,
+    )?;
     let size = u64::from(fmt.sizeimage);
     ensure(data.len() as u64 == FRAMES * size, || {
         format!(
@@ -485,30 +466,17 @@ pub fn v4l2_ctl_stream_user(ctx: &mut Ctx) -> TestResult {
     const FRAMES: u64 = 10;
     let node = ctx.find_rvivid()?.to_string_lossy().into_owned();
     let fmt = FrameFormat::packed(V4L2_PIX_FMT_YUYV, 640, 480).ok_or("no YUYV 640x480")?;
-    let file = std::env::temp_dir().join("rvb2-stream-user.raw");
-    let file_s = file.to_string_lossy().into_owned();
-    let _ = std::fs::remove_file(&file);
-    let count = format!("--stream-count={FRAMES}");
-    let to = format!("--stream-to={file_s}");
-    let args = [
-        "-d",
-        &*node,
-        "--set-fmt-video=width=640,height=480,pixelformat=YUYV",
-        "--stream-user",
-        &*count,
-        &*to,
-    ];
-    let out = ctx.run("v4l2-ctl", &args)?;
-    let data = std::fs::read(&file).unwrap_or_default();
-    let _ = std::fs::remove_file(&file);
-    ensure(out.status.success(), || {
-        format!(
-            "`{}` failed ({}): {}",
-            crate::harness::command_line("v4l2-ctl", &args),
-            out.status,
-            crate::harness::first_lines(&String::from_utf8_lossy(&out.stderr), 5)
-        )
-    })?;
+    let (file_s, data) = v4l2_ctl_stream_to_file(
+        ctx,
+        "rvb2-stream-user.raw",
+        &[
+            "-d",
+            &node,
+            "--set-fmt-video=width=640,height=480,pixelformat=YUYV",
+            "--stream-user",
+        ],
+        FRAMES,
+    )?;
     let size = fmt.sizeimage as usize;
     ensure(data.len() as u64 == FRAMES * size as u64, || {
         format!(
@@ -517,4 +485,34 @@ pub fn v4l2_ctl_stream_user(ctx: &mut Ctx) -> TestResult {
         )
     })?;
     check_color_bars(&data[data.len() - size..], &fmt).map_err(|e| format!("last frame: {e}"))
+}
+
+/// Runs `v4l2-ctl` with `args` plus `--stream-count=frames --stream-to=FILE` (FILE named `name`
+/// in the temporary directory); fails if it fails. Returns FILE's path and what it captured
+/// (the file is removed).
+fn v4l2_ctl_stream_to_file(
+    ctx: &Ctx,
+    name: &str,
+    args: &[&str],
+    frames: u64,
+) -> Result<(String, Vec<u8>), String> {
+    let file = std::env::temp_dir().join(name);
+    let file_s = file.to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(&file);
+    let count = format!("--stream-count={frames}");
+    let to = format!("--stream-to={file_s}");
+    let mut all = args.to_vec();
+    all.extend([&*count, &*to]);
+    let out = ctx.run("v4l2-ctl", &all)?;
+    let data = std::fs::read(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    ensure(out.status.success(), || {
+        format!(
+            "`{}` failed ({}): {}",
+            crate::harness::command_line("v4l2-ctl", &all),
+            out.status,
+            crate::harness::first_lines(&String::from_utf8_lossy(&out.stderr), 5)
+        )
+    })?;
+    Ok((file_s, data))
 }
