@@ -44,5 +44,6 @@ void rvb2_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int le
 		      unsigned int offset);
 struct scatterlist *rvb2_sg_next(struct scatterlist *sg);
 void rvb2_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt, int dir);
+int rvb2_dma_coerce_mask_and_coherent(struct device *dev, unsigned int bits);
 
 #endif /* RVB2_HELPERS_H */

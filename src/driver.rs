@@ -24,7 +24,10 @@
 
 use crate::{
     fence::SignallingSection,
-    mem::CpuAccess,
+    mem::{
+        CpuAccess,
+        DmaDevice, //
+    },
     queue::{
         ActiveBuffer,
         Direction,
@@ -760,15 +763,16 @@ impl Drop for FenceQuiesce {
 }
 
 impl Rvivid {
-    /// The device's state: its capture queue, 640x480 YUYV at the first frame interval.
-    fn new() -> impl PinInit<Self, Error> {
+    /// The device's state: its capture queue, 640x480 YUYV at the first frame interval, which
+    /// attaches imported dma-bufs to `dma_dev`.
+    fn new(dma_dev: DmaDevice) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            queue: Self::new_queue()?,
+            queue: Self::new_queue(dma_dev)?,
         }? Error)
     }
 
     /// The capture queue and its frame generator.
-    fn new_queue() -> Result<Arc<Queue<Capture>>> {
+    fn new_queue(dma_dev: DmaDevice) -> Result<Arc<Queue<Capture>>> {
         let mut fmt = PixFormat {
             width: 640,
             height: 480,
@@ -801,6 +805,7 @@ impl Rvivid {
         )?;
         let queue = Queue::new(
             Direction::Capture,
+            Some(dma_dev),
             try_pin_init!(Capture {
                 cfg <- new_mutex!(Config {
                     fmt,
@@ -821,12 +826,13 @@ impl InPlaceModule for RvividModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         pin_init::pin_init_scope(move || {
             let faux = faux::Registration::new(c"rvivid-0", None)?;
+            let dma_dev = DmaDevice::for_faux(&faux)?;
             Ok(try_pin_init!(Self {
                 _video <- v4l2::Registration::new(
                     faux.as_ref(),
                     c"rvivid",
                     DeviceCap::VideoCapture | DeviceCap::Streaming,
-                    Rvivid::new(),
+                    Rvivid::new(dma_dev),
                     module,
                 ),
                 _faux: faux,

@@ -158,3 +158,8 @@ void rvb2_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt, int dir)
 {
 	dma_unmap_sgtable(dev, sgt, dir, 0);
 }
+
+int rvb2_dma_coerce_mask_and_coherent(struct device *dev, unsigned int bits)
+{
+	return dma_coerce_mask_and_coherent(dev, DMA_BIT_MASK(bits));
+}

@@ -5,8 +5,24 @@
 //! This is what `struct vb2_mem_ops` is to videobuf2: the queue core ([`crate::queue`]) keeps
 //! a [`BufferMem`] per buffer and asks it for its size, whether userspace maps it, to map it
 //! into a VMA, and for CPU access to write a frame; it never learns where the pages come from.
-//! Two kinds: MMAP memory, `vmalloc_user()` allocations ([`vmalloc`]), which can be exported as
-//! a dma-buf ([`export`]), and USERPTR memory, user pages pinned at QBUF ([`userptr`]).
+//! Three kinds: MMAP memory, `vmalloc_user()` allocations ([`vmalloc`]), which can be exported
+//! as a dma-buf ([`export`]); USERPTR memory, user pages pinned at QBUF ([`userptr`]); and
+//! DMABUF memory, dma-bufs of other exporters imported at QBUF ([`dmabuf`]).
+//!
+//! # Preparing and finishing
+//!
+//! As videobuf2's `prepare` and `finish` memory operations: before the driver gets a buffer
+//! (QBUF, PREPARE_BUF), the queue prepares its memory for the driver's CPU access
+//! ([`BufferMem::prepare`]), and finishes it when the buffer goes back to userspace (DQBUF,
+//! STREAMOFF, freeing) by dropping the [`Prepared`] it got. Only imported dma-bufs need it
+//! (`dma_buf_begin_cpu_access()`, `dma_buf_end_cpu_access()`).
+//!
+//! # Where memory is released
+//!
+//! Releasing memory may sleep, unpin pages, or take a dma-buf's reservation lock (which is
+//! held while waiting for fences): the last reference to a [`BufferMem`], and every
+//! [`Prepared`], must be dropped in process context with no lock held that a signalling path
+//! takes, and outside signalling sections. The queue core arranges that.
 //!
 //! # CPU access
 //!
@@ -18,6 +34,7 @@
 //! two kernel threads never race writing it (what userspace and devices do with their
 //! mappings is outside the Rust abstract machine, as for any memory shared with hardware).
 
+mod dmabuf;
 mod export;
 mod userptr;
 mod vmalloc;
@@ -29,6 +46,13 @@ use core::{
         AtomicBool,
         Ordering, //
     },
+};
+use dmabuf::Import;
+pub(crate) use dmabuf::{
+    DataDir,
+    DmaBufRef,
+    DmaDevice,
+    Prepared, //
 };
 pub(crate) use export::DmaBuf;
 use kernel::{
@@ -53,6 +77,8 @@ enum Backing {
     Vmalloc(Arc<VmallocBuf>),
     /// USERPTR: user pages pinned at QBUF.
     User(Arc<UserPages>),
+    /// DMABUF: a dma-buf imported at QBUF.
+    Import(Arc<Import>),
 }
 
 impl BufferMem {
@@ -64,11 +90,12 @@ impl BufferMem {
     }
 
     /// Pins the `len` bytes at user address `addr` of the calling process
-    /// (`vb2_vmalloc_get_userptr()`): `EFAULT` if a page of them is not mapped writable,
-    /// `EINVAL` for an empty or wrapping range, `ENOMEM`. Takes the process's `mmap_lock`.
-    pub(crate) fn pin_user(addr: usize, len: usize) -> Result<Self> {
+    /// (`vb2_vmalloc_get_userptr()`): `EFAULT` if a page of them is not mapped (writable, if
+    /// the device writes them, `dir`), `EINVAL` for an empty or wrapping range, `ENOMEM`. Takes
+    /// the process's `mmap_lock`.
+    pub(crate) fn pin_user(addr: usize, len: usize, dir: DataDir) -> Result<Self> {
         Ok(Self {
-            backing: Backing::User(UserPages::pin(addr, len)?),
+            backing: Backing::User(UserPages::pin(addr, len, dir)?),
         })
     }
 
@@ -76,7 +103,40 @@ impl BufferMem {
     pub(crate) fn is_user(&self, addr: usize, len: usize) -> bool {
         match &self.backing {
             Backing::User(u) => u.user_range() == (addr, len),
-            Backing::Vmalloc(_) => false,
+            _ => false,
+        }
+    }
+
+    /// Imports the first `len` bytes of `dmabuf` (`vb2_dma_sg_attach_dmabuf()` and
+    /// `map_dmabuf()`): attaches `dev` and maps the dma-buf for `dir`, and maps it in the
+    /// kernel. `EINVAL` if the dma-buf is smaller than `len` or its memory is I/O memory,
+    /// `EFAULT` if the exporter cannot map it in the kernel, or what the exporter returns.
+    pub(crate) fn import(
+        dmabuf: DmaBufRef,
+        len: usize,
+        dev: Option<&DmaDevice>,
+        dir: DataDir,
+    ) -> Result<Self> {
+        Ok(Self {
+            backing: Backing::Import(Import::new(dmabuf, len, dev, dir)?),
+        })
+    }
+
+    /// Whether this imports `len` bytes of `dmabuf`.
+    pub(crate) fn imports(&self, dmabuf: &DmaBufRef, len: usize) -> bool {
+        match &self.backing {
+            Backing::Import(i) => i.imports(dmabuf, len),
+            _ => false,
+        }
+    }
+
+    /// Prepares the memory for the driver's CPU access, until the returned [`Prepared`] (if
+    /// any) is dropped: only an imported dma-buf needs it (`dma_buf_begin_cpu_access()`, which
+    /// waits, interruptibly, for its implicit fences: `ERESTARTSYS`).
+    pub(crate) fn prepare(&self) -> Result<Option<Prepared>> {
+        match &self.backing {
+            Backing::Import(i) => Import::begin_cpu_access(i).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -84,7 +144,7 @@ impl BufferMem {
     pub(crate) fn mapped(&self) -> bool {
         match &self.backing {
             Backing::Vmalloc(v) => v.mapped() > 0,
-            Backing::User(_) => false,
+            _ => false,
         }
     }
 
@@ -93,7 +153,7 @@ impl BufferMem {
     pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
         match &self.backing {
             Backing::Vmalloc(v) => VmallocBuf::mmap(v, vma),
-            Backing::User(_) => Err(EINVAL),
+            _ => Err(EINVAL),
         }
     }
 
@@ -102,16 +162,17 @@ impl BufferMem {
     pub(crate) fn export(&self, flags: u32) -> Result<DmaBuf> {
         match &self.backing {
             Backing::Vmalloc(v) => DmaBuf::export(v, flags),
-            Backing::User(_) => Err(EINVAL),
+            _ => Err(EINVAL),
         }
     }
 
     /// CPU access to the first `len` bytes of the memory (at most its size), or `None` while
     /// another [`CpuAccess`] to it exists.
     pub(crate) fn cpu_access(&self, len: usize) -> Option<CpuAccess<'_>> {
-        let (ptr, size, writer) = match &self.backing {
-            Backing::Vmalloc(v) => (v.as_ptr(), v.size(), &v.writer),
-            Backing::User(u) => (u.as_ptr(), u.size(), &u.writer),
+        let (ptr, size, writer, writable) = match &self.backing {
+            Backing::Vmalloc(v) => (v.as_ptr(), v.size(), &v.writer, true),
+            Backing::User(u) => (u.as_ptr(), u.size(), &u.writer, u.writable()),
+            Backing::Import(i) => (i.as_ptr(), i.size(), &i.writer, i.writable()),
         };
         writer
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -121,6 +182,7 @@ impl BufferMem {
         Some(CpuAccess {
             ptr,
             len: len.min(size),
+            writable,
             writer,
             _mem: PhantomData,
         })
@@ -132,13 +194,16 @@ impl BufferMem {
 ///
 /// # Invariants
 ///
-/// - `ptr` is valid for reads and writes of `len` bytes for `'a`.
+/// - `ptr` is valid for reads of `len` bytes for `'a`, and for writes if `writable` (memory
+///   the device only reads, such as user pages pinned without `FOLL_WRITE`, which may be the
+///   shared zero page, is not).
 /// - `writer` was set when this was created and is cleared when it is dropped: no other
 ///   `CpuAccess` to the memory exists meanwhile.
 /// - The kernel makes no reference to those bytes.
 pub(crate) struct CpuAccess<'a> {
     ptr: NonNull<u8>,
     len: usize,
+    writable: bool,
     writer: &'a AtomicBool,
     _mem: PhantomData<&'a BufferMem>,
 }
@@ -149,6 +214,15 @@ impl CpuAccess<'_> {
         self.len
     }
 
+    /// Checks that `len` bytes from `offset` are inside the memory, and writable (`EPERM` for
+    /// memory the device only reads).
+    fn check_write(&self, offset: usize, len: usize) -> Result {
+        if !self.writable {
+            return Err(EPERM);
+        }
+        self.check(offset, len)
+    }
+
     /// Checks that `len` bytes from `offset` are inside the memory.
     fn check(&self, offset: usize, len: usize) -> Result {
         match offset.checked_add(len) {
@@ -157,11 +231,12 @@ impl CpuAccess<'_> {
         }
     }
 
-    /// Writes `src` at `offset` (`ERANGE`, writing nothing, if it does not fit).
+    /// Writes `src` at `offset` (`ERANGE`, writing nothing, if it does not fit; `EPERM` if the
+    /// memory is not writable).
     pub(crate) fn write(&mut self, offset: usize, src: &[u8]) -> Result {
-        self.check(offset, src.len())?;
-        // SAFETY: `offset + src.len() <= len` (checked above), so the destination is inside the
-        // memory, valid for writes (type invariant). `src` is a reference, which cannot point
+        self.check_write(offset, src.len())?;
+        // SAFETY: `offset + src.len() <= len` and the memory is writable (checked above), so
+        // the destination is inside the memory, valid for writes (type invariant). `src` is a reference, which cannot point
         // into the memory (the kernel makes none to it), so the two do not overlap. No other
         // kernel thread writes the memory meanwhile (this access is exclusive).
         unsafe {
@@ -171,9 +246,9 @@ impl CpuAccess<'_> {
     }
 
     /// Sets the `len` bytes from `offset` to `byte` (`ERANGE`, writing nothing, if they do not
-    /// fit).
+    /// fit; `EPERM` if the memory is not writable).
     pub(crate) fn fill(&mut self, offset: usize, len: usize, byte: u8) -> Result {
-        self.check(offset, len)?;
+        self.check_write(offset, len)?;
         // SAFETY: The range is inside the memory (checked above), valid for writes and written
         // by no other kernel thread meanwhile (type invariants).
         unsafe { core::ptr::write_bytes(self.ptr.as_ptr().add(offset), byte, len) };
@@ -181,10 +256,10 @@ impl CpuAccess<'_> {
     }
 
     /// Copies the `len` bytes at `src` to `dst`; the ranges may overlap (`ERANGE`, writing
-    /// nothing, if either does not fit).
+    /// nothing, if either does not fit; `EPERM` if the memory is not writable).
     pub(crate) fn copy_within(&mut self, src: usize, dst: usize, len: usize) -> Result {
         self.check(src, len)?;
-        self.check(dst, len)?;
+        self.check_write(dst, len)?;
         let base = self.ptr.as_ptr();
         // SAFETY: Both ranges are inside the memory (checked above), valid for reads and writes
         // and accessed by no other kernel thread meanwhile (type invariants); `ptr::copy`

@@ -3,14 +3,15 @@
 //! USERPTR buffer memory: user pages pinned for the device.
 //!
 //! As videobuf2's frame vector and videobuf2-vmalloc's `get_userptr`: the pages under
-//! `addr..addr + len` are pinned with `pin_user_pages_fast(FOLL_WRITE | FOLL_LONGTERM)` (the
-//! device writes them, for as long as the buffer keeps them) and mapped in the kernel with
-//! `vm_map_ram()` for the driver's CPU writes. Dropping the last reference unmaps them and
-//! unpins them, marked dirty. Pinning takes the process's `mmap_lock`: the queue pins under
+//! `addr..addr + len` are pinned with `pin_user_pages_fast(FOLL_LONGTERM)` (for as long as the
+//! buffer keeps them), with `FOLL_WRITE` if the device writes them (a capture queue), and
+//! mapped in the kernel with `vm_map_ram()` for the driver's CPU access. Dropping the last
+//! reference unmaps them and unpins them, marked dirty if the device wrote them. Pinning takes the process's `mmap_lock`: the queue pins under
 //! its `ioctl` mutex only, which `mmap()` never takes (see `Documentation/design.rst`).
 //!
 //! C header: [`include/linux/mm.h`](srctree/include/linux/mm.h).
 
+use super::DataDir;
 use crate::bindings;
 use core::{
     ptr::NonNull,
@@ -38,6 +39,8 @@ pub(crate) struct UserPages {
     offset: usize,
     len: usize,
     addr: usize,
+    /// The device writes the pages: they are unpinned dirty.
+    dirty: bool,
     /// Claims the contents for the one kernel writer (see [`super::CpuAccess`]).
     pub(super) writer: AtomicBool,
 }
@@ -48,22 +51,30 @@ unsafe impl Send for UserPages {}
 // only through a `CpuAccess`, of which `writer` allows one at a time.
 unsafe impl Sync for UserPages {}
 
-/// Unpins `pages`, marking them dirty.
+/// Unpins `pages`, marking them dirty if `dirty`.
 ///
 /// # Safety
 ///
 /// `pages` must hold pages pinned by `pin_user_pages_fast()`, unpinned by nobody else.
-unsafe fn unpin(pages: &mut KVec<*mut kernel::bindings::page>) {
+unsafe fn unpin(pages: &mut KVec<*mut kernel::bindings::page>, dirty: bool) {
     // SAFETY: The caller passes pinned pages; they are unpinned once.
-    unsafe { kernel::bindings::unpin_user_pages_dirty_lock(pages.as_mut_ptr(), pages.len(), true) };
+    unsafe {
+        kernel::bindings::unpin_user_pages_dirty_lock(pages.as_mut_ptr(), pages.len(), dirty)
+    };
     pages.clear();
 }
 
 impl UserPages {
     /// Pins the `len` bytes from user address `addr` of the calling process and maps them.
-    /// `EFAULT` if a page of the range is not mapped writable, `ENOMEM` without memory,
-    /// `EINVAL` for an empty range or one that wraps around.
-    pub(super) fn pin(addr: usize, len: usize) -> Result<Arc<Self>> {
+    /// `EFAULT` if a page of the range is not mapped (writable, if the device writes them),
+    /// `ENOMEM` without memory, `EINVAL` for an empty range or one that wraps around.
+    pub(super) fn pin(addr: usize, len: usize, dir: DataDir) -> Result<Arc<Self>> {
+        let dirty = dir == DataDir::DeviceWrites;
+        let write = if dirty {
+            kernel::bindings::FOLL_WRITE
+        } else {
+            0
+        };
         let end = addr.checked_add(len).ok_or(EINVAL)?;
         if len == 0 || addr == 0 {
             return Err(EINVAL);
@@ -77,7 +88,7 @@ impl UserPages {
             kernel::bindings::pin_user_pages_fast(
                 first,
                 count_c,
-                kernel::bindings::FOLL_WRITE | kernel::bindings::FOLL_LONGTERM,
+                write | kernel::bindings::FOLL_LONGTERM,
                 pages.as_mut_ptr(),
             )
         };
@@ -87,7 +98,7 @@ impl UserPages {
         }
         if pinned != count_c {
             // SAFETY: These pages were just pinned, and nothing else has them.
-            unsafe { unpin(&mut pages) };
+            unsafe { unpin(&mut pages, false) };
             return Err(if pinned < 0 {
                 Error::from_errno(pinned)
             } else {
@@ -98,7 +109,7 @@ impl UserPages {
         let vaddr = unsafe { bindings::vm_map_ram(pages.as_mut_ptr().cast(), count as u32, -1) };
         let Some(vaddr) = NonNull::new(vaddr.cast::<u8>()) else {
             // SAFETY: As above.
-            unsafe { unpin(&mut pages) };
+            unsafe { unpin(&mut pages, false) };
             return Err(ENOMEM);
         };
         // INVARIANT: `count` pages pinned and mapped at `vaddr`; the range starts at `addr -
@@ -110,6 +121,7 @@ impl UserPages {
                 offset: addr - first,
                 len,
                 addr,
+                dirty,
                 writer: AtomicBool::new(false),
             },
             GFP_KERNEL,
@@ -128,6 +140,11 @@ impl UserPages {
         unsafe { self.vaddr.add(self.offset) }
     }
 
+    /// Whether the pages were pinned for writing.
+    pub(super) fn writable(&self) -> bool {
+        self.dirty
+    }
+
     /// The length in bytes.
     pub(super) fn size(&self) -> usize {
         self.len
@@ -139,6 +156,6 @@ impl Drop for UserPages {
         // SAFETY: `vaddr` maps `pages.len()` pages and is unmapped once (type invariant).
         unsafe { bindings::vm_unmap_ram(self.vaddr.as_ptr().cast(), self.pages.len() as u32) };
         // SAFETY: The pages are pinned and ours (type invariant), unpinned once.
-        unsafe { unpin(&mut self.pages) };
+        unsafe { unpin(&mut self.pages, self.dirty) };
     }
 }

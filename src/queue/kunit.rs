@@ -109,6 +109,7 @@ mod tests {
     fn new_queue_of(direction: Direction) -> Result<TestQueue> {
         Ok(TestQueue(Queue::new(
             direction,
+            None,
             try_pin_init!(TestOps {
                 held <- new_mutex!(KVec::with_capacity(MAX_BUFFERS, GFP_KERNEL)?),
                 starts <- new_mutex!(0),

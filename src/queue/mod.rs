@@ -62,16 +62,14 @@
 //!
 //! # Locking
 //!
-//! Four locks, always taken in this order:
+//! Three locks, always taken in this order:
 //!
 //! - `ioctl`, a mutex, serialises the operations that change the buffers, their fence context
 //!   or sequence numbers (the ioctls but DQBUF and QUERYBUF, `release()`, the changes of
 //!   [`Queue::with_idle`]). They allocate memory (buffers, out-fences and their sync_files,
-//!   dma-bufs) with only this one held. No signalling path takes it.
-//! - `mmap`, a mutex, makes `mmap()` (which takes it alone, under the process's `mmap_lock`)
-//!   atomic with REQBUFS and REMOVE_BUFS freeing buffers (they check that none is mapped).
-//!   Nothing takes `ioctl` or `mmap_lock` under it, so an ioctl may take `mmap_lock` under
-//!   `ioctl` (as pinning user pages does), as videobuf2's `q->mmap_lock` allows.
+//!   dma-bufs), pin user pages (taking the process's `mmap_lock`) and import dma-bufs (taking
+//!   their reservation locks, waiting for their implicit fences) with only this one held. No
+//!   signalling path takes it, and `mmap()`, which runs under `mmap_lock`, does not either.
 //! - `lock`, a mutex, protects the buffers' memory and the streaming state; the operations
 //!   above, DQBUF and the fence work take it. Driver callbacks ([`QueueOps`]) run under it,
 //!   except [`ActiveBuffer`] completion. Nothing allocates with `GFP_KERNEL`, copies to or
@@ -81,6 +79,11 @@
 //!   queued and done lists and the buffers' fences and deadlines: the driver completes buffers
 //!   from any context (a timer, a work item) with only this lock, and the deadline work takes
 //!   only this one. Nothing that sleeps runs under it.
+//!
+//! Buffer memory ([`BufferMem`]) and the CPU access prepared for it ([`Prepared`]) are released
+//! with none of these held but `ioctl`, in process context, outside signalling sections:
+//! releasing may unpin pages or take a dma-buf's reservation lock, which is held while waiting
+//! for fences. A token's memory reference is parked in its slot for that (see `Slot::parked`).
 //!
 //! Two more locks nest inside: a waiter's registration lock (inside `state`, around the
 //! fence's lock; see [`FenceWaiter`]) and the token counter's (taken by a token when it is made
@@ -122,7 +125,11 @@ use crate::{
     mem::{
         BufferMem,
         CpuAccess,
-        DmaBuf, //
+        DataDir,
+        DmaBuf,
+        DmaBufRef,
+        DmaDevice,
+        Prepared, //
     },
     sync::{
         new_irq_spinlock,
@@ -233,9 +240,11 @@ pub(crate) enum Memory {
     Mmap,
     /// User memory, pinned when the buffer is queued or prepared (`V4L2_MEMORY_USERPTR`).
     Userptr,
+    /// A dma-buf, imported when the buffer is queued or prepared (`V4L2_MEMORY_DMABUF`).
+    Dmabuf,
 }
 
-/// The memory a QBUF or PREPARE_BUF brings for its buffer (USERPTR), or none (MMAP).
+/// The memory a QBUF or PREPARE_BUF brings for its buffer (USERPTR, DMABUF), or none (MMAP).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum MemArg {
     /// The buffer uses the memory the queue allocated.
@@ -247,6 +256,14 @@ pub(crate) enum MemArg {
         /// The length in bytes.
         length: u32,
     },
+    /// The first `length` bytes of the dma-buf of file descriptor `fd` (its whole size if
+    /// `length` is 0).
+    Dmabuf {
+        /// The dma-buf's file descriptor, in the calling process.
+        fd: i32,
+        /// The length in bytes, or 0.
+        length: u32,
+    },
 }
 
 impl MemArg {
@@ -255,8 +272,44 @@ impl MemArg {
         match self {
             MemArg::Mmap => Memory::Mmap,
             MemArg::Userptr { .. } => Memory::Userptr,
+            MemArg::Dmabuf { .. } => Memory::Dmabuf,
         }
     }
+}
+
+/// What a QBUF or PREPARE_BUF acquires for its buffer's memory, with `ioctl` held but not
+/// `lock` (from [`Queue::check_mem`]).
+enum Acquire {
+    /// The buffer keeps its memory (MMAP, the same user range), prepared again.
+    Keep(Option<BufferMem>),
+    /// Pin `length` bytes at user address `addr`.
+    Pin { addr: usize, length: u32 },
+    /// Import the dma-buf of `fd` (`length`: as in [`MemArg::Dmabuf`]), unless it is the one
+    /// the buffer has (`current`).
+    Import {
+        fd: i32,
+        length: u32,
+        current: Option<BufferMem>,
+    },
+}
+
+/// What [`Queue::acquire_mem`] acquired, for [`Queue::install_mem`].
+struct Acquired {
+    /// The buffer's new memory, if it changes.
+    mem: Option<BufferMem>,
+    /// What the buffer records of userspace's memory (USERPTR, DMABUF): its length, user
+    /// address and dma-buf fd.
+    user: Option<(u32, usize, i32)>,
+    /// The CPU access prepared for the driver.
+    prepared: Option<Prepared>,
+}
+
+/// What [`Queue::install_mem`] replaced: dropped by the caller once `lock` is released.
+#[must_use = "drop it after releasing `lock`"]
+struct Replaced {
+    _mem: Option<BufferMem>,
+    _parked: Option<BufferMem>,
+    _prepared: Option<Prepared>,
 }
 
 /// The state of a buffer.
@@ -287,6 +340,8 @@ pub(crate) struct BufferInfo {
     pub(crate) memory: Memory,
     /// The user address of a USERPTR buffer (0 until it is first queued or prepared).
     pub(crate) userptr: usize,
+    /// The dma-buf fd a DMABUF buffer was last queued or prepared with (0 before).
+    pub(crate) fd: i32,
     /// Bytes of data the driver produced (0 from QBUF until the buffer is done; kept after
     /// DQBUF).
     pub(crate) bytesused: u32,
@@ -381,12 +436,21 @@ pub(crate) trait QueueOps: Send + Sync + Sized + 'static {
 /// A buffer and its memory, owned by the queue.
 struct Buffer {
     /// The memory: from the allocation (MMAP), or from the last QBUF or PREPARE_BUF that
-    /// brought some (USERPTR; none before).
+    /// brought some (USERPTR, DMABUF; none before).
     mem: Option<BufferMem>,
-    /// The size of the memory in bytes (for USERPTR, what the format needs until memory comes).
+    /// The size of the memory in bytes (for USERPTR and DMABUF, the size it was created with
+    /// until memory comes).
     length: u32,
+    /// The size the buffer was created with (REQBUFS: the format's; CREATE_BUFS: the one
+    /// asked for): the least memory a QBUF may bring (`vb2_plane.min_length`).
+    min_length: u32,
     /// The user address of USERPTR memory.
     userptr: usize,
+    /// The fd of DMABUF memory, as userspace gave it.
+    fd: i32,
+    /// The driver's CPU access to the memory, prepared at QBUF or PREPARE_BUF, until the
+    /// buffer goes back to userspace (DQBUF, STREAMOFF, freeing).
+    prepared: Option<Prepared>,
 }
 
 /// The per-buffer state kept under the state spinlock.
@@ -424,6 +488,11 @@ struct Slot {
     /// freed meanwhile); the queue drops it in process context: when it hands the buffer to
     /// the driver again, frees it, in the fence work, or at shutdown.
     parked: Option<BufferMem>,
+    /// The buffer's memory was replaced (QBUF, PREPARE_BUF) or the buffer freed while the
+    /// driver held a stale token: that token's memory, parked once it is given back, may be the
+    /// last reference to it. The buffer does not go to the driver again (which drops what is
+    /// parked, under `lock`) before the fence work, outside `lock`, dropped it.
+    foreign: bool,
 }
 
 impl Slot {
@@ -443,6 +512,7 @@ impl Slot {
         timed_out: false,
         held: false,
         parked: None,
+        foreign: false,
     };
 
     /// Signals the out-fence of a completed buffer, if it has one pending: with `-ETIMEDOUT` if
@@ -472,14 +542,16 @@ impl Slot {
             && self.in_fence.is_none()
             && !self.fence_failed
             && !self.held
+            && !self.foreign
     }
 
     /// Whether the buffer is queued and holds back the buffers queued after it: it waits for
-    /// its in-fence, or for the driver to give back a stale token of it.
+    /// its in-fence, for the driver to give back a stale token of it, or for the fence work to
+    /// drop that token's memory.
     fn blocks(&self) -> bool {
         self.state == BufState::Queued
             && !self.fence_failed
-            && (self.in_fence.is_some() || self.held)
+            && (self.in_fence.is_some() || self.held || self.foreign)
     }
 
     /// The buffer's deadline, if it has one and is not completed yet, or is completed but its
@@ -575,11 +647,6 @@ pub(crate) struct Queue<O: QueueOps> {
     /// takes it.
     #[pin]
     ioctl: Mutex<()>,
-    /// Makes `mmap()` atomic with the freeing of buffers (REQBUFS, REMOVE_BUFS, which check
-    /// that no buffer is mapped and free it): taken by `mmap()` alone, under the process's
-    /// `mmap_lock`, and by those under `ioctl`. Never held around a user copy or `ioctl`.
-    #[pin]
-    mmap: Mutex<()>,
     #[pin]
     lock: Mutex<Inner>,
     #[pin]
@@ -600,6 +667,8 @@ pub(crate) struct Queue<O: QueueOps> {
     tokens: Arc<Tokens>,
     /// Whether the driver fills the buffers or consumes them.
     direction: Direction,
+    /// The device imported dma-bufs are attached to (none: they are only mapped in the kernel).
+    dma_dev: Option<DmaDevice>,
     #[pin]
     ops: O,
 }
@@ -686,12 +755,16 @@ fn check_owner(inner: &Inner, owner: FileId) -> Result {
 }
 
 impl<O: QueueOps> Queue<O> {
-    /// Creates a queue of `direction` for the driver side `ops`.
-    pub(crate) fn new(direction: Direction, ops: impl PinInit<O, Error>) -> Result<Arc<Self>> {
+    /// Creates a queue of `direction` for the driver side `ops`; imported dma-bufs are
+    /// attached to `dma_dev`.
+    pub(crate) fn new(
+        direction: Direction,
+        dma_dev: Option<DmaDevice>,
+        ops: impl PinInit<O, Error>,
+    ) -> Result<Arc<Self>> {
         Arc::pin_init(
             try_pin_init!(Self {
                 ioctl <- new_mutex!((), "rvb2_queue_ioctl"),
-                mmap <- new_mutex!((), "rvb2_queue_mmap"),
                 lock <- new_mutex!(Inner {
                     bufs: [const { None }; MAX_BUFFERS],
                     num_buffers: 0,
@@ -730,6 +803,7 @@ impl<O: QueueOps> Queue<O> {
                     GFP_KERNEL,
                 )?,
                 direction,
+                dma_dev,
                 ops <- ops,
             }? Error),
             GFP_KERNEL,
@@ -744,6 +818,14 @@ impl<O: QueueOps> Queue<O> {
     /// Whether the driver fills the buffers or consumes them.
     pub(crate) fn direction(&self) -> Direction {
         self.direction
+    }
+
+    /// Which way the data goes between the driver and the memory.
+    fn data_dir(&self) -> DataDir {
+        match self.direction {
+            Direction::Capture => DataDir::DeviceWrites,
+            Direction::Output => DataDir::DeviceReads,
+        }
     }
 
     /// Runs `f` unless buffers are allocated (`EBUSY` then, as drivers check `vb2_is_busy()`),
@@ -793,6 +875,10 @@ impl<O: QueueOps> Queue<O> {
         let mut st = self.state.lock();
         for (p, slot) in parked.iter_mut().zip(st.slots.iter_mut()) {
             *p = slot.parked.take();
+            if !slot.held {
+                // What the stale token left is dropped by the caller.
+                slot.foreign = false;
+            }
         }
         parked
     }
@@ -835,10 +921,11 @@ impl<O: QueueOps> Queue<O> {
                     inner.num_buffers -= 1;
                 }
                 // The generation survives, so that a token the driver kept stays stale, and so does
-                // the record of that token.
+                // the record of that token, whose memory is not the next buffer's.
                 *slot = Slot {
                     generation: slot.generation.wrapping_add(1),
                     held: slot.held,
+                    foreign: slot.held,
                     ..Slot::IDLE
                 };
             }
@@ -865,7 +952,7 @@ impl<O: QueueOps> Queue<O> {
         size: u32,
     ) -> ([Option<BufferMem>; MAX_BUFFERS], u32) {
         let mut mems = [const { None }; MAX_BUFFERS];
-        if memory == Memory::Userptr {
+        if memory != Memory::Mmap {
             // The memory comes with each QBUF.
             return (mems, count as u32);
         }
@@ -907,7 +994,10 @@ impl<O: QueueOps> Queue<O> {
             *slot = Some(Buffer {
                 mem: mem.take(),
                 length: size,
+                min_length: size,
                 userptr: 0,
+                fd: 0,
+                prepared: None,
             });
             installed += 1;
         }
@@ -915,23 +1005,14 @@ impl<O: QueueOps> Queue<O> {
         installed
     }
 
-    /// Whether any allocated buffer is mapped by userspace.
-    fn any_mapped(inner: &Inner) -> bool {
-        inner
-            .bufs
-            .iter()
-            .flatten()
-            .any(|b| b.mem.as_ref().is_some_and(BufferMem::mapped))
-    }
-
     /// `VIDIOC_REQBUFS`: frees all buffers (`count == 0`) or replaces them with `count` new
-    /// ones. Returns the number allocated.
+    /// ones. Returns the number allocated. Buffers userspace still maps, or that are
+    /// exported, are orphaned: their memory lives until the last mapping or dma-buf goes
+    /// (`V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS`).
     pub(crate) fn reqbufs(&self, owner: FileId, memory: Memory, count: u32) -> Result<u32> {
         let _ioctl = self.ioctl.lock();
         let min = O::MIN_QUEUED_BUFFERS + 1;
         let (count, size) = {
-            // No new mapping between the check that none exists and the free.
-            let _mmap = self.mmap.lock();
             let mut inner = self.lock.lock();
             check_owner(&inner, owner)?;
             if inner.streaming {
@@ -941,15 +1022,13 @@ impl<O: QueueOps> Queue<O> {
                 return Err(EBUSY);
             }
             if inner.num_buffers > 0 || count == 0 {
-                if Self::any_mapped(&inner) {
-                    return Err(EBUSY);
-                }
-                self.cancel(&mut inner);
+                let finished = self.cancel(&mut inner);
                 let freed = self.free_range(&mut inner, 0, MAX_BUFFERS);
                 if count == 0 {
                     inner.owner = None;
                 }
                 drop(inner);
+                drop(finished);
                 drop(freed);
                 if count == 0 {
                     return Ok(0);
@@ -1043,6 +1122,7 @@ impl<O: QueueOps> Queue<O> {
             offset: (index as u32) << OFFSET_SHIFT,
             memory: inner.memory.unwrap_or(Memory::Mmap),
             userptr: buf.userptr,
+            fd: buf.fd,
             bytesused: slot.bytesused,
             state: slot.state,
             prepared: slot.prepared,
@@ -1075,80 +1155,178 @@ impl<O: QueueOps> Queue<O> {
         }
     }
 
-    /// Checks the memory `arg` brings for buffer `index` against the format (`buf_prepare`,
-    /// `EINVAL`) and returns the user range to pin, if it is not the one the buffer has.
-    /// Called with `lock` held.
-    fn check_mem(&self, inner: &Inner, index: usize, arg: MemArg) -> Result<Option<(usize, u32)>> {
+    /// Checks the memory `arg` brings for buffer `index` against the format and the buffer's
+    /// size (`buf_prepare`, `EINVAL`) as far as it can without acquiring it, and says what to
+    /// acquire. Called with `lock` held.
+    fn check_mem(&self, inner: &Inner, index: usize, arg: MemArg) -> Result<Acquire> {
         let Some(buf) = inner.bufs[index].as_ref() else {
             return Err(EINVAL);
         };
         match arg {
             MemArg::Mmap => {
                 self.ops.buf_prepare(buf.length)?;
-                Ok(None)
+                Ok(Acquire::Keep(buf.mem.clone()))
             }
             MemArg::Userptr { addr, length } => {
-                self.ops.buf_prepare(length)?;
+                self.check_length(buf, length)?;
                 let same = buf
                     .mem
                     .as_ref()
                     .is_some_and(|m| m.is_user(addr, length as usize));
-                Ok((!same).then_some((addr, length)))
+                Ok(if same {
+                    Acquire::Keep(buf.mem.clone())
+                } else {
+                    Acquire::Pin { addr, length }
+                })
             }
+            MemArg::Dmabuf { fd, length } => Ok(Acquire::Import {
+                fd,
+                length,
+                current: buf.mem.clone(),
+            }),
         }
     }
 
-    /// Pins the user range `pin` (from [`Queue::check_mem`]). Called with `ioctl` held but not
-    /// `lock`: pinning allocates and takes the process's `mmap_lock`.
-    fn acquire_mem(pin: Option<(usize, u32)>) -> Result<Option<(BufferMem, usize, u32)>> {
-        let Some((addr, length)) = pin else {
-            return Ok(None);
-        };
-        Ok(Some((
-            BufferMem::pin_user(addr, length as usize)?,
-            addr,
-            length,
-        )))
+    /// Checks that `length` bytes of memory brought for `buf` are enough: for the format
+    /// (`buf_prepare`) and for the size the buffer was created with (`EINVAL`).
+    fn check_length(&self, buf: &Buffer, length: u32) -> Result {
+        self.ops.buf_prepare(length)?;
+        if length < buf.min_length {
+            return Err(EINVAL);
+        }
+        Ok(())
     }
 
-    /// Gives buffer `index` the memory `acquired` (from [`Queue::acquire_mem`]); returns the
-    /// memory it replaces, for the caller to drop once `lock` is released.
+    /// Acquires what `plan` (from [`Queue::check_mem`]) says: pins user pages or imports a
+    /// dma-buf (unless it is the buffer's already), and prepares the driver's CPU access.
+    /// Called with `ioctl` held but not `lock`: pinning takes the process's `mmap_lock`,
+    /// importing a dma-buf its reservation lock, and preparing it waits for its implicit
+    /// fences; all allocate.
+    fn acquire_mem(&self, plan: Acquire) -> Result<Acquired> {
+        let (mem, user) = match plan {
+            Acquire::Keep(mem) => {
+                let prepared = match mem.as_ref() {
+                    Some(m) => m.prepare()?,
+                    None => None,
+                };
+                return Ok(Acquired {
+                    mem: None,
+                    user: None,
+                    prepared,
+                });
+            }
+            Acquire::Pin { addr, length } => (
+                BufferMem::pin_user(addr, length as usize, self.data_dir())?,
+                (length, addr, 0),
+            ),
+            Acquire::Import {
+                fd,
+                length,
+                current,
+            } => {
+                // As videobuf2: a closed fd, or one that is no dma-buf, is EINVAL; a length of 0
+                // means the whole dma-buf, a larger one than the dma-buf is EINVAL.
+                let dmabuf = DmaBufRef::get(fd)?;
+                let size = dmabuf.size();
+                let length = if length == 0 {
+                    u32::try_from(size).unwrap_or(u32::MAX)
+                } else {
+                    length
+                };
+                if length as usize > size {
+                    return Err(EINVAL);
+                }
+                let user = Some((length, 0, fd));
+                if let Some(current) = current.filter(|m| m.imports(&dmabuf, length as usize)) {
+                    // The same dma-buf again: its attachment and mapping are kept.
+                    return Ok(Acquired {
+                        mem: None,
+                        user,
+                        prepared: current.prepare()?,
+                    });
+                }
+                let mem = BufferMem::import(
+                    dmabuf,
+                    length as usize,
+                    self.dma_dev.as_ref(),
+                    self.data_dir(),
+                )?;
+                (mem, (length, 0, fd))
+            }
+        };
+        let prepared = mem.prepare()?;
+        Ok(Acquired {
+            mem: Some(mem),
+            user: Some(user),
+            prepared,
+        })
+    }
+
+    /// Checks what [`Queue::acquire_mem`] acquired for buffer `index` against the format and
+    /// the buffer's size (a dma-buf's length is known only once it is looked up). Called with
+    /// `lock` held.
+    fn check_acquired(&self, inner: &Inner, index: usize, acquired: &Acquired) -> Result {
+        let Some(buf) = inner.bufs[index].as_ref() else {
+            return Err(EINVAL);
+        };
+        match acquired.user {
+            Some((length, _, _)) => self.check_length(buf, length),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives buffer `index` what `acquired` holds (from [`Queue::acquire_mem`]); returns what
+    /// it replaces, for the caller to drop once `lock` is released.
     ///
     /// That includes the reference the buffer's last token parked in its slot, unless the
     /// driver still holds a stale token: after a replacement it may be the last reference on
-    /// the old memory (USERPTR pages to unpin), which must not be dropped under `lock` when
-    /// the buffer is next handed to the driver.
-    fn install_mem(
-        &self,
-        inner: &mut Inner,
-        index: usize,
-        acquired: Option<(BufferMem, usize, u32)>,
-    ) -> (Option<BufferMem>, Option<BufferMem>) {
-        let Some((mem, addr, length)) = acquired else {
-            return (None, None);
-        };
+    /// the old memory (USERPTR pages to unpin, a dma-buf to detach), which must not be dropped
+    /// under `lock` when the buffer is next handed to the driver. If the driver does hold a
+    /// stale token, the buffer waits for the fence work to drop that token's memory
+    /// (`Slot::foreign`).
+    fn install_mem(&self, inner: &mut Inner, index: usize, acquired: Acquired) -> Replaced {
         let Some(buf) = inner.bufs[index].as_mut() else {
-            return (None, None);
+            return Replaced {
+                _mem: acquired.mem,
+                _parked: None,
+                _prepared: acquired.prepared,
+            };
         };
-        buf.length = length;
-        buf.userptr = addr;
+        if let Some((length, userptr, fd)) = acquired.user {
+            buf.length = length;
+            buf.userptr = userptr;
+            buf.fd = fd;
+        }
+        let prepared = core::mem::replace(&mut buf.prepared, acquired.prepared);
+        let Some(mem) = acquired.mem else {
+            return Replaced {
+                _mem: None,
+                _parked: None,
+                _prepared: prepared,
+            };
+        };
         let replaced = buf.mem.replace(mem);
         let parked = {
             let mut st = self.state.lock();
             let slot = &mut st.slots[index];
             if slot.held {
+                slot.foreign = true;
                 None
             } else {
                 slot.parked.take()
             }
         };
-        (replaced, parked)
+        Replaced {
+            _mem: replaced,
+            _parked: parked,
+            _prepared: prepared,
+        }
     }
 
     /// `VIDIOC_PREPARE_BUF`.
     pub(crate) fn prepare_buf(&self, owner: FileId, index: u32, arg: MemArg) -> Result<BufferInfo> {
         let _ioctl = self.ioctl.lock();
-        let (index, pin) = {
+        let (index, plan) = {
             let inner = self.lock.lock();
             check_owner(&inner, owner)?;
             let index = Self::check_buffer(&inner, index, arg.memory())?;
@@ -1161,19 +1339,18 @@ impl<O: QueueOps> Queue<O> {
             }
             (index, self.check_mem(&inner, index, arg)?)
         };
-        // The buffer stays dequeued and allocated while `ioctl` is held.
-        let acquired = Self::acquire_mem(pin)?;
+        // The buffer stays dequeued and allocated while `ioctl` is held. What was acquired, or
+        // replaced, is dropped after `lock` (declared before it).
+        let acquired = self.acquire_mem(plan)?;
+        let _replaced;
         let mut inner = self.lock.lock();
-        let replaced = self.install_mem(&mut inner, index, acquired);
+        self.check_acquired(&inner, index, &acquired)?;
+        _replaced = self.install_mem(&mut inner, index, acquired);
         let mut st = self.state.lock();
         let slot = &mut st.slots[index];
         slot.prepared = true;
         slot.clear_frame();
-        let info = Self::info(&inner, &st, index);
-        drop(st);
-        drop(inner);
-        drop(replaced);
-        info
+        Self::info(&inner, &st, index)
     }
 
     /// `VIDIOC_QBUF`, with optional fences.
@@ -1198,7 +1375,7 @@ impl<O: QueueOps> Queue<O> {
             .is_some()
             .then(FenceAllocation::new)
             .transpose()?;
-        let (index, prepared, out, pin) = {
+        let (index, prepared, out, plan) = {
             let mut inner = this.lock.lock();
             check_owner(&inner, owner)?;
             let index = Self::check_buffer(&inner, index, arg.memory())?;
@@ -1210,11 +1387,12 @@ impl<O: QueueOps> Queue<O> {
                 }
                 slot.prepared
             };
-            // A prepared buffer keeps the memory PREPARE_BUF gave it, as in videobuf2.
-            let pin = if prepared {
+            // A prepared buffer keeps the memory PREPARE_BUF gave it, and its prepared CPU
+            // access, as in videobuf2 (whatever `arg` says).
+            let plan = if prepared {
                 None
             } else {
-                this.check_mem(&inner, index, arg)?
+                Some(this.check_mem(&inner, index, arg)?)
             };
             if let Some(fence) = fences.in_fence.as_ref() {
                 this.check_self_dependency(fence)?;
@@ -1229,11 +1407,11 @@ impl<O: QueueOps> Queue<O> {
                     inner.fence_context.new_fence(storage)
                 }
             });
-            (index, prepared, out, pin)
+            (index, prepared, out, plan)
         };
-        // USERPTR memory is pinned first, without `lock`; until it is installed below, a
-        // failure only unpins it again.
-        let acquired = Self::acquire_mem(pin)?;
+        // USERPTR memory is pinned and a dma-buf imported first, without `lock`; until it is
+        // installed below, a failure only releases it again (after `lock`: declared before it).
+        let acquired = plan.map(|plan| this.acquire_mem(plan)).transpose()?;
 
         // The out-fence is published before anything changes, so that a failure leaves nothing
         // behind; its fd is installed by the caller only after success. Publishing allocates
@@ -1243,9 +1421,14 @@ impl<O: QueueOps> Queue<O> {
             _ => None,
         };
 
-        // Memory the buffer no longer uses is dropped after `lock` (declared before it).
+        // Memory the buffer no longer uses, and a CPU access prepared for nothing, are dropped
+        // after `lock` (declared before it).
         let _replaced;
+        let _finished;
         let mut inner = this.lock.lock();
+        if let Some(acquired) = acquired.as_ref() {
+            this.check_acquired(&inner, index, acquired)?;
+        }
         let fenced = out.is_some() || fences.in_fence.is_some();
         let in_fence = fences.in_fence;
         if let Some(fence) = in_fence.as_ref() {
@@ -1257,7 +1440,7 @@ impl<O: QueueOps> Queue<O> {
             // is free (every path that takes a buffer back unregisters it).
             this.waiters[index].register(fence, this)?;
         }
-        _replaced = this.install_mem(&mut inner, index, acquired);
+        _replaced = acquired.map(|acquired| this.install_mem(&mut inner, index, acquired));
         let deadline_ns = fenced.then(|| {
             // A driver's own bound is held to the range the module parameter allows.
             let bound_ms = this
@@ -1289,8 +1472,12 @@ impl<O: QueueOps> Queue<O> {
         // Buffers may go to the driver, and failed ones complete: out-fences need this.
         let signalling = SignallingSection::begin();
         if let Err(e) = Self::advance(this, &mut inner) {
-            // `start_streaming()` failed: as in videobuf2, this buffer was not queued.
+            // `start_streaming()` failed: as in videobuf2, this buffer was not queued. Unless it
+            // was prepared, it goes back to userspace unprepared.
             Self::unqueue(this, index, prepared);
+            if !prepared {
+                _finished = inner.bufs[index].as_mut().and_then(|b| b.prepared.take());
+            }
             return Err(e);
         }
         drop(signalling);
@@ -1401,7 +1588,8 @@ impl<O: QueueOps> Queue<O> {
     fn enqueue_ready(this: &Arc<Self>, inner: &Inner) {
         let mut ready = IndexList::new();
         let mut gens = [0u32; MAX_BUFFERS];
-        // Not the last references: the buffers are allocated (`inner`).
+        // Not the last references: the buffers are allocated (`inner`), and a slot whose parked
+        // memory may be another than its buffer's (`foreign`) is not handed over.
         let mut parked: [Option<BufferMem>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
         {
             let mut st = this.state.lock();
@@ -1682,7 +1870,11 @@ impl<O: QueueOps> Queue<O> {
 
     /// Stops the driver and takes every buffer back to the dequeued state: pending in-fence
     /// callbacks are removed, and out-fences not yet signalled signal with `-ECANCELED`.
-    fn cancel(&self, inner: &mut Inner) {
+    ///
+    /// Returns the CPU accesses prepared for the buffers, finished when the caller drops them
+    /// once it released `lock`.
+    #[must_use = "drop the prepared accesses after releasing `lock`"]
+    fn cancel(&self, inner: &mut Inner) -> [Option<Prepared>; MAX_BUFFERS] {
         // The driver gives its buffers back, and the rest are signalled here.
         let _signalling = SignallingSection::begin();
         if inner.start_streaming_called {
@@ -1738,6 +1930,11 @@ impl<O: QueueOps> Queue<O> {
             }
         }
         self.done_wq.notify_all();
+        let mut finished = [const { None }; MAX_BUFFERS];
+        for (f, buf) in finished.iter_mut().zip(inner.bufs.iter_mut()) {
+            *f = buf.as_mut().and_then(|b| b.prepared.take());
+        }
+        finished
     }
 
     /// `VIDIOC_STREAMON`.
@@ -1767,13 +1964,17 @@ impl<O: QueueOps> Queue<O> {
         let _ioctl = self.ioctl.lock();
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
-        self.cancel(&mut inner);
+        let finished = self.cancel(&mut inner);
+        drop(inner);
+        drop(finished);
         Ok(())
     }
 
     /// `VIDIOC_DQBUF`: returns the oldest completed buffer, waiting for one unless
     /// `nonblocking`.
     pub(crate) fn dqbuf(&self, owner: FileId, nonblocking: bool) -> Result<BufferInfo> {
+        // The buffer's prepared CPU access is finished after `lock` (declared before it).
+        let _finished;
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
         loop {
@@ -1796,6 +1997,8 @@ impl<O: QueueOps> Queue<O> {
                 slot.prepared = false;
                 let last = slot.last;
                 st.last_buffer_dequeued = last;
+                drop(st);
+                _finished = inner.bufs[index].as_mut().and_then(|b| b.prepared.take());
                 return info;
             }
             if nonblocking {
@@ -1831,8 +2034,6 @@ impl<O: QueueOps> Queue<O> {
             return Ok(());
         }
         let _ioctl = self.ioctl.lock();
-        // No new mapping between the check that none exists and the free.
-        let _mmap = self.mmap.lock();
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
         let (start, count) = (start as usize, count as usize);
@@ -1842,12 +2043,11 @@ impl<O: QueueOps> Queue<O> {
         {
             let st = self.state.lock();
             for i in start..start + count {
-                let Some(buf) = inner.bufs[i].as_ref() else {
+                if inner.bufs[i].is_none() {
                     return Err(EINVAL);
-                };
-                if st.slots[i].state != BufState::Dequeued
-                    || buf.mem.as_ref().is_some_and(BufferMem::mapped)
-                {
+                }
+                // A mapped or exported buffer is orphaned: its memory lives on.
+                if st.slots[i].state != BufState::Dequeued {
                     return Err(EBUSY);
                 }
             }
@@ -1866,10 +2066,11 @@ impl<O: QueueOps> Queue<O> {
         if inner.owner != Some(file) {
             return;
         }
-        self.cancel(&mut inner);
+        let finished = self.cancel(&mut inner);
         let freed = self.free_range(&mut inner, 0, MAX_BUFFERS);
         inner.owner = None;
         drop(inner);
+        drop(finished);
         drop(freed);
         // A fence work still queued finds nothing to do; `shutdown()` stops it for good.
     }
@@ -1903,11 +2104,10 @@ impl<O: QueueOps> Queue<O> {
         if index << shift != pgoff {
             return Err(EINVAL);
         }
-        // `mmap` keeps REQBUFS and REMOVE_BUFS from freeing the buffer before it is mapped;
-        // mapping allocates page tables, so not under `lock`. Not `ioctl`: `mmap()` runs under
-        // the process's `mmap_lock`, which an ioctl may take under `ioctl` (pinning user
-        // pages, faulting in a user copy), as in videobuf2 (`q->mmap_lock`).
-        let _mmap = self.mmap.lock();
+        // The mapping holds its own reference to the memory: a buffer freed meanwhile is
+        // orphaned, as REQBUFS orphans mapped buffers. Mapping allocates page tables, so not
+        // under `lock`. Not `ioctl`: `mmap()` runs under the process's `mmap_lock`, which an
+        // ioctl may take under `ioctl` (pinning user pages, faulting in a user copy).
         let mem = {
             let inner = self.lock.lock();
             if inner.memory != Some(Memory::Mmap) {

@@ -49,6 +49,8 @@ const BUF_CAP_SUPPORTS_FENCES: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_FENCES;
 /// The capabilities REQBUFS and CREATE_BUFS report.
 const BUF_CAPS: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP
     | bindings::V4L2_BUF_CAP_SUPPORTS_USERPTR
+    | bindings::V4L2_BUF_CAP_SUPPORTS_DMABUF
+    | bindings::V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS
     | bindings::V4L2_BUF_CAP_SUPPORTS_MAX_NUM_BUFFERS
     | bindings::V4L2_BUF_CAP_SUPPORTS_REMOVE_BUFS
     | BUF_CAP_SUPPORTS_FENCES;
@@ -96,6 +98,7 @@ fn memory(memory: u32) -> Result<Memory> {
     match memory {
         bindings::v4l2_memory_V4L2_MEMORY_MMAP => Ok(Memory::Mmap),
         bindings::v4l2_memory_V4L2_MEMORY_USERPTR => Ok(Memory::Userptr),
+        bindings::v4l2_memory_V4L2_MEMORY_DMABUF => Ok(Memory::Dmabuf),
         _ => Err(EINVAL),
     }
 }
@@ -170,6 +173,12 @@ fn check_buffer<Q: QueueOps>(q: &Queue<Q>, b: &bindings::v4l2_buffer) -> Result<
             addr: unsafe { b.m.userptr },
             length: b.length,
         },
+        Memory::Dmabuf => MemArg::Dmabuf {
+            // SAFETY: For `V4L2_MEMORY_DMABUF` the member of the union is `fd`; every bit
+            // pattern is a valid `c_int`.
+            fd: unsafe { b.m.fd },
+            length: b.length,
+        },
     })
 }
 
@@ -210,6 +219,7 @@ fn fill<Q: QueueOps>(q: &Queue<Q>, b: &mut bindings::v4l2_buffer, info: &BufferI
         memory: match info.memory {
             Memory::Mmap => bindings::v4l2_memory_V4L2_MEMORY_MMAP,
             Memory::Userptr => bindings::v4l2_memory_V4L2_MEMORY_USERPTR,
+            Memory::Dmabuf => bindings::v4l2_memory_V4L2_MEMORY_DMABUF,
         },
         m: match info.memory {
             Memory::Mmap => bindings::v4l2_buffer__bindgen_ty_1 {
@@ -218,6 +228,7 @@ fn fill<Q: QueueOps>(q: &Queue<Q>, b: &mut bindings::v4l2_buffer, info: &BufferI
             Memory::Userptr => bindings::v4l2_buffer__bindgen_ty_1 {
                 userptr: info.userptr,
             },
+            Memory::Dmabuf => bindings::v4l2_buffer__bindgen_ty_1 { fd: info.fd },
         },
         length: info.length,
         // `fence_fd`: never an fd here (only QBUF returns one, see `qbuf()`), -1 for a buffer

@@ -342,9 +342,70 @@ fn raw_qbuf(dev: &Device, b: &mut v4l2_buffer) -> Result<(), Errno> {
     dev.ioctl(VIDIOC_QBUF, b)
 }
 
-/// A capture/MMAP buffer descriptor with `flags` and fence fd.
+/// The dma-bufs the `_dmabuf` variants of the core cases queue (one per buffer index, from
+/// the system heap), and their length.
+struct DmabufMode {
+    fds: Vec<OwnedFd>,
+    length: u32,
+}
+
+thread_local! {
+    /// Set while a `_dmabuf` variant runs: the [`Rig`] then allocates DMABUF buffers and every
+    /// buffer descriptor imports the dma-buf of its index.
+    static DMABUF_MODE: std::cell::RefCell<Option<DmabufMode>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The memory type of the buffers the tests use.
+fn memory() -> u32 {
+    DMABUF_MODE.with(|m| {
+        if m.borrow().is_some() {
+            V4L2_MEMORY_DMABUF
+        } else {
+            V4L2_MEMORY_MMAP
+        }
+    })
+}
+
+/// Runs the fence test `case` on DMABUF buffers: 32 dma-bufs of sizeimage from the system
+/// heap, buffer `i` importing dma-buf `i`. Afterwards (the case's [`Rig`] dropped: REQBUFS(0),
+/// close) each dma-buf must be ours alone, with no attachment left.
+fn on_dmabuf(ctx: &mut Ctx, case: fn(&mut Ctx) -> TestResult) -> TestResult {
+    let length = {
+        let dev = Rig::open(ctx)?;
+        let mut f = v4l2_format::new(V4L2_BUF_TYPE_VIDEO_CAPTURE);
+        dev.dev()?
+            .ioctl(VIDIOC_G_FMT, &mut f)
+            .map_err(|e| format!("VIDIOC_G_FMT: {e}"))?;
+        f.pix().sizeimage
+    };
+    let fds = (0..32)
+        .map(|_| crate::dmabuf::heap_alloc(length as usize))
+        .collect::<Result<Vec<_>, _>>()?;
+    DMABUF_MODE.with(|m| *m.borrow_mut() = Some(DmabufMode { fds, length }));
+    let r = case(ctx);
+    let mode = DMABUF_MODE.with(|m| m.borrow_mut().take());
+    r?;
+    for (i, fd) in mode.iter().flat_map(|m| m.fds.iter()).enumerate() {
+        crate::dmabuf::expect_released(&format!("dma-buf {i} after the case"), fd, 1)?;
+    }
+    Ok(())
+}
+
+/// A capture buffer descriptor with `flags` and fence fd: MMAP, or DMABUF importing the
+/// dma-buf of its index in a `_dmabuf` variant.
 fn buffer(index: u32, flags: u32, fd: i32) -> v4l2_buffer {
     let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, index);
+    DMABUF_MODE.with(|m| {
+        if let Some(mode) = m.borrow().as_ref() {
+            b.memory = V4L2_MEMORY_DMABUF;
+            b.m.fd = mode
+                .fds
+                .get(index as usize)
+                .map_or(-1, |f| f.as_raw_fd());
+            b.length = mode.length;
+        }
+    });
     b.flags = flags;
     b.reserved2 = fd as u32;
     b
@@ -591,7 +652,7 @@ impl Rig {
         let mut r: v4l2_requestbuffers = crate::v4l2::zeroed();
         r.count = count;
         r.type_ = V4L2_BUF_TYPE_VIDEO_CAPTURE;
-        r.memory = V4L2_MEMORY_MMAP;
+        r.memory = memory();
         dev.ioctl(VIDIOC_REQBUFS, &mut r)?;
         Ok(r)
     }
@@ -612,7 +673,7 @@ impl Rig {
             .map_err(|e| format!("VIDIOC_G_FMT: {e}"))?;
         let mut c: v4l2_create_buffers = crate::v4l2::zeroed();
         c.count = count;
-        c.memory = V4L2_MEMORY_MMAP;
+        c.memory = memory();
         c.format = f;
         dev.ioctl(VIDIOC_CREATE_BUFS, &mut c)
             .map_err(|e| format!("VIDIOC_CREATE_BUFS({count}): {e}"))?;
@@ -620,10 +681,37 @@ impl Rig {
         Ok(c)
     }
 
-    /// Maps every buffer (as a legacy application would).
+    /// Maps every buffer (as a legacy application would; in a `_dmabuf` variant, the
+    /// dma-bufs).
     fn map_all(&mut self) -> TestResult {
         for i in 0..self.count {
             let b = self.querybuf(i)?;
+            let dmabuf = DMABUF_MODE.with(|m| {
+                m.borrow()
+                    .as_ref()
+                    .and_then(|m| m.fds.get(i as usize).map(|f| (f.as_raw_fd(), m.length)))
+            });
+            if let Some((fd, length)) = dmabuf {
+                // SAFETY: mapping a dma-buf we allocated; unmapped only by `unmap_all`.
+                let ptr = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        length as usize,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        fd,
+                        0,
+                    )
+                };
+                if ptr == libc::MAP_FAILED {
+                    return Err(format!("mmap of dma-buf {i}: {}", Errno::last()));
+                }
+                self.maps.push(Mapping {
+                    ptr,
+                    len: length as usize,
+                });
+                continue;
+            }
             // SAFETY: mapping a buffer of our device at the offset QUERYBUF gave; the mapping
             // is only unmapped by `unmap_all`.
             let ptr = unsafe {
@@ -974,6 +1062,37 @@ impl Drop for Rig {
 /// Every fence test, in the order they run.
 pub static FENCE_TESTS: &[Test] = &[
     ("fence_sw_sync_selfcheck", fence_sw_sync_selfcheck),
+    // The core cases again on imported dma-bufs (DMABUF memory).
+    ("fence_dmabuf_out_fence_signals_after_dqbuf", |ctx| {
+        on_dmabuf(ctx, fence_out_fence_signals_after_dqbuf)
+    }),
+    ("fence_dmabuf_in_fence_signalled_later_ok", |ctx| {
+        on_dmabuf(ctx, fence_in_fence_signalled_later_ok)
+    }),
+    ("fence_dmabuf_in_fence_signalled_later_error", |ctx| {
+        on_dmabuf(ctx, fence_in_fence_signalled_later_error)
+    }),
+    ("fence_dmabuf_mixed_fenced_unfenced", |ctx| {
+        on_dmabuf(ctx, fence_mixed_fenced_unfenced)
+    }),
+    ("fence_dmabuf_driver_error_out_fence_eio", |ctx| {
+        on_dmabuf(ctx, fence_driver_error_out_fence_eio)
+    }),
+    ("fence_dmabuf_never_signalled_streamoff", |ctx| {
+        on_dmabuf(ctx, fence_never_signalled_streamoff)
+    }),
+    ("fence_dmabuf_never_signalled_close", |ctx| {
+        on_dmabuf(ctx, fence_never_signalled_close)
+    }),
+    ("fence_dmabuf_streamoff_while_in_driver", |ctx| {
+        on_dmabuf(ctx, fence_streamoff_while_in_driver)
+    }),
+    ("fence_dmabuf_deadline_in_driver", |ctx| {
+        on_dmabuf(ctx, fence_deadline_in_driver)
+    }),
+    ("fence_dmabuf_requeue_same_index_new_out_fence", |ctx| {
+        on_dmabuf(ctx, fence_requeue_same_index_new_out_fence)
+    }),
     ("fence_cap_reqbufs", fence_cap_reqbufs),
     ("fence_cap_create_bufs", fence_cap_create_bufs),
     ("fence_legacy_app_unchanged", fence_legacy_app_unchanged),

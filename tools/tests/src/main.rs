@@ -15,6 +15,7 @@
 
 mod bench;
 mod clients;
+mod dmabuf;
 mod faults;
 mod fences;
 mod formats;
@@ -119,6 +120,16 @@ static TESTS: &[Test] = &[
     ("vivid_imports_expbuf", memory::vivid_imports_expbuf),
     ("userptr_capture", memory::userptr_capture),
     ("v4l2_ctl_stream_user", memory::v4l2_ctl_stream_user),
+    // DMABUF import (dmabuf.rs).
+    (
+        "dmabuf_import_heap_udmabuf",
+        dmabuf::dmabuf_import_heap_udmabuf,
+    ),
+    ("dmabuf_import_errors", dmabuf::dmabuf_import_errors),
+    (
+        "v4l2_ctl_stream_dmabuf_from_vivid",
+        memory::v4l2_ctl_stream_dmabuf_from_vivid,
+    ),
     (
         "sequence_restarts_after_restream",
         streaming::sequence_restarts_after_restream,
@@ -328,12 +339,27 @@ fn querycap_fields(ctx: &mut Ctx) -> TestResult {
 /// test was written: fewer means some stopped running.
 const COMPLIANCE_TESTS: u32 = 95;
 
-/// `v4l2-compliance -d NODE -s -f` reports no failure and no warning over at least
-/// [`COMPLIANCE_TESTS`] tests; its output is kept in v4l2-compliance.txt.
+/// The streaming tests of `v4l2-compliance -s` that must run and pass (not "OK (Not
+/// Supported)", not "Cannot test"): every memory type, DMABUF with vivid as the exporter.
+const COMPLIANCE_STREAMING: &[&str] = &[
+    "test MMAP (select, REQBUFS): OK",
+    "test MMAP (select, CREATE_BUFS): OK",
+    "test USERPTR (no poll): OK",
+    "test USERPTR (select): OK",
+    "test DMABUF (no poll): OK",
+    "test DMABUF (select): OK",
+];
+
+/// `v4l2-compliance -d NODE -e VIVID -s -f` (vivid loaded for the test, exporting the
+/// dma-bufs the DMABUF tests import) reports no failure and no warning over at least
+/// [`COMPLIANCE_TESTS`] tests, and ran the streaming tests of every memory type
+/// ([`COMPLIANCE_STREAMING`]); its output is kept in v4l2-compliance.txt.
 fn v4l2_compliance(ctx: &mut Ctx) -> TestResult {
     let node = ctx.find_rvivid()?;
     let node = node.to_string_lossy();
-    let args = ["-d", &*node, "-s", "-f"];
+    let vivid_mod = memory::Vivid::load(ctx)?;
+    let vivid = vivid_mod.capture_node()?;
+    let args = ["-d", &*node, "-e", &*vivid, "-s", "-f"];
     let out = ctx.run("v4l2-compliance", &args)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -363,6 +389,11 @@ fn v4l2_compliance(ctx: &mut Ctx) -> TestResult {
         failed == Some(0) && warnings == Some(0) && ok_count >= Some(COMPLIANCE_TESTS),
         || format!("{total} (want 0 failed, 0 warnings, >= {COMPLIANCE_TESTS} succeeded)"),
     )?;
+    for want in COMPLIANCE_STREAMING {
+        ensure(stdout.lines().any(|l| l.trim() == *want), || {
+            format!("no line \"{want}\" in the output (see v4l2-compliance.txt)")
+        })?;
+    }
     ensure(out.status.success(), || {
         format!("v4l2-compliance exited with {}", out.status)
     })

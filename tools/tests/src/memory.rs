@@ -217,7 +217,7 @@ pub fn expbuf_dmabuf(ctx: &mut Ctx) -> TestResult {
 }
 
 /// The `/dev` node of the first video4linux device whose name is `name`.
-fn find_node(name: &str) -> Result<String, String> {
+pub fn find_node(name: &str) -> Result<String, String> {
     let dir = std::fs::read_dir("/sys/class/video4linux")
         .map_err(|e| format!("reading /sys/class/video4linux: {e}"))?;
     let mut nodes: Vec<String> = dir
@@ -235,8 +235,28 @@ fn find_node(name: &str) -> Result<String, String> {
         .ok_or_else(|| format!("no video4linux device named {name:?}"))
 }
 
-/// Unloads vivid when dropped.
-struct Vivid<'c>(&'c Ctx);
+/// vivid, loaded (one instance) until dropped.
+pub struct Vivid<'c>(&'c Ctx);
+
+impl<'c> Vivid<'c> {
+    /// Loads vivid with one instance.
+    pub fn load(ctx: &'c Ctx) -> Result<Self, String> {
+        let out = ctx.run("modprobe", &["vivid", "n_devs=1"])?;
+        ensure(out.status.success(), || {
+            format!(
+                "modprobe vivid failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+        Ok(Vivid(ctx))
+    }
+
+    /// The node of vivid's video capture device.
+    pub fn capture_node(&self) -> Result<String, String> {
+        find_node("vivid-000-vid-cap")
+    }
+}
 
 impl Drop for Vivid<'_> {
     fn drop(&mut self) {
@@ -250,16 +270,8 @@ impl Drop for Vivid<'_> {
 /// colour bars. The frames, read back through the dma-bufs, must be whole and show the bars.
 pub fn vivid_imports_expbuf(ctx: &mut Ctx) -> TestResult {
     const FRAMES: u64 = 8;
-    let out = ctx.run("modprobe", &["vivid", "n_devs=1"])?;
-    ensure(out.status.success(), || {
-        format!(
-            "modprobe vivid failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })?;
-    let _vivid = Vivid(ctx);
-    let vivid = find_node("vivid-000-vid-cap")?;
+    let vivid_mod = Vivid::load(ctx)?;
+    let vivid = vivid_mod.capture_node()?;
     let rvivid = ctx.find_rvivid()?.to_string_lossy().into_owned();
     let fmt = FrameFormat::packed(V4L2_PIX_FMT_YUYV, 640, 480).ok_or("no YUYV 640x480")?;
     let set_fmt = "--set-fmt-video=width=640,height=480,pixelformat=YUYV";
@@ -284,6 +296,45 @@ pub fn vivid_imports_expbuf(ctx: &mut Ctx) -> TestResult {
     })?;
     for (i, frame) in data.chunks_exact(size as usize).enumerate() {
         check_color_bars(frame, &fmt).map_err(|e| format!("vivid's frame {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// rvivid captures into vivid's buffers: `v4l2-ctl -d RVIVID --stream-dmabuf --export-device
+/// VIVID` makes vivid export its MMAP buffers and queues them as DMABUF buffers of rvivid,
+/// which imports them (attach, map, vmap) and writes its colour bars into them. The frames,
+/// read back through vivid's mappings, must be whole and show the bars.
+pub fn v4l2_ctl_stream_dmabuf_from_vivid(ctx: &mut Ctx) -> TestResult {
+    const FRAMES: u64 = 8;
+    let vivid_mod = Vivid::load(ctx)?;
+    let vivid = vivid_mod.capture_node()?;
+    let rvivid = ctx.find_rvivid()?.to_string_lossy().into_owned();
+    let fmt = FrameFormat::packed(V4L2_PIX_FMT_YUYV, 640, 480).ok_or("no YUYV 640x480")?;
+    let set_fmt = "--set-fmt-video=width=640,height=480,pixelformat=YUYV";
+    // The exporter's buffers must be large enough for rvivid's format.
+    ctx.run_ok("v4l2-ctl", &["-d", &vivid, set_fmt])?;
+    let (file_s, data) = v4l2_ctl_stream_to_file(
+        ctx,
+        "rvb2-rvivid-imports.raw",
+        &[
+            "-d",
+            &rvivid,
+            set_fmt,
+            "--stream-dmabuf",
+            "--export-device",
+            &vivid,
+        ],
+        FRAMES,
+    )?;
+    let size = u64::from(fmt.sizeimage);
+    ensure(data.len() as u64 == FRAMES * size, || {
+        format!(
+            "{file_s} has {} bytes, want {FRAMES} frames of {size}",
+            data.len()
+        )
+    })?;
+    for (i, frame) in data.chunks_exact(size as usize).enumerate() {
+        check_color_bars(frame, &fmt).map_err(|e| format!("rvivid's frame {i}: {e}"))?;
     }
     Ok(())
 }

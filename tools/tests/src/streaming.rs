@@ -33,13 +33,16 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 const NO_BLOCK_LIMIT: Duration = Duration::from_secs(5);
 
 /// Capabilities REQBUFS and CREATE_BUFS must report, and the ones they must not.
-/// rvivid keeps mapped buffers (REQBUFS(0) is EBUSY then), so it does not report
-/// SUPPORTS_ORPHANED_BUFS; it reports fences (rvb2's `V4L2_BUF_CAP_SUPPORTS_FENCES`, 1 << 15).
+/// rvivid imports dma-bufs (SUPPORTS_DMABUF) and orphans mapped or exported buffers that
+/// REQBUFS(0) or REMOVE_BUFS free (their memory lives as long as a mapping or dma-buf does);
+/// it reports fences (rvb2's `V4L2_BUF_CAP_SUPPORTS_FENCES`, 1 << 15), not requests.
 const REQUIRED_CAPS: u32 = V4L2_BUF_CAP_SUPPORTS_MMAP
     | V4L2_BUF_CAP_SUPPORTS_USERPTR
+    | V4L2_BUF_CAP_SUPPORTS_DMABUF
+    | V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS
     | V4L2_BUF_CAP_SUPPORTS_REMOVE_BUFS
     | (1 << 15);
-const FORBIDDEN_CAPS: u32 = V4L2_BUF_CAP_SUPPORTS_DMABUF | V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS;
+const FORBIDDEN_CAPS: u32 = V4L2_BUF_CAP_SUPPORTS_REQUESTS;
 
 const POLL_IN: i16 = libc::POLLIN | libc::POLLRDNORM;
 
@@ -491,9 +494,9 @@ fn check_caps(what: &str, caps: u32) -> TestResult {
         caps & REQUIRED_CAPS == REQUIRED_CAPS && caps & FORBIDDEN_CAPS == 0,
         || {
             format!(
-                "{what}: capabilities {caps:#x}, want SUPPORTS_MMAP|USERPTR|REMOVE_BUFS|FENCES \
-                 ({REQUIRED_CAPS:#x}) set and SUPPORTS_DMABUF|ORPHANED_BUFS \
-                 ({FORBIDDEN_CAPS:#x}) clear"
+                "{what}: capabilities {caps:#x}, want SUPPORTS_MMAP|USERPTR|DMABUF|\
+                 ORPHANED_BUFS|REMOVE_BUFS|FENCES ({REQUIRED_CAPS:#x}) set and \
+                 SUPPORTS_REQUESTS ({FORBIDDEN_CAPS:#x}) clear"
             )
         },
     )

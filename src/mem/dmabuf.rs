@@ -1,0 +1,368 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! DMABUF buffer memory: dma-bufs of other exporters, imported at QBUF (`V4L2_MEMORY_DMABUF`).
+//!
+//! As videobuf2's `attach_dmabuf`, `map_dmabuf`, `unmap_dmabuf` and `detach_dmabuf`
+//! (videobuf2-dma-sg for the attachment, videobuf2-vmalloc for the kernel mapping): an
+//! [`Import`] holds a reference to the dma-buf (`dma_buf_get()`), an attachment of the queue's
+//! device mapped for its direction (`dma_buf_attach()`, `dma_buf_map_attachment_unlocked()`),
+//! so the exporter knows its importer and keeps the memory in place, and a kernel mapping
+//! (`dma_buf_vmap_unlocked()`) through which the driver's CPU writes the frames, with plain
+//! copies ([`super::CpuAccess`]). Each is undone, in reverse, when the last reference to the
+//! [`Import`] goes.
+//!
+//! A [`Prepared`] brackets the driver's CPU access with `dma_buf_begin_cpu_access()` (which
+//! also waits for the implicit fences of the dma-buf's reservation object) and
+//! `dma_buf_end_cpu_access()`, from QBUF (or PREPARE_BUF) until the buffer goes back to
+//! userspace.
+//!
+//! # Locking
+//!
+//! Every call here may take the dma-buf's reservation lock, may wait for fences, and
+//! allocates: the queue makes them in process context, outside its signalling paths and
+//! outside any lock they take (see `Documentation/dma-fence-rules.rst`). Only the copies
+//! through the kernel mapping happen on the frame path.
+//!
+//! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h).
+
+use crate::bindings;
+use core::{
+    ptr::NonNull,
+    sync::atomic::AtomicBool, //
+};
+use kernel::{
+    device::Device,
+    error::{
+        from_err_ptr,
+        to_result, //
+    },
+    faux,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        Arc, //
+    },
+};
+
+/// Which way a queue's data goes between its driver and the buffer memory.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum DataDir {
+    /// The driver writes the buffers (a capture queue): the dma-buf is mapped
+    /// `DMA_FROM_DEVICE`, and the driver's CPU reads and writes it (`DMA_BIDIRECTIONAL`).
+    DeviceWrites,
+    /// The driver reads the buffers (an output queue): mapped `DMA_TO_DEVICE`, read by the
+    /// CPU (`DMA_FROM_DEVICE`).
+    DeviceReads,
+}
+
+impl DataDir {
+    /// The direction of the device's mapping.
+    fn dma(self) -> bindings::dma_data_direction {
+        match self {
+            DataDir::DeviceWrites => bindings::dma_data_direction_DMA_FROM_DEVICE,
+            DataDir::DeviceReads => bindings::dma_data_direction_DMA_TO_DEVICE,
+        }
+    }
+
+    /// The direction of the CPU's access, as `DMA_BUF_IOCTL_SYNC` gives it.
+    fn cpu(self) -> bindings::dma_data_direction {
+        match self {
+            DataDir::DeviceWrites => bindings::dma_data_direction_DMA_BIDIRECTIONAL,
+            DataDir::DeviceReads => bindings::dma_data_direction_DMA_FROM_DEVICE,
+        }
+    }
+}
+
+/// The device a queue attaches imported dma-bufs to (`vb2_queue.dev`).
+///
+/// # Invariants
+///
+/// The device has a DMA mask.
+#[derive(Clone)]
+pub(crate) struct DmaDevice(ARef<Device>);
+
+impl DmaDevice {
+    /// The faux device `reg`, given a 64-bit DMA mask (a faux device has none; vivid sets one
+    /// on its platform device too). Nothing else uses the DMA configuration of a faux device
+    /// its registration's owner made.
+    pub(crate) fn for_faux(reg: &faux::Registration) -> Result<Self> {
+        let dev: &Device = reg.as_ref();
+        // SAFETY: `dev` is a live device (the registration holds it); only its owner, the
+        // caller, sets up its DMA, here, before anything attaches it.
+        to_result(unsafe { bindings::rvb2_dma_coerce_mask_and_coherent(raw_device(dev), 64) })?;
+        // INVARIANT: The mask was set above.
+        Ok(Self(dev.into()))
+    }
+}
+
+/// The C device of `dev`.
+fn raw_device(dev: &Device) -> *mut bindings::device {
+    // `Device` is a transparent wrapper of `struct device`; our bindings name the same type.
+    core::ptr::from_ref(dev).cast_mut().cast()
+}
+
+/// A reference to a dma-buf, from an fd (`dma_buf_get()`).
+///
+/// # Invariants
+///
+/// `ptr` is a dma-buf this object holds one reference to.
+pub(crate) struct DmaBufRef {
+    ptr: NonNull<bindings::dma_buf>,
+}
+
+// SAFETY: A dma-buf reference may be used and dropped from any thread.
+unsafe impl Send for DmaBufRef {}
+// SAFETY: Shared access only reads the dma-buf's size and address.
+unsafe impl Sync for DmaBufRef {}
+
+impl DmaBufRef {
+    /// The dma-buf of `fd` of the calling process: `EINVAL` for a closed fd or one that is not
+    /// a dma-buf, as videobuf2 and the `VIDIOC_QBUF` documentation say.
+    pub(crate) fn get(fd: i32) -> Result<Self> {
+        // SAFETY: Any fd may be passed; the call takes a reference on success.
+        let ptr = unsafe { bindings::dma_buf_get(fd) };
+        match from_err_ptr(ptr) {
+            // INVARIANT: `dma_buf_get()` took a reference for us.
+            Ok(p) => NonNull::new(p).map(|ptr| Self { ptr }).ok_or(EINVAL),
+            Err(_) => Err(EINVAL),
+        }
+    }
+
+    /// The size of the dma-buf in bytes.
+    pub(crate) fn size(&self) -> usize {
+        // SAFETY: The dma-buf is live (type invariant); its size never changes.
+        unsafe { (*self.ptr.as_ptr()).size }
+    }
+
+    /// Whether `self` and `other` are the same dma-buf.
+    pub(crate) fn same(&self, other: &DmaBufRef) -> bool {
+        self.ptr == other.ptr
+    }
+}
+
+impl Drop for DmaBufRef {
+    fn drop(&mut self) {
+        // SAFETY: We hold a reference (type invariant), dropped once here. The last `fput()`
+        // releases the dma-buf later, from a task work or a work item.
+        unsafe { bindings::dma_buf_put(self.ptr.as_ptr()) };
+    }
+}
+
+/// An attachment of a device to a dma-buf, mapped for one direction.
+///
+/// # Invariants
+///
+/// `attach` is an attachment of `dev` to a dma-buf that outlives this object (the [`Import`]
+/// drops this first); `sgt` is its mapping for `dir`, unmapped and detached once, here.
+struct Attachment {
+    attach: NonNull<bindings::dma_buf_attachment>,
+    sgt: NonNull<bindings::sg_table>,
+    dir: bindings::dma_data_direction,
+    /// `attach->dev`, which the dma-buf core does not hold.
+    _dev: ARef<Device>,
+}
+
+impl Attachment {
+    /// Attaches `dev` to `dmabuf` and maps it for `dir`.
+    fn new(dmabuf: &DmaBufRef, dev: &DmaDevice, dir: bindings::dma_data_direction) -> Result<Self> {
+        // SAFETY: `dmabuf` is live; `dev` is a live device with a DMA mask (type invariant of
+        // `DmaDevice`), which `_dev` keeps until the detach.
+        let attach = unsafe { bindings::dma_buf_attach(dmabuf.ptr.as_ptr(), raw_device(&dev.0)) };
+        let attach = NonNull::new(from_err_ptr(attach)?).ok_or(ENOMEM)?;
+        // SAFETY: `attach` is a new attachment, not mapped; the reservation lock is not held.
+        let sgt = unsafe { bindings::dma_buf_map_attachment_unlocked(attach.as_ptr(), dir) };
+        match from_err_ptr(sgt).and_then(|s| NonNull::new(s).ok_or(ENOMEM)) {
+            // INVARIANT: Attached and mapped for `dir`.
+            Ok(sgt) => Ok(Self {
+                attach,
+                sgt,
+                dir,
+                _dev: dev.0.clone(),
+            }),
+            Err(e) => {
+                // SAFETY: The attachment is ours and not mapped.
+                unsafe { bindings::dma_buf_detach(dmabuf.ptr.as_ptr(), attach.as_ptr()) };
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        // SAFETY: `sgt` is the attachment's mapping for `dir` (type invariant), unmapped once;
+        // the reservation lock is not held (the queue drops memory with no lock held).
+        unsafe {
+            bindings::dma_buf_unmap_attachment_unlocked(
+                self.attach.as_ptr(),
+                self.sgt.as_ptr(),
+                self.dir,
+            )
+        };
+        // SAFETY: The attachment is ours and unmapped; its dma-buf is live (type invariant).
+        unsafe { bindings::dma_buf_detach((*self.attach.as_ptr()).dmabuf, self.attach.as_ptr()) };
+    }
+}
+
+/// A kernel mapping of a dma-buf (`dma_buf_vmap_unlocked()`).
+///
+/// # Invariants
+///
+/// `vaddr` maps the whole of the dma-buf `dmabuf`, in system memory, until this object is
+/// dropped (the [`Import`] drops it before its dma-buf reference).
+struct Vmap {
+    dmabuf: NonNull<bindings::dma_buf>,
+    vaddr: NonNull<u8>,
+}
+
+impl Vmap {
+    /// Maps `dmabuf` in the kernel: `EFAULT` if the exporter cannot (as videobuf2-vmalloc),
+    /// `EINVAL` if its memory is I/O memory, which plain copies must not touch.
+    fn new(dmabuf: &DmaBufRef) -> Result<Self> {
+        let mut map: bindings::iosys_map = pin_init::zeroed();
+        // SAFETY: `dmabuf` is live; `map` is ours to fill; the reservation lock is not held.
+        if unsafe { bindings::dma_buf_vmap_unlocked(dmabuf.ptr.as_ptr(), &mut map) } != 0 {
+            return Err(EFAULT);
+        }
+        // SAFETY: `vaddr` is the member the exporter filled for system memory, and a pointer
+        // either way.
+        let vaddr = unsafe { map.__bindgen_anon_1.vaddr };
+        match NonNull::new(vaddr.cast::<u8>()) {
+            // INVARIANT: A system-memory mapping of the whole dma-buf.
+            Some(vaddr) if !map.is_iomem => Ok(Self {
+                dmabuf: dmabuf.ptr,
+                vaddr,
+            }),
+            _ => {
+                // SAFETY: `map` is the mapping just made, unmapped once.
+                unsafe { bindings::dma_buf_vunmap_unlocked(dmabuf.ptr.as_ptr(), &mut map) };
+                Err(if map.is_iomem { EINVAL } else { EFAULT })
+            }
+        }
+    }
+}
+
+impl Drop for Vmap {
+    fn drop(&mut self) {
+        let mut map = bindings::iosys_map {
+            __bindgen_anon_1: bindings::iosys_map__bindgen_ty_1 {
+                vaddr: self.vaddr.as_ptr().cast(),
+            },
+            is_iomem: false,
+        };
+        // SAFETY: `vaddr` is our mapping of the live `dmabuf` (type invariant), unmapped once;
+        // the reservation lock is not held.
+        unsafe { bindings::dma_buf_vunmap_unlocked(self.dmabuf.as_ptr(), &mut map) };
+    }
+}
+
+/// A dma-buf imported as the memory of one buffer: attached, mapped, and mapped in the kernel.
+///
+/// # Invariants
+///
+/// `vmap` maps the whole dma-buf, of at least `len` bytes. The fields are dropped in their
+/// order: the kernel mapping, the attachment, then the dma-buf reference.
+pub(crate) struct Import {
+    vmap: Vmap,
+    _attachment: Option<Attachment>,
+    dmabuf: DmaBufRef,
+    len: usize,
+    cpu_dir: bindings::dma_data_direction,
+    /// Claims the contents for the one kernel writer (see [`super::CpuAccess`]).
+    pub(super) writer: AtomicBool,
+}
+
+// SAFETY: The references, attachment and mapping may be used and released from any thread.
+unsafe impl Send for Import {}
+// SAFETY: Shared access only reads the fields and the atomic; the kernel writes the contents
+// only through a `CpuAccess`, of which `writer` allows one at a time.
+unsafe impl Sync for Import {}
+
+impl Import {
+    /// Imports the first `len` bytes of `dmabuf` (`EINVAL` if it is smaller, or `len` is 0):
+    /// attaches `dev` (if any) and maps it for `dir`, and maps it in the kernel.
+    pub(super) fn new(
+        dmabuf: DmaBufRef,
+        len: usize,
+        dev: Option<&DmaDevice>,
+        dir: DataDir,
+    ) -> Result<Arc<Self>> {
+        if len == 0 || len > dmabuf.size() {
+            return Err(EINVAL);
+        }
+        let attachment = dev
+            .map(|d| Attachment::new(&dmabuf, d, dir.dma()))
+            .transpose()?;
+        let vmap = Vmap::new(&dmabuf)?;
+        // INVARIANT: `vmap` maps the whole dma-buf, which has at least `len` bytes; the fields
+        // are declared in the order they must be undone.
+        Ok(Arc::new(
+            Self {
+                vmap,
+                _attachment: attachment,
+                dmabuf,
+                len,
+                cpu_dir: dir.cpu(),
+                writer: AtomicBool::new(false),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Whether this imports `len` bytes of `dmabuf`.
+    pub(super) fn imports(&self, dmabuf: &DmaBufRef, len: usize) -> bool {
+        self.dmabuf.same(dmabuf) && self.len == len
+    }
+
+    /// The kernel address of the memory (valid for [`Import::size`] bytes while `self` lives).
+    pub(super) fn as_ptr(&self) -> NonNull<u8> {
+        self.vmap.vaddr
+    }
+
+    /// The length in bytes.
+    pub(super) fn size(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the driver writes the memory (a capture queue's).
+    pub(super) fn writable(&self) -> bool {
+        self.cpu_dir != bindings::dma_data_direction_DMA_FROM_DEVICE
+    }
+
+    /// Begins the driver's CPU access (`dma_buf_begin_cpu_access()`, which waits,
+    /// interruptibly, for the implicit fences of the dma-buf); it ends when the returned
+    /// [`Prepared`] is dropped.
+    pub(super) fn begin_cpu_access(this: &Arc<Self>) -> Result<Prepared> {
+        // SAFETY: The dma-buf is live; the reservation lock is not held.
+        to_result(unsafe {
+            bindings::dma_buf_begin_cpu_access(this.dmabuf.ptr.as_ptr(), this.cpu_dir)
+        })?;
+        // INVARIANT: The access was begun above.
+        Ok(Prepared {
+            import: this.clone(),
+        })
+    }
+}
+
+/// The driver's CPU access to an imported dma-buf, begun; ended (`dma_buf_end_cpu_access()`)
+/// on drop, which must happen in process context, with no lock held that a signalling path
+/// takes (it may take the dma-buf's reservation lock).
+///
+/// # Invariants
+///
+/// `dma_buf_begin_cpu_access()` succeeded for `import`'s dma-buf and direction, and this
+/// object ends it once.
+pub(crate) struct Prepared {
+    import: Arc<Import>,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // SAFETY: The access was begun (type invariant) and is ended once; the reservation
+        // lock is not held. An error (none of the in-tree exporters has one) leaves nothing to
+        // undo.
+        let _ = unsafe {
+            bindings::dma_buf_end_cpu_access(self.import.dmabuf.ptr.as_ptr(), self.import.cpu_dir)
+        };
+    }
+}
