@@ -197,12 +197,7 @@ fn qbuf_dmabuf(dev: &Device, index: u32, fd: RawFd, length: u32) -> Result<v4l2_
 }
 
 /// `VIDIOC_PREPARE_BUF` of DMABUF buffer `index`.
-fn prepare_dmabuf(
-    dev: &Device,
-    index: u32,
-    fd: RawFd,
-    length: u32,
-) -> Result<v4l2_buffer, Errno> {
+fn prepare_dmabuf(dev: &Device, index: u32, fd: RawFd, length: u32) -> Result<v4l2_buffer, Errno> {
     let mut b = dmabuf_buffer(index, fd, length);
     dev.ioctl(VIDIOC_PREPARE_BUF, &mut b)?;
     Ok(b)
@@ -303,7 +298,9 @@ pub fn dmabuf_import_heap_udmabuf(ctx: &mut Ctx) -> TestResult {
                 rb.capabilities
             )
         })?;
-        ensure(rb.count == 4, || format!("REQBUFS(4) DMABUF gave {}", rb.count))?;
+        ensure(rb.count == 4, || {
+            format!("REQBUFS(4) DMABUF gave {}", rb.count)
+        })?;
         let q = ok("VIDIOC_QUERYBUF 0", querybuf_dmabuf(&dev, 0))?;
         ensure(
             q.memory == V4L2_MEMORY_DMABUF && q.fd() == 0 && q.length == size,
@@ -341,10 +338,14 @@ pub fn dmabuf_import_heap_udmabuf(ctx: &mut Ctx) -> TestResult {
             let i = b.index as usize;
             let t = if i == 0 && replaced { 4 } else { i };
             let target = &targets[t];
-            ensure(
-                b.fd() == target.dmabuf.as_raw_fd(),
-                || format!("DQBUF {i}: fd {}, want {} ({})", b.fd(), target.dmabuf.as_raw_fd(), target.what),
-            )?;
+            ensure(b.fd() == target.dmabuf.as_raw_fd(), || {
+                format!(
+                    "DQBUF {i}: fd {}, want {} ({})",
+                    b.fd(),
+                    target.dmabuf.as_raw_fd(),
+                    target.what
+                )
+            })?;
             check_color_bars(&target.map.bytes()[..b.bytesused as usize], &fmt)
                 .map_err(|e| format!("buffer {i} ({}): {e}", target.what))?;
             // Buffer 0 goes to the fifth dma-buf after its first frame; the others come back
@@ -372,7 +373,10 @@ pub fn dmabuf_import_heap_udmabuf(ctx: &mut Ctx) -> TestResult {
         ok("VIDIOC_STREAMOFF", dev.streamoff())?;
         let q = ok("VIDIOC_QUERYBUF 0", querybuf_dmabuf(&dev, 0))?;
         ensure(q.fd() == targets[4].dmabuf.as_raw_fd(), || {
-            format!("QUERYBUF 0 after STREAMOFF: fd {}, want the fifth dma-buf's", q.fd())
+            format!(
+                "QUERYBUF 0 after STREAMOFF: fd {}, want the fifth dma-buf's",
+                q.fd()
+            )
         })?;
         ok(
             "VIDIOC_REQBUFS(0) DMABUF",
@@ -431,9 +435,17 @@ pub fn dmabuf_import_errors(ctx: &mut Ctx) -> TestResult {
             ("a pipe", pr.as_raw_fd(), size),
             ("a memfd", memfd.as_raw_fd(), size),
             ("a dma-buf of 4096 bytes, length 0", small.as_raw_fd(), 0),
-            ("a dma-buf of 4096 bytes, length sizeimage", small.as_raw_fd(), size),
+            (
+                "a dma-buf of 4096 bytes, length sizeimage",
+                small.as_raw_fd(),
+                size,
+            ),
             ("length sizeimage - 1", good.as_raw_fd(), size - 1),
-            ("length above the dma-buf's size", good.as_raw_fd(), len as u32 + 1),
+            (
+                "length above the dma-buf's size",
+                good.as_raw_fd(),
+                len as u32 + 1,
+            ),
             ("the video device's fd", dev.as_raw_fd(), size),
         ];
         for (what, fd, length) in cases {
@@ -464,7 +476,10 @@ pub fn dmabuf_import_errors(ctx: &mut Ctx) -> TestResult {
             dev.create_bufs(1, V4L2_MEMORY_DMABUF, &big),
         )?;
         ensure(cb.capabilities & V4L2_BUF_CAP_SUPPORTS_DMABUF != 0, || {
-            format!("CREATE_BUFS: capabilities {:#x} lack SUPPORTS_DMABUF", cb.capabilities)
+            format!(
+                "CREATE_BUFS: capabilities {:#x} lack SUPPORTS_DMABUF",
+                cb.capabilities
+            )
         })?;
         expect_errno(
             "VIDIOC_QBUF of the CREATE_BUFS buffer with a one-frame dma-buf",

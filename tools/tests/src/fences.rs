@@ -399,10 +399,7 @@ fn buffer(index: u32, flags: u32, fd: i32) -> v4l2_buffer {
     DMABUF_MODE.with(|m| {
         if let Some(mode) = m.borrow().as_ref() {
             b.memory = V4L2_MEMORY_DMABUF;
-            b.m.fd = mode
-                .fds
-                .get(index as usize)
-                .map_or(-1, |f| f.as_raw_fd());
+            b.m.fd = mode.fds.get(index as usize).map_or(-1, |f| f.as_raw_fd());
             b.length = mode.length;
         }
     });
