@@ -359,6 +359,16 @@ fn v4l2_compliance(ctx: &mut Ctx) -> TestResult {
     let node = node.to_string_lossy();
     let vivid_mod = memory::Vivid::load(ctx)?;
     let vivid = vivid_mod.capture_node()?;
+    // The exported buffers must hold rvivid's frames (640x480 YUYV when the streaming tests
+    // run); vivid starts smaller.
+    ctx.run_ok(
+        "v4l2-ctl",
+        &[
+            "-d",
+            &vivid,
+            "--set-fmt-video=width=640,height=480,pixelformat=YUYV",
+        ],
+    )?;
     let args = ["-d", &*node, "-e", &*vivid, "-s", "-f"];
     let out = ctx.run("v4l2-compliance", &args)?;
     let stdout = String::from_utf8_lossy(&out.stdout);

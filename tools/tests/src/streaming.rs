@@ -617,8 +617,9 @@ fn with_streamoff_watchdog<R>(fd: RawFd, after: Duration, f: impl FnOnce() -> R)
 // Buffer management tests
 // ---------------------------------------------------------------------------------------------
 
-/// VIDIOC_REQBUFS: capabilities, count 4 gives 4..32 buffers, 0 frees, 100 gives 32, DMABUF,
-/// other memory types and wrong buffer types are EINVAL.
+/// VIDIOC_REQBUFS: capabilities, count 4 gives 4..32 buffers, 0 frees, 100 gives 32, DMABUF
+/// and USERPTR give buffers of their memory, other memory types and wrong buffer types are
+/// EINVAL.
 pub fn reqbufs_basics(ctx: &mut Ctx) -> TestResult {
     let dev = open_rvivid(ctx)?;
     let rb = ok("VIDIOC_REQBUFS(0)", dev.reqbufs(0))?;
@@ -669,11 +670,31 @@ pub fn reqbufs_basics(ctx: &mut Ctx) -> TestResult {
     ok("VIDIOC_REQBUFS(0)", dev.reqbufs(0))?;
 
     for (memory, name) in [
+        (V4L2_MEMORY_USERPTR, "USERPTR"),
         (V4L2_MEMORY_DMABUF, "DMABUF"),
-        (V4L2_MEMORY_OVERLAY, "OVERLAY"),
-        (0, "0"),
-        (99, "99"),
     ] {
+        let rb = ok(
+            format!("VIDIOC_REQBUFS(4) memory {name}"),
+            dev.reqbufs_with(4, CAPTURE, memory),
+        )?;
+        check_caps(&format!("VIDIOC_REQBUFS(4) memory {name}"), rb.capabilities)?;
+        let mut b = v4l2_buffer::new(CAPTURE, memory, 0);
+        ok(
+            format!("VIDIOC_QUERYBUF 0 of memory {name}"),
+            dev.ioctl(VIDIOC_QUERYBUF, &mut b),
+        )?;
+        ensure(b.memory == memory && rb.count == 4, || {
+            format!(
+                "REQBUFS(4) memory {name} gave {} buffers; QUERYBUF 0: {b:?}",
+                rb.count
+            )
+        })?;
+        ok(
+            format!("VIDIOC_REQBUFS(0) memory {name}"),
+            dev.reqbufs_with(0, CAPTURE, memory),
+        )?;
+    }
+    for (memory, name) in [(V4L2_MEMORY_OVERLAY, "OVERLAY"), (0, "0"), (99, "99")] {
         expect_errno(
             format!("VIDIOC_REQBUFS(4) memory {name}"),
             dev.reqbufs_with(4, CAPTURE, memory),
