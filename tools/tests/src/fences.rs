@@ -1090,6 +1090,9 @@ pub static FENCE_TESTS: &[Test] = &[
     ("fence_dmabuf_requeue_same_index_new_out_fence", |ctx| {
         on_dmabuf(ctx, fence_requeue_same_index_new_out_fence)
     }),
+    ("fence_dmabuf_stale_token_keeps_replaced_import", |ctx| {
+        on_dmabuf(ctx, stale_token_keeps_replaced_import)
+    }),
     ("fence_cap_reqbufs", fence_cap_reqbufs),
     ("fence_cap_create_bufs", fence_cap_create_bufs),
     ("fence_legacy_app_unchanged", fence_legacy_app_unchanged),
@@ -3200,6 +3203,58 @@ impl Drop for Bound {
     fn drop(&mut self) {
         let _ = write_bound(&self.old.to_string());
     }
+}
+
+/// (DMABUF only.) rvivid holds every buffer after its first for 5 s; the deadline takes
+/// buffer 1 back meanwhile. Buffer 1 is then queued with another dma-buf while the driver still
+/// holds the stale token, which keeps the first import (observed: rvivid's reference and
+/// attachment stay). When the driver gives the token back, that last reference is dropped by
+/// the fence work, outside `lock` and any signalling section (observed: the import goes;
+/// lockdep and the log are checked), and only then does buffer 1 go to the driver again and
+/// come back with a frame in the new dma-buf.
+fn stale_token_keeps_replaced_import(ctx: &mut Ctx) -> TestResult {
+    const BOUND: u32 = 300;
+    let (first, second) = DMABUF_MODE
+        .with(|m| {
+            m.borrow()
+                .as_ref()
+                .map(|m| (m.fds[1].as_raw_fd(), m.fds[2].as_raw_fd()))
+        })
+        .ok_or("not a DMABUF variant")?;
+    // SAFETY: the fd stays open while the test runs (DMABUF_MODE owns it).
+    let first_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(first) };
+    let rig = Rig::new(ctx, 2)?;
+    rig.set_ctrl(RVIVID_CID_HOLD_MS, 5000)?;
+    let bound = Bound::set(BOUND)?;
+    rig.q_plain(0)?;
+    let out = rig.q_out(1)?;
+    rig.streamon()?;
+    expect_timed_out(&out, BOUND, "out-fence of buffer 1, held in the driver")?;
+    rig.dq_expect(0, false)?;
+    rig.dq_expect(1, true)?;
+    drop(bound);
+    // The driver holds buffer 1's stale token for seconds more: queue it with dma-buf 2.
+    let mut b = buffer(1, 0, 0);
+    b.m.fd = second;
+    raw_qbuf(rig.dev()?, &mut b).map_err(|e| format!("QBUF 1 with dma-buf 2: {e}"))?;
+    let held = crate::dmabuf::bufinfo(&first_fd)?;
+    check(held.count == 2 && held.attached.len() == 1, || {
+        format!("dma-buf 1 while the stale token holds it: {held:?}, want rvivid's reference")
+    })?;
+    rig.set_ctrl(RVIVID_CID_HOLD_MS, 0)?;
+    let released = crate::harness::wait_until(Duration::from_secs(15), || {
+        crate::dmabuf::bufinfo(&first_fd).is_ok_and(|i| i.count == 1 && i.attached.is_empty())
+    });
+    check(released, || {
+        format!(
+            "dma-buf 1 still held 15 s after its buffer was queued with another: {:?}",
+            crate::dmabuf::bufinfo(&first_fd)
+        )
+    })?;
+    let b = rig.dq_expect(1, false)?;
+    check(b.fd() == second, || {
+        format!("DQBUF 1: fd {}, want dma-buf 2's {second}", b.fd())
+    })
 }
 
 /// How long an out-fence whose bound is `bound_ms` may take to signal once its deadline is

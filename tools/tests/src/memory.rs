@@ -404,7 +404,8 @@ fn qbuf_user(
 /// an unmapped or read-only range EFAULT, and leaves the buffer dequeued; frames captured into
 /// page-aligned and unaligned user memory show the bars; a buffer queued again at another
 /// address fills the new memory; QUERYBUF reports the address; REQBUFS(0) unpins (kmemleak and
-/// the log are checked at the end of the run).
+/// the log are checked at the end of the run); a CREATE_BUFS buffer made for twice the frame
+/// refuses a frame's worth of memory.
 pub fn userptr_capture(ctx: &mut Ctx) -> TestResult {
     let dev = open_rvivid(ctx)?;
     let f = ok("VIDIOC_G_FMT", dev.g_fmt())?;
@@ -509,6 +510,29 @@ pub fn userptr_capture(ctx: &mut Ctx) -> TestResult {
         dev.reqbufs_with(0, CAPTURE, V4L2_MEMORY_USERPTR),
     )?;
     drop(mems);
+
+    // A CREATE_BUFS buffer made for twice the frame needs twice the frame of user memory.
+    let mut big = f;
+    big.pix_mut().sizeimage = 2 * size;
+    let cb = ok(
+        "VIDIOC_CREATE_BUFS 1 USERPTR of twice sizeimage",
+        dev.create_bufs(1, V4L2_MEMORY_USERPTR, &big),
+    )?;
+    let mem = UserMem::new(2 * size as usize, libc::PROT_READ | libc::PROT_WRITE)?;
+    expect_errno(
+        "VIDIOC_QBUF of the CREATE_BUFS buffer with sizeimage bytes",
+        qbuf_user(&dev, cb.index, mem.addr(), size),
+        libc::EINVAL,
+    )?;
+    ok(
+        "VIDIOC_QBUF of the CREATE_BUFS buffer with twice sizeimage",
+        qbuf_user(&dev, cb.index, mem.addr(), 2 * size),
+    )?;
+    ok(
+        "VIDIOC_REQBUFS(0) USERPTR",
+        dev.reqbufs_with(0, CAPTURE, V4L2_MEMORY_USERPTR),
+    )?;
+    drop(mem);
     Ok(())
 }
 
