@@ -1313,6 +1313,8 @@ impl<O: QueueOps> Queue<O> {
                 slot.foreign = true;
                 None
             } else {
+                // What a stale token left is dropped by the caller.
+                slot.foreign = false;
                 slot.parked.take()
             }
         };
