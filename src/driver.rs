@@ -825,7 +825,7 @@ impl InPlaceModule for RvividModule {
                 _video <- v4l2::Registration::new(
                     faux.as_ref(),
                     c"rvivid",
-                    DeviceCap::VideoCapture | DeviceCap::Streaming,
+                    DeviceCap::VideoCapture | DeviceCap::Streaming | DeviceCap::ReadWrite,
                     Rvivid::new(),
                     module,
                 ),
