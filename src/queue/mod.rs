@@ -2024,7 +2024,7 @@ impl<O: QueueOps> Queue<O> {
 
     /// The number of buffers read I/O allocates (`__vb2_init_fileio()`): one more than the
     /// driver needs queued to stream, at least 2.
-    fn read_buffers() -> u32 {
+    pub(crate) fn read_buffers() -> u32 {
         (O::MIN_QUEUED_BUFFERS + 1).max(2)
     }
 

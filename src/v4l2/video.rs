@@ -161,6 +161,20 @@ impl<T: VideoOps> OpenFile<T> {
         self.id
     }
 
+    /// The number of buffers `read()` uses on the file's node (`readbuffers` of
+    /// `VIDIOC_G_PARM`): those of the queue's read I/O if the node offers `read()`
+    /// (`V4L2_CAP_READWRITE`), else 0.
+    fn readbuffers(&self) -> u32 {
+        // SAFETY: `fh` was initialised for our live node (type invariant), which its `vdev`
+        // points to while the file is open; `device_caps` never changes after registration.
+        let caps = unsafe { (*(*self.fh.get()).vdev).device_caps };
+        if caps & bindings::V4L2_CAP_READWRITE != 0 {
+            Queue::<T::Queue>::read_buffers()
+        } else {
+            0
+        }
+    }
+
     /// Returns the open file object of `file`.
     ///
     /// # Safety
@@ -534,9 +548,10 @@ fn update_pix(a: &mut bindings::v4l2_format, op: impl FnOnce(&mut PixFormat) -> 
 }
 
 /// Fills the capture parameters of a `VIDIOC_G_PARM`/`VIDIOC_S_PARM` argument.
-fn set_parm(a: &mut bindings::v4l2_streamparm, tpf: Fract) {
+fn set_parm(a: &mut bindings::v4l2_streamparm, tpf: Fract, readbuffers: u32) {
     a.parm.capture = bindings::v4l2_captureparm {
         capability: bindings::V4L2_CAP_TIMEPERFRAME,
+        readbuffers,
         timeperframe: bindings::v4l2_fract {
             numerator: tpf.numerator,
             denominator: tpf.denominator,
@@ -626,14 +641,14 @@ ioctls! {
         a.reserved = [0; 2];
         Ok(())
     }
-    g_parm(bindings::v4l2_streamparm) |d, _f, a| {
+    g_parm(bindings::v4l2_streamparm) |d, f, a| {
         if a.type_ != bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE {
             return Err(EINVAL);
         }
-        set_parm(a, d.g_parm());
+        set_parm(a, d.g_parm(), f.readbuffers());
         Ok(())
     }
-    s_parm(bindings::v4l2_streamparm) |d, _f, a| {
+    s_parm(bindings::v4l2_streamparm) |d, f, a| {
         if a.type_ != bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE {
             return Err(EINVAL);
         }
@@ -643,7 +658,7 @@ ioctls! {
             numerator: want.numerator,
             denominator: want.denominator,
         })?;
-        set_parm(a, tpf);
+        set_parm(a, tpf, f.readbuffers());
         Ok(())
     }
     enum_input(bindings::v4l2_input) |d, _f, a| {

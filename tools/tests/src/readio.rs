@@ -62,7 +62,8 @@ fn buffer_being_read(dev: &Device) -> Result<(u32, u32), String> {
 /// rest of that frame (its buffer, the one QUERYBUF shows out of the queue, keeps its sequence
 /// number meanwhile; the next frame's is higher); a `read()` of 0 bytes returns 0; a `read()`
 /// into an unmapped address fails with EFAULT and consumes nothing (the next `read()` returns a
-/// whole frame). Read I/O uses 3 MMAP buffers (rvivid needs 2 queued), which QUERYBUF shows.
+/// whole frame). Read I/O uses 3 MMAP buffers (rvivid needs 2 queued), which QUERYBUF shows
+/// and G_PARM reports (`readbuffers`).
 pub fn read_io_frames(ctx: &mut Ctx) -> TestResult {
     let _restore = RestoreDefaults::new(ctx)?;
     let dev = open_rvivid(ctx)?;
@@ -82,6 +83,13 @@ pub fn read_io_frames(ctx: &mut Ctx) -> TestResult {
         dev.querybuf(3),
         libc::EINVAL,
     )?;
+    let p = ok("VIDIOC_G_PARM", crate::formats::g_parm(&dev))?;
+    ensure(p.capture().readbuffers == 3, || {
+        format!(
+            "VIDIOC_G_PARM: readbuffers {}, want the 3 buffers read I/O uses",
+            p.capture().readbuffers
+        )
+    })?;
 
     // Partial reads.
     let mut last_seq = None;
@@ -113,12 +121,16 @@ pub fn read_io_frames(ctx: &mut Ctx) -> TestResult {
         check_color_bars(&buf[..size], &fmt)
             .map_err(|e| format!("frame read as {part} + {rest} bytes: {e}"))?;
         let b = ok(format!("VIDIOC_QUERYBUF {index}"), dev.querybuf(index))?;
-        ensure(b.flags & V4L2_BUF_FLAG_QUEUED != 0, || {
-            format!(
-                "buffer {index}, read to its end, is not queued again: flags {:#x}",
-                b.flags
-            )
-        })?;
+        // Queued again, and maybe filled by the driver since (DONE).
+        ensure(
+            b.flags & (V4L2_BUF_FLAG_QUEUED | V4L2_BUF_FLAG_DONE) != 0,
+            || {
+                format!(
+                    "buffer {index}, read to its end, is not queued again: flags {:#x}",
+                    b.flags
+                )
+            },
+        )?;
     }
     let n = ok("read() of 0 bytes", dev.read(&mut buf[..0]))?;
     ensure(n == 0, || format!("read() of 0 bytes returned {n}"))?;
