@@ -162,7 +162,7 @@ unsafe extern "C" fn attach(
         })?;
         let mut sg = a.sgt.sgl;
         for i in 0..pages {
-            // SAFETY: Page `i` is inside the `vmalloc_user()` allocation, which lives while the
+            // SAFETY: Page `i` is inside the vmalloc allocation, which lives while the
             // dma-buf does.
             let page = unsafe {
                 bindings::vmalloc_to_page(mem.as_ptr().as_ptr().add(i * PAGE_SIZE).cast())

@@ -627,7 +627,7 @@ struct FrameInfo {
 #[pin_data]
 pub(crate) struct Queue<O: QueueOps> {
     /// Serialises the operations that change the buffers, their fence context or sequence
-    /// numbers, and may allocate memory (QBUF, REQBUFS, CREATE_BUFS, `mmap()`...): they hold it
+    /// numbers, and may allocate memory (QBUF, REQBUFS, CREATE_BUFS, EXPBUF...): they hold it
     /// around their allocations and take `lock` only around the changes. No signalling path
     /// takes it.
     #[pin]
@@ -870,7 +870,8 @@ impl<O: QueueOps> Queue<O> {
         let _ = work::system_percpu().enqueue_delayed::<_, FENCE_WORK>(this.clone(), 0);
     }
 
-    /// Frees buffers `start..start + count` (all must exist, be dequeued and unmapped).
+    /// Frees buffers `start..start + count` (all must exist and be dequeued; memory userspace
+    /// still maps lives on as an orphan).
     ///
     /// Returns them: the caller drops them (releasing their memory, which may sleep or, for
     /// memory of other kinds later, unpin pages) once it released `lock`, which the signalling
