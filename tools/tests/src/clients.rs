@@ -873,55 +873,76 @@ fn check_pts_steps(what: &str, pts: &[i64], interval_ns: u64) -> TestResult {
     Ok(())
 }
 
-/// `ffmpeg -f v4l2 -input_format yuyv422 -video_size 320x240 -framerate 30 -i NODE -vf
-/// showinfo -fps_mode passthrough -frames:v 5 -f rawvideo FILE`: exit 0, the file is 5 frames
-/// of sizeimage bytes each showing the colour bars, and their pts increase by whole frame
-/// intervals. (One format only: an ffmpeg start costs about 30 s in the guest, see
-/// Documentation; GStreamer and v4l2-ctl run every format.)
+/// ffmpeg's `-input_format` name of each rvivid format (libavdevice's v4l2 conversion table
+/// has all four).
+const FFMPEG_FORMATS: [(u32, &str); 4] = [
+    (V4L2_PIX_FMT_YUYV, "yuyv422"),
+    (V4L2_PIX_FMT_RGB24, "rgb24"),
+    (V4L2_PIX_FMT_NV12, "nv12"),
+    (V4L2_PIX_FMT_GREY, "gray"),
+];
+
+/// For every rvivid format: `ffmpeg -f v4l2 -input_format F -video_size 320x240 -framerate 30
+/// -i NODE -vf showinfo -fps_mode passthrough -frames:v 5 -f rawvideo FILE`: exit 0, the file
+/// is 5 frames of sizeimage bytes each showing the colour bars, and their pts increase by
+/// whole frame intervals. (ffmpeg's v4l2 input captures with MMAP buffers only.)
 pub fn ffmpeg_raw_frames(ctx: &mut Ctx) -> TestResult {
     const FRAMES: usize = 5;
     let _restore = RestoreDefaults::new(ctx)?;
     let node = node(ctx)?;
-    let fmt = FrameFormat::packed(V4L2_PIX_FMT_YUYV, 320, 240).ok_or("YUYV")?;
-    let file = Scratch::new("ffmpeg-yuyv422.raw");
-    let frames = FRAMES.to_string();
-    let path = file.path();
-    let args = [
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "info",
-        "-f",
-        "v4l2",
-        "-input_format",
-        "yuyv422",
-        "-video_size",
-        "320x240",
-        "-framerate",
-        "30",
-        "-i",
-        &*node,
-        "-vf",
-        "showinfo",
-        "-fps_mode",
-        "passthrough",
-        "-frames:v",
-        &*frames,
-        "-f",
-        "rawvideo",
-        "-y",
-        &*path,
-    ];
-    let run = run_client("ffmpeg", &args, FFMPEG_ENV)?;
-    ctx.save_log("ffmpeg-raw.txt", run.log())?;
-    run.success()?;
-    check_frames("ffmpeg YUYV 320x240", &file.read()?, &fmt, FRAMES)?;
-    // The filter sees the frames the encoder wrote, and may see one more.
-    let pts = showinfo_pts(&run.stderr());
-    ensure(pts.len() >= FRAMES, || {
-        format!("showinfo logged {} frames, want {FRAMES}", pts.len())
-    })?;
-    check_pts_steps("ffmpeg YUYV 320x240", &pts[..FRAMES], 1_000_000_000 / 30)
+    let mut log = String::new();
+    let result = (|| {
+        for (fourcc, name) in FFMPEG_FORMATS {
+            let fmt = FrameFormat::packed(fourcc, 320, 240).ok_or("unknown format")?;
+            let what = format!("ffmpeg {}", fmt.describe());
+            let file = Scratch::new(&format!("ffmpeg-{name}.raw"));
+            let frames = FRAMES.to_string();
+            let path = file.path();
+            let args = [
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "info",
+                "-f",
+                "v4l2",
+                "-input_format",
+                name,
+                "-video_size",
+                "320x240",
+                "-framerate",
+                "30",
+                "-i",
+                &*node,
+                "-vf",
+                "showinfo",
+                "-fps_mode",
+                "passthrough",
+                "-frames:v",
+                &*frames,
+                "-f",
+                "rawvideo",
+                "-y",
+                &*path,
+            ];
+            let run = run_client("ffmpeg", &args, FFMPEG_ENV)?;
+            log.push_str(&run.log());
+            run.success()?;
+            check_frames(&what, &file.read()?, &fmt, FRAMES)?;
+            // The filter sees the frames the encoder wrote, and may see one more.
+            let pts = showinfo_pts(&run.stderr());
+            ensure(pts.len() >= FRAMES, || {
+                format!(
+                    "{what}: showinfo logged {} frames, want {FRAMES}",
+                    pts.len()
+                )
+            })?;
+            check_pts_steps(&what, &pts[..FRAMES], 1_000_000_000 / 30)?;
+            log.push_str(&format!("{what}: ok\n\n"));
+        }
+        Ok(())
+    })();
+    ctx.save_log("ffmpeg-raw.txt", &log)?;
+    result
 }
 
 // ---------------------------------------------------------------------------------------------

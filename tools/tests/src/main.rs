@@ -207,7 +207,7 @@ static RUN_CONFIG: harness::RunConfig = harness::RunConfig {
         ("gst_pngenc_color_bars", 300),
         ("gst_reports_held_frames_as_lost", 300),
         ("ffmpeg_list_formats", 300),
-        ("ffmpeg_raw_frames", 300),
+        ("ffmpeg_raw_frames", 900),
         ("v4l2_ctl_each_memory_type", 300),
     ],
 };
