@@ -21,3 +21,10 @@
 
 #include "uapi/linux/rvb2-fences.h"
 #include "rvb2_helpers.h"
+
+/*
+ * The allocation flags of MMAP buffer memory (src/mem/vmalloc.rs): charged to the caller's
+ * memory cgroup, zeroed, failing rather than invoking the OOM killer, and quietly (userspace
+ * asked for the size).
+ */
+const gfp_t RVB2_GFP_BUFFER = GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_RETRY_MAYFAIL | __GFP_NOWARN;

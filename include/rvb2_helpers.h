@@ -19,7 +19,7 @@ struct page;
 struct device;
 typedef struct spinlock spinlock_t;
 
-void *rvb2_vmalloc_user(unsigned long size);
+void *rvb2___vmalloc(unsigned long size, gfp_t gfp_mask);
 
 void rvb2_spin_lock_init(spinlock_t *lock, const char *name, struct lock_class_key *key);
 void rvb2_irq_spin_lock(spinlock_t *lock);

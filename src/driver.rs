@@ -831,7 +831,7 @@ impl InPlaceModule for RvividModule {
                 _video <- v4l2::Registration::new(
                     faux.as_ref(),
                     c"rvivid",
-                    DeviceCap::VideoCapture | DeviceCap::Streaming,
+                    DeviceCap::VideoCapture | DeviceCap::Streaming | DeviceCap::ReadWrite,
                     Rvivid::new(dma_dev),
                     module,
                 ),

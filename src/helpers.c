@@ -16,9 +16,9 @@
 
 #include "rvb2_helpers.h"
 
-void *rvb2_vmalloc_user(unsigned long size)
+void *rvb2___vmalloc(unsigned long size, gfp_t gfp_mask)
 {
-	return vmalloc_user(size);
+	return __vmalloc(size, gfp_mask);
 }
 
 void rvb2_spin_lock_init(spinlock_t *lock, const char *name, struct lock_class_key *key)

@@ -4,8 +4,9 @@
 //! `/sys/module/rvivid/parameters/`.
 //!
 //! The 7.2 kernel crate's `module!` parameters are set once, at load, and do not appear in sysfs
-//! (`rust/kernel/module_param.rs`: `perm: 0`, a `SetOnce` value). rvb2's bound on fences must be
-//! readable, and adjustable while the module is loaded, so this module declares its parameter as
+//! (`rust/kernel/module_param.rs`: `perm: 0`, a `SetOnce` value). rvb2's bounds (on fences, on a
+//! queue's memory) must be readable, and adjustable while the module is loaded, so this module
+//! declares its parameters as
 //! `module_param_cb()` does in C: a `struct kernel_param` in the module's `__param` section, with
 //! `perm` 0644, and `set`/`get` operations of its own that keep the value in an atomic, parse it
 //! with `kstrtouint()` and refuse values out of range (`-EINVAL`, as
@@ -200,4 +201,14 @@ uint_param! {
     min: crate::queue::FENCE_TIMEOUT_MIN_MS,
     max: crate::queue::FENCE_TIMEOUT_MAX_MS,
     description: "Bound on fenced buffers, from QBUF to completion, in ms (1..60000, default 5000)",
+}
+
+uint_param! {
+    /// `max_queue_mem_mb`: the most MMAP memory one queue may hold, orphans included, in MiB
+    /// (see [`crate::queue::QueueOps::max_memory`]). Taking effect at the next allocation.
+    MAX_QUEUE_MEM_MB: "max_queue_mem_mb",
+    default: crate::queue::MAX_MEMORY_DEFAULT_MB,
+    min: 1,
+    max: crate::queue::MAX_MEMORY_MAX_MB,
+    description: "Bound on the buffer memory of one queue, orphans included, in MiB (1..4096, default 256)",
 }

@@ -162,7 +162,7 @@ unsafe extern "C" fn attach(
         })?;
         let mut sg = a.sgt.sgl;
         for i in 0..pages {
-            // SAFETY: Page `i` is inside the `vmalloc_user()` allocation, which lives while the
+            // SAFETY: Page `i` is inside the vmalloc allocation, which lives while the
             // dma-buf does.
             let page = unsafe {
                 bindings::vmalloc_to_page(mem.as_ptr().as_ptr().add(i * PAGE_SIZE).cast())
@@ -283,14 +283,17 @@ unsafe extern "C" fn mmap(
 ) -> c_int {
     // SAFETY: `dmabuf` is one of ours, live for the call.
     let mem = unsafe { dmabuf_mem(dmabuf) };
-    // SAFETY: `vma` is the new VMA of this `mmap()`, which the dma-buf core checked fits in
-    // the dma-buf from its page offset; the pages come from `vmalloc_user()`, and the VMA
-    // holds the dma-buf's file, so the memory outlives it.
-    unsafe {
-        bindings::remap_vmalloc_range(
-            vma,
-            mem.as_ptr().as_ptr().cast(),
-            bindings::rvb2_vma_pgoff(vma),
+    // SAFETY: `vma` is the new VMA of this `mmap()`, being set up for the call; the cast is
+    // between two bindings of `struct vm_area_struct`.
+    let (new, pgoff) = unsafe {
+        (
+            kernel::mm::virt::VmaNew::from_raw(vma.cast()),
+            bindings::rvb2_vma_pgoff(vma) as usize,
         )
+    };
+    // The VMA holds the dma-buf's file, so the memory outlives it.
+    match mem.insert_pages(new, pgoff) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
     }
 }

@@ -5,8 +5,8 @@
 //! This is what `struct vb2_mem_ops` is to videobuf2: the queue core ([`crate::queue`]) keeps
 //! a [`BufferMem`] per buffer and asks it for its size, whether userspace maps it, to map it
 //! into a VMA, and for CPU access to write a frame; it never learns where the pages come from.
-//! Three kinds: MMAP memory, `vmalloc_user()` allocations ([`vmalloc`]), which can be exported
-//! as a dma-buf ([`export`]); USERPTR memory, user pages pinned at QBUF ([`userptr`]); and
+//! Three kinds: MMAP memory, zeroed vmalloc allocations charged to the queue
+//! ([`MemAccount`], [`vmalloc`]), which can be exported as a dma-buf ([`export`]); USERPTR memory, user pages pinned at QBUF ([`userptr`]); and
 //! DMABUF memory, dma-bufs of other exporters imported at QBUF ([`dmabuf`]).
 //!
 //! # Preparing and finishing
@@ -58,9 +58,11 @@ pub(crate) use export::DmaBuf;
 use kernel::{
     mm::virt::VmaNew,
     prelude::*,
-    sync::Arc, //
+    sync::Arc,
+    uaccess::UserPtr, //
 };
 use userptr::UserPages;
+pub(crate) use vmalloc::MemAccount;
 use vmalloc::VmallocBuf;
 
 /// The memory of one buffer. Cloning it makes another reference to the same memory, which
@@ -73,7 +75,7 @@ pub(crate) struct BufferMem {
 /// Where the memory of a buffer comes from.
 #[derive(Clone)]
 enum Backing {
-    /// MMAP: allocated by the queue with `vmalloc_user()`.
+    /// MMAP: allocated by the queue with `__vmalloc()`.
     Vmalloc(Arc<VmallocBuf>),
     /// USERPTR: user pages pinned at QBUF.
     User(Arc<UserPages>),
@@ -82,10 +84,12 @@ enum Backing {
 }
 
 impl BufferMem {
-    /// Allocates `size` bytes of zeroed MMAP memory (`vb2_vmalloc_alloc()`).
-    pub(crate) fn alloc_mmap(size: usize) -> Result<Self> {
+    /// Allocates `size` bytes of zeroed MMAP memory (`vb2_vmalloc_alloc()`), charged to
+    /// `account` until it is freed, if the account stays within `limit` bytes (`ENOMEM`
+    /// otherwise, and when memory is short: never the OOM killer).
+    pub(crate) fn alloc_mmap(size: usize, account: &Arc<MemAccount>, limit: usize) -> Result<Self> {
         Ok(Self {
-            backing: Backing::Vmalloc(VmallocBuf::new(size)?),
+            backing: Backing::Vmalloc(VmallocBuf::new(size, account, limit)?),
         })
     }
 
@@ -282,6 +286,28 @@ impl CpuAccess<'_> {
                 dst.len(),
             )
         };
+        Ok(())
+    }
+}
+
+impl CpuAccess<'_> {
+    /// Copies the `len` bytes at `offset` to the user address `dst` of the calling process
+    /// (`ERANGE` if they are not inside the memory, `EFAULT` if `dst` is not writable for
+    /// `len` bytes: part of it may have been written then). May fault and sleep.
+    pub(crate) fn copy_to_user(&self, offset: usize, len: usize, dst: UserPtr) -> Result {
+        self.check(offset, len)?;
+        // SAFETY: The source is inside the memory (checked above) and valid for reads (type
+        // invariant); `copy_to_user()` checks the user range itself.
+        let left = unsafe {
+            kernel::bindings::copy_to_user(
+                dst.as_mut_ptr(),
+                self.ptr.as_ptr().add(offset).cast_const().cast(),
+                len as kernel::ffi::c_ulong,
+            )
+        };
+        if left != 0 {
+            return Err(EFAULT);
+        }
         Ok(())
     }
 }

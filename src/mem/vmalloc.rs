@@ -1,10 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! MMAP buffer memory: `vmalloc_user()` allocations that userspace maps with `mmap()`.
+//! MMAP buffer memory: zeroed vmalloc allocations that userspace maps with `mmap()`.
 //!
-//! A [`VmallocBuf`] is reference counted: every mapping holds a reference, so the memory
-//! outlives the buffer it was allocated for as long as userspace keeps it mapped. It also
-//! counts its mappings, which the queue uses to refuse freeing buffers that are mapped.
+//! A [`VmallocBuf`] is reference counted: every mapping (and every dma-buf of it) holds a
+//! reference, so the memory outlives the buffer it was allocated for as long as userspace keeps
+//! it mapped (orphaned buffers, `V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS`). It also counts its
+//! mappings, which the queue reports (`V4L2_BUF_FLAG_MAPPED`).
+//!
+//! # Bounded, accounted memory
+//!
+//! The memory is allocated with `__vmalloc()` and `RVB2_GFP_BUFFER`: `GFP_KERNEL_ACCOUNT` charges
+//! the pages to the memory cgroup of the process that allocates them (the caller of
+//! `VIDIOC_REQBUFS`/`VIDIOC_CREATE_BUFS`), `__GFP_RETRY_MAYFAIL` makes an allocation the system
+//! (or the cgroup) cannot satisfy fail with `ENOMEM` instead of invoking the OOM killer, and
+//! `__GFP_NOWARN` keeps such a failure, which userspace asked for, out of the kernel log.
+//! `vmalloc_user()` takes no flags, so the mapping is made page by page (`vm_insert_page()`, as
+//! `remap_vmalloc_range()` does for `VM_USERMAP` areas); the memory is zeroed (`__GFP_ZERO`), so
+//! no stale kernel data reaches userspace.
+//!
+//! Every allocation is charged to a [`MemAccount`] (one per queue) until the memory is freed,
+//! whoever holds it last (the queue, a mapping, a dma-buf): the account refuses charges beyond
+//! its limit, which bounds what one queue, orphans included, can hold.
 //!
 //! C header: [`include/linux/vmalloc.h`](srctree/include/linux/vmalloc.h).
 
@@ -14,26 +30,81 @@ use core::{
     sync::atomic::{
         AtomicBool,
         AtomicU32,
+        AtomicUsize,
         Ordering, //
     },
 };
 use kernel::{
     mm::virt::{flags, VmaNew},
+    page::{
+        BorrowedPage,
+        PAGE_SIZE, //
+    },
     prelude::*,
     sync::{Arc, ArcBorrow},
 };
 
-/// A zeroed, page-aligned `vmalloc_user()` allocation.
+/// The bytes of live memory a queue allocated, against a limit.
 ///
 /// # Invariants
 ///
-/// `ptr` points to `size` bytes allocated by `vmalloc_user()`, owned by this object.
+/// `bytes` is the sum of the sizes of the existing [`Charge`]s on this account.
+pub(crate) struct MemAccount {
+    bytes: AtomicUsize,
+}
+
+impl MemAccount {
+    /// A new account with nothing charged.
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            Self {
+                bytes: AtomicUsize::new(0),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// Charges `size` bytes if the total stays within `limit` (`ENOMEM` otherwise).
+    fn charge(this: &Arc<Self>, size: usize, limit: usize) -> Result<Charge> {
+        this.bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                b.checked_add(size).filter(|&total| total <= limit)
+            })
+            .map_err(|_| ENOMEM)?;
+        // INVARIANT: `size` was added above; the charge takes it off when dropped.
+        Ok(Charge {
+            account: this.clone(),
+            size,
+        })
+    }
+}
+
+/// `size` bytes charged to `account`, until dropped.
+struct Charge {
+    account: Arc<MemAccount>,
+    size: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.account.bytes.fetch_sub(self.size, Ordering::Relaxed);
+    }
+}
+
+/// A zeroed, page-aligned vmalloc allocation.
+///
+/// # Invariants
+///
+/// `ptr` points to `size` bytes (rounded up to whole pages) allocated by `__vmalloc()`, zeroed
+/// and owned by this object.
 pub(crate) struct VmallocBuf {
     ptr: NonNull<u8>,
     size: usize,
     mapped: AtomicU32,
     /// Claims the contents for the one kernel writer (see [`super::CpuAccess`]).
     pub(super) writer: AtomicBool,
+    /// Held until the memory is freed (dropped after `Drop::drop` freed it).
+    _charge: Charge,
 }
 
 // SAFETY: The allocation is plain memory, usable from any thread.
@@ -43,21 +114,31 @@ unsafe impl Send for VmallocBuf {}
 unsafe impl Sync for VmallocBuf {}
 
 impl VmallocBuf {
-    /// Allocates `size` bytes (rounded up to whole pages by `vmalloc_user()`).
-    pub(crate) fn new(size: usize) -> Result<Arc<Self>> {
-        // SAFETY: `vmalloc_user()` may be called with any size.
-        let ptr = unsafe { bindings::rvb2_vmalloc_user(size as kernel::ffi::c_ulong) };
+    /// Allocates `size` bytes (rounded up to whole pages), charged to `account` if it stays
+    /// within `limit` bytes; `ENOMEM` if it does not, or if the memory (or the caller's memory
+    /// cgroup) cannot provide them without the OOM killer.
+    pub(crate) fn new(size: usize, account: &Arc<MemAccount>, limit: usize) -> Result<Arc<Self>> {
+        let pages = size.checked_next_multiple_of(PAGE_SIZE).ok_or(ENOMEM)?;
+        if pages == 0 {
+            return Err(EINVAL);
+        }
+        let charge = MemAccount::charge(account, pages, limit)?;
+        // SAFETY: `__vmalloc()` may be called with any size and these flags (all in
+        // `GFP_VMALLOC_SUPPORTED`).
+        let ptr = unsafe {
+            bindings::rvb2___vmalloc(pages as kernel::ffi::c_ulong, bindings::RVB2_GFP_BUFFER)
+        };
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(ENOMEM)?;
-        // INVARIANT: `ptr` is a `vmalloc_user()` allocation of `size` bytes.
-        Ok(Arc::new(
-            Self {
-                ptr,
-                size,
-                mapped: AtomicU32::new(0),
-                writer: AtomicBool::new(false),
-            },
-            GFP_KERNEL,
-        )?)
+        // INVARIANT: `ptr` is a zeroed `__vmalloc()` allocation of `size` bytes (rounded up).
+        let buf = Self {
+            ptr,
+            size,
+            mapped: AtomicU32::new(0),
+            writer: AtomicBool::new(false),
+            _charge: charge,
+        };
+        // On failure `buf` is dropped, which frees the memory and the charge.
+        Ok(Arc::new(buf, GFP_KERNEL)?)
     }
 
     /// Returns how many mappings of this memory exist.
@@ -82,15 +163,8 @@ impl VmallocBuf {
         if vm_flags & flags::SHARED == 0 || vm_flags & flags::READ == 0 {
             return Err(EINVAL);
         }
-        if vma.end() - vma.start() > this.size.next_multiple_of(kernel::page::PAGE_SIZE) {
-            return Err(EINVAL);
-        }
+        this.insert_pages(vma, 0)?;
         let raw = vma.as_ptr().cast::<bindings::vm_area_struct>();
-        // SAFETY: `raw` is a new VMA of the calling `mmap()`, no longer than our allocation,
-        // which came from `vmalloc_user()`.
-        kernel::error::to_result(unsafe {
-            bindings::remap_vmalloc_range(raw, this.ptr.as_ptr().cast(), 0)
-        })?;
         let private = Arc::into_raw(this.clone());
         this.mapped.fetch_add(1, Ordering::Relaxed);
         // SAFETY: We own the new VMA during `mmap()`; the VMA keeps the reference leaked above
@@ -101,11 +175,41 @@ impl VmallocBuf {
         }
         Ok(())
     }
+
+    /// Inserts the pages of the memory from page `pgoff` on into the new VMA `vma`, which must
+    /// fit (`EINVAL` otherwise), as `remap_vmalloc_range()` does: the VMA does not grow
+    /// (`VM_DONTEXPAND`) nor go into core dumps (`VM_DONTDUMP`). The caller keeps the memory
+    /// alive as long as the VMA (the VMA holds a reference on it).
+    pub(super) fn insert_pages(&self, vma: &VmaNew, pgoff: usize) -> Result {
+        let pages = self.size.div_ceil(PAGE_SIZE);
+        let len = vma.end() - vma.start();
+        let count = len / PAGE_SIZE;
+        match pgoff.checked_add(count) {
+            Some(end) if end <= pages && len % PAGE_SIZE == 0 => {}
+            _ => return Err(EINVAL),
+        }
+        let mixed = vma.set_mixedmap();
+        for i in 0..count {
+            // SAFETY: Page `pgoff + i` is inside the allocation (checked above).
+            let page = unsafe {
+                bindings::vmalloc_to_page(self.ptr.as_ptr().add((pgoff + i) * PAGE_SIZE).cast())
+            };
+            let page = NonNull::new(page.cast::<kernel::bindings::page>()).ok_or(EINVAL)?;
+            // SAFETY: `page` is a page of the allocation, which lives while `self` does, so for
+            // this borrow; the cast is between two bindings of `struct page`.
+            let page = unsafe { BorrowedPage::from_raw(page) };
+            // The page is inserted with a reference of its own, as `remap_vmalloc_range()` does.
+            mixed.vm_insert_page(vma.start() + i * PAGE_SIZE, &page)?;
+        }
+        vma.set_dontexpand();
+        vma.set_dontdump();
+        Ok(())
+    }
 }
 
 impl Drop for VmallocBuf {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from `vmalloc_user()` and is freed once (type invariant).
+        // SAFETY: `ptr` came from `__vmalloc()` and is freed once (type invariant).
         unsafe { bindings::vfree(self.ptr.as_ptr().cast()) };
     }
 }

@@ -64,6 +64,8 @@
 //!
 //! Three locks, always taken in this order:
 //!
+//! - `read`, a mutex, serialises `read()` calls (read I/O, see below), held while one waits
+//!   for a frame; nothing else takes it but `poll()`, which only tries it.
 //! - `ioctl`, a mutex, serialises the operations that change the buffers, their fence context
 //!   or sequence numbers (the ioctls but DQBUF and QUERYBUF, `release()`, the changes of
 //!   [`Queue::with_idle`]). They allocate memory (buffers, out-fences and their sync_files,
@@ -71,7 +73,7 @@
 //!   their reservation locks, waiting for their implicit fences) with only this one held. No
 //!   signalling path takes it, and `mmap()`, which runs under `mmap_lock`, does not either.
 //! - `lock`, a mutex, protects the buffers' memory and the streaming state; the operations
-//!   above, DQBUF and the fence work take it. Driver callbacks ([`QueueOps`]) run under it,
+//!   above, DQBUF, `mmap()` (under the process's `mmap_lock`) and the fence work take it. Driver callbacks ([`QueueOps`]) run under it,
 //!   except [`ActiveBuffer`] completion. Nothing allocates with `GFP_KERNEL`, copies to or
 //!   from userspace or waits for a fence under it: the fence work, a signalling path, takes
 //!   it.
@@ -93,6 +95,23 @@
 //! them and complete buffers while holding those. A driver's callbacks run on signalling paths
 //! (the fence work hands buffers over and starts streaming): they must not allocate with
 //! `GFP_KERNEL`, nor take a lock held elsewhere around such an allocation.
+//!
+//! # Orphaned buffers and bounded memory
+//!
+//! Freeing buffers (REQBUFS, REMOVE_BUFS, the owner's close) never waits for userspace: memory
+//! that is still mapped (or exported) lives on, unreachable through the queue, until the last
+//! mapping goes (`V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS`). Every MMAP allocation is charged to
+//! the queue's [`MemAccount`] until the memory is freed, whoever holds it last, and the account
+//! refuses what would exceed [`QueueOps::max_memory`]: one queue, its orphans included, holds
+//! at most that much.
+//!
+//! # Read I/O
+//!
+//! [`Queue::read`] is videobuf2's file I/O emulation (`vb2_read()`): the first `read()` (or a
+//! `poll()` for input, on a queue without buffers) makes the caller the owner, allocates
+//! MMAP buffers, queues them and starts streaming; each `read()` then copies from the oldest
+//! completed buffer (dequeued as DQBUF does) and queues it again once it was read to its end.
+//! Meanwhile the buffer ioctls and `mmap()` fail with `EBUSY`; the owner's close stops it.
 //!
 //! # Signalling sections
 //!
@@ -129,6 +148,7 @@ use crate::{
         DmaBuf,
         DmaBufRef,
         DmaDevice,
+        MemAccount,
         Prepared, //
     },
     sync::{
@@ -178,6 +198,13 @@ pub(crate) const MAX_BUFFERS: usize = 32;
 pub(crate) const POLL_IN: u32 = 0x0001 | 0x0040;
 /// `EPOLLERR`.
 pub(crate) const POLL_ERR: u32 = 0x0008;
+
+/// The default bound on the memory of one queue, in MiB (the `max_queue_mem_mb` module
+/// parameter): 32 buffers of the largest frame rvivid makes (1920x1080 RGB24, 6075 KiB: 190 MiB),
+/// with room left for orphans.
+pub(crate) const MAX_MEMORY_DEFAULT_MB: u32 = 256;
+/// The largest bound that can be set, in MiB.
+pub(crate) const MAX_MEMORY_MAX_MB: u32 = 4096;
 
 /// The stride between the `mmap()` offsets of consecutive buffers (16 MiB).
 const OFFSET_SHIFT: u32 = 24;
@@ -431,6 +458,38 @@ pub(crate) trait QueueOps: Send + Sync + Sized + 'static {
     fn fence_timeout_ms(&self) -> u32 {
         crate::param::FENCE_TIMEOUT_MS.get()
     }
+
+    /// The most memory, in bytes, the queue's MMAP buffers may take, orphans (freed buffers
+    /// still mapped or exported) included: REQBUFS and CREATE_BUFS allocate no more (`ENOMEM`
+    /// if not even their minimum fits). Asked at each allocation. By default, the
+    /// `max_queue_mem_mb` module parameter.
+    fn max_memory(&self) -> usize {
+        crate::param::MAX_QUEUE_MEM_MB.get() as usize * 1024 * 1024
+    }
+}
+
+/// Who asks for a buffer operation: userspace's streaming ioctls, refused (`EBUSY`) while
+/// read I/O is active, or read I/O itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Io {
+    Streaming,
+    Read,
+}
+
+/// Read I/O (see [`Queue::read`]): the buffer being read, if any.
+#[derive(Default)]
+struct Reader {
+    cur: Option<ReadBuf>,
+}
+
+/// A completed buffer that `read()` copies from.
+#[derive(Clone, Copy)]
+struct ReadBuf {
+    index: usize,
+    /// The bytes already read.
+    pos: usize,
+    /// The bytes of data in the buffer.
+    len: usize,
 }
 
 /// A buffer and its memory, owned by the queue.
@@ -578,6 +637,8 @@ struct Inner {
     fence_context: FenceContext,
     /// The driver said, when the buffers were allocated, that it completes out of order.
     unordered: bool,
+    /// Read I/O is active: the buffers are the reader's.
+    reading: Option<Reader>,
 }
 
 /// State protected by the state spinlock.
@@ -642,11 +703,14 @@ struct FrameInfo {
 #[pin_data]
 pub(crate) struct Queue<O: QueueOps> {
     /// Serialises the operations that change the buffers, their fence context or sequence
-    /// numbers, and may allocate memory (QBUF, REQBUFS, CREATE_BUFS, `mmap()`...): they hold it
+    /// numbers, and may allocate memory (QBUF, REQBUFS, CREATE_BUFS, EXPBUF...): they hold it
     /// around their allocations and take `lock` only around the changes. No signalling path
     /// takes it.
     #[pin]
     ioctl: Mutex<()>,
+    /// Serialises `read()` calls, held while one waits for a frame; taken before `ioctl`.
+    #[pin]
+    read: Mutex<()>,
     #[pin]
     lock: Mutex<Inner>,
     #[pin]
@@ -665,6 +729,8 @@ pub(crate) struct Queue<O: QueueOps> {
     waiters: [FenceWaiter<Self>; MAX_BUFFERS],
     /// Counts the driver's tokens: [`Queue::shutdown`] waits for them.
     tokens: Arc<Tokens>,
+    /// The MMAP memory the queue allocated that is still alive (orphans included).
+    account: Arc<MemAccount>,
     /// Whether the driver fills the buffers or consumes them.
     direction: Direction,
     /// The device imported dma-bufs are attached to (none: they are only mapped in the kernel).
@@ -754,6 +820,14 @@ fn check_owner(inner: &Inner, owner: FileId) -> Result {
     }
 }
 
+/// Returns `Err(EBUSY)` if read I/O owns the buffers and `io` is not it (`vb2_fileio_is_active()`).
+fn check_io(inner: &Inner, io: Io) -> Result {
+    if io == Io::Streaming && inner.reading.is_some() {
+        return Err(EBUSY);
+    }
+    Ok(())
+}
+
 impl<O: QueueOps> Queue<O> {
     /// Creates a queue of `direction` for the driver side `ops`; imported dma-bufs are
     /// attached to `dma_dev`.
@@ -765,6 +839,7 @@ impl<O: QueueOps> Queue<O> {
         Arc::pin_init(
             try_pin_init!(Self {
                 ioctl <- new_mutex!((), "rvb2_queue_ioctl"),
+                read <- new_mutex!((), "rvb2_queue_read"),
                 lock <- new_mutex!(Inner {
                     bufs: [const { None }; MAX_BUFFERS],
                     num_buffers: 0,
@@ -775,6 +850,7 @@ impl<O: QueueOps> Queue<O> {
                     waiting_in_dqbuf: false,
                     fence_context: FenceContext::new(),
                     unordered: false,
+                    reading: None,
                 }),
                 state <- new_irq_spinlock!(
                     State {
@@ -802,6 +878,7 @@ impl<O: QueueOps> Queue<O> {
                     }),
                     GFP_KERNEL,
                 )?,
+                account: MemAccount::new()?,
                 direction,
                 dma_dev,
                 ops <- ops,
@@ -889,7 +966,8 @@ impl<O: QueueOps> Queue<O> {
         let _ = work::system_percpu().enqueue_delayed::<_, FENCE_WORK>(this.clone(), 0);
     }
 
-    /// Frees buffers `start..start + count` (all must exist, be dequeued and unmapped).
+    /// Frees buffers `start..start + count` (all must exist and be dequeued; memory userspace
+    /// still maps lives on as an orphan).
     ///
     /// Returns them: the caller drops them (releasing their memory, which may sleep or, for
     /// memory of other kinds later, unpin pages) once it released `lock`, which the signalling
@@ -946,7 +1024,11 @@ impl<O: QueueOps> Queue<O> {
     /// Allocates the memory of up to `count` buffers of `size` bytes, stopping at the first
     /// failure; returns it and how many. Called with `ioctl` held but not `lock`, which the
     /// signalling paths take.
+    ///
+    /// MMAP memory is charged to the queue's account, within [`QueueOps::max_memory`]: what
+    /// does not fit is not allocated.
     fn alloc_mem(
+        &self,
         memory: Memory,
         count: usize,
         size: u32,
@@ -956,9 +1038,10 @@ impl<O: QueueOps> Queue<O> {
             // The memory comes with each QBUF.
             return (mems, count as u32);
         }
+        let limit = self.ops.max_memory();
         let mut allocated = 0;
         for mem in mems.iter_mut().take(count) {
-            match BufferMem::alloc_mmap(size as usize) {
+            match BufferMem::alloc_mmap(size as usize, &self.account, limit) {
                 Ok(m) => {
                     *mem = Some(m);
                     allocated += 1;
@@ -1011,11 +1094,17 @@ impl<O: QueueOps> Queue<O> {
     /// (`V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS`).
     pub(crate) fn reqbufs(&self, owner: FileId, memory: Memory, count: u32) -> Result<u32> {
         let _ioctl = self.ioctl.lock();
+        self.reqbufs_locked(owner, memory, count, Io::Streaming)
+    }
+
+    /// [`Queue::reqbufs`] with `ioctl` held, for `io`.
+    fn reqbufs_locked(&self, owner: FileId, memory: Memory, count: u32, io: Io) -> Result<u32> {
         let min = O::MIN_QUEUED_BUFFERS + 1;
         let (count, size) = {
             let mut inner = self.lock.lock();
             check_owner(&inner, owner)?;
-            if inner.streaming {
+            check_io(&inner, io)?;
+            if inner.streaming && io == Io::Streaming {
                 return Err(EBUSY);
             }
             if inner.waiting_in_dqbuf && count > 0 {
@@ -1026,6 +1115,7 @@ impl<O: QueueOps> Queue<O> {
                 let freed = self.free_range(&mut inner, 0, MAX_BUFFERS);
                 if count == 0 {
                     inner.owner = None;
+                    inner.reading = None;
                 }
                 drop(inner);
                 drop(finished);
@@ -1040,7 +1130,7 @@ impl<O: QueueOps> Queue<O> {
             )
         };
         // The queue is empty, and stays so while `ioctl` is held.
-        let (mut mems, allocated) = Self::alloc_mem(memory, count as usize, size);
+        let (mut mems, allocated) = self.alloc_mem(memory, count as usize, size);
         if allocated < min {
             return Err(ENOMEM);
         }
@@ -1060,6 +1150,7 @@ impl<O: QueueOps> Queue<O> {
     /// Checks that buffers of `memory` can be created now (`vb2_verify_memory_type()`).
     pub(crate) fn verify_memory(&self, memory: Memory) -> Result {
         let inner = self.lock.lock();
+        check_io(&inner, Io::Streaming)?;
         if inner.memory.is_some_and(|m| m != memory) {
             return Err(EINVAL);
         }
@@ -1079,6 +1170,7 @@ impl<O: QueueOps> Queue<O> {
         let (first, count) = {
             let inner = self.lock.lock();
             check_owner(&inner, owner)?;
+            check_io(&inner, Io::Streaming)?;
             if inner.memory.is_some_and(|m| m != memory) {
                 return Err(EINVAL);
             }
@@ -1097,7 +1189,7 @@ impl<O: QueueOps> Queue<O> {
             (Self::first_free(&inner, count)?, count)
         };
         // The free range stays free while `ioctl` is held.
-        let (mut mems, allocated) = Self::alloc_mem(memory, count, size);
+        let (mut mems, allocated) = self.alloc_mem(memory, count, size);
         if allocated == 0 {
             return Err(ENOMEM);
         }
@@ -1331,6 +1423,7 @@ impl<O: QueueOps> Queue<O> {
         let (index, plan) = {
             let inner = self.lock.lock();
             check_owner(&inner, owner)?;
+            check_io(&inner, Io::Streaming)?;
             let index = Self::check_buffer(&inner, index, arg.memory())?;
             {
                 let st = self.state.lock();
@@ -1370,6 +1463,18 @@ impl<O: QueueOps> Queue<O> {
         // Held throughout: no other operation changes the buffer, the fence context or the
         // sequence numbers while `lock` is released for the allocations below.
         let _ioctl = this.ioctl.lock();
+        Self::qbuf_locked(this, owner, index, arg, fences, Io::Streaming)
+    }
+
+    /// [`Queue::qbuf`] with `ioctl` held, for `io`.
+    fn qbuf_locked<P, F: FnOnce(&OutFence) -> Result<P>>(
+        this: &Arc<Self>,
+        owner: FileId,
+        index: u32,
+        arg: MemArg,
+        fences: QbufFences<F>,
+        io: Io,
+    ) -> Result<(BufferInfo, Option<P>)> {
         // The out-fence's memory is allocated ahead, without `lock` (the signalling paths take
         // it); creating the fence under `lock` then cannot fail.
         let storage = fences
@@ -1380,6 +1485,7 @@ impl<O: QueueOps> Queue<O> {
         let (index, prepared, out, plan) = {
             let mut inner = this.lock.lock();
             check_owner(&inner, owner)?;
+            check_io(&inner, io)?;
             let index = Self::check_buffer(&inner, index, arg.memory())?;
             let prepared = {
                 let st = this.state.lock();
@@ -1942,8 +2048,14 @@ impl<O: QueueOps> Queue<O> {
     /// `VIDIOC_STREAMON`.
     pub(crate) fn streamon(this: &Arc<Self>, owner: FileId) -> Result {
         let _ioctl = this.ioctl.lock();
+        Self::streamon_locked(this, owner, Io::Streaming)
+    }
+
+    /// [`Queue::streamon`] with `ioctl` held, for `io`.
+    fn streamon_locked(this: &Arc<Self>, owner: FileId, io: Io) -> Result {
         let mut inner = this.lock.lock();
         check_owner(&inner, owner)?;
+        check_io(&inner, io)?;
         if inner.streaming {
             return Ok(());
         }
@@ -1966,6 +2078,7 @@ impl<O: QueueOps> Queue<O> {
         let _ioctl = self.ioctl.lock();
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
+        check_io(&inner, Io::Streaming)?;
         let finished = self.cancel(&mut inner);
         drop(inner);
         drop(finished);
@@ -1975,10 +2088,16 @@ impl<O: QueueOps> Queue<O> {
     /// `VIDIOC_DQBUF`: returns the oldest completed buffer, waiting for one unless
     /// `nonblocking`.
     pub(crate) fn dqbuf(&self, owner: FileId, nonblocking: bool) -> Result<BufferInfo> {
+        self.dqbuf_as(owner, nonblocking, Io::Streaming)
+    }
+
+    /// [`Queue::dqbuf`] for `io`.
+    fn dqbuf_as(&self, owner: FileId, nonblocking: bool, io: Io) -> Result<BufferInfo> {
         // The buffer's prepared CPU access is finished after `lock` (declared before it).
         let _finished;
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
+        check_io(&inner, io)?;
         loop {
             let mut st = self.state.lock();
             if !st.streaming {
@@ -2027,6 +2146,7 @@ impl<O: QueueOps> Queue<O> {
             }
             // The queue may have changed hands while we waited.
             check_owner(&inner, owner)?;
+            check_io(&inner, io)?;
         }
     }
 
@@ -2038,6 +2158,7 @@ impl<O: QueueOps> Queue<O> {
         let _ioctl = self.ioctl.lock();
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
+        check_io(&inner, Io::Streaming)?;
         let (start, count) = (start as usize, count as usize);
         if count > inner.num_buffers as usize || start > MAX_BUFFERS - count {
             return Err(EINVAL);
@@ -2071,6 +2192,7 @@ impl<O: QueueOps> Queue<O> {
         let finished = self.cancel(&mut inner);
         let freed = self.free_range(&mut inner, 0, MAX_BUFFERS);
         inner.owner = None;
+        inner.reading = None;
         drop(inner);
         drop(finished);
         drop(freed);
@@ -2086,6 +2208,7 @@ impl<O: QueueOps> Queue<O> {
         let mem = {
             let inner = self.lock.lock();
             check_owner(&inner, owner)?;
+            check_io(&inner, Io::Streaming)?;
             if inner.memory != Some(Memory::Mmap) {
                 return Err(EINVAL);
             }
@@ -2106,12 +2229,14 @@ impl<O: QueueOps> Queue<O> {
         if index << shift != pgoff {
             return Err(EINVAL);
         }
-        // The mapping holds its own reference to the memory: a buffer freed meanwhile is
-        // orphaned, as REQBUFS orphans mapped buffers. Mapping allocates page tables, so not
-        // under `lock`. Not `ioctl`: `mmap()` runs under the process's `mmap_lock`, which an
-        // ioctl may take under `ioctl` (pinning user pages, faulting in a user copy).
+        // Any opener may map the buffers, as in videobuf2. The mapping takes its own reference
+        // on the memory, so a buffer freed meanwhile (REQBUFS, REMOVE_BUFS) only leaves an
+        // orphan. Mapping allocates page tables, so not under `lock`; not under `ioctl` either:
+        // `mmap()` runs under the process's `mmap_lock`, which an ioctl may take under `ioctl`
+        // (pinning user pages, faulting in a user copy).
         let mem = {
             let inner = self.lock.lock();
+            check_io(&inner, Io::Streaming)?;
             if inner.memory != Some(Memory::Mmap) {
                 return Err(EINVAL);
             }
@@ -2125,13 +2250,173 @@ impl<O: QueueOps> Queue<O> {
         mem.mmap(vma)
     }
 
-    /// The `poll()` file operation, for the events in `requested`.
-    pub(crate) fn poll(&self, file: &File, table: &PollTable<'_>, requested: u32) -> u32 {
-        table.register_wait(file, &self.done_wq);
+    /// The number of buffers read I/O allocates (`__vb2_init_fileio()`): one more than the
+    /// driver needs queued to stream, at least 2.
+    pub(crate) fn read_buffers() -> u32 {
+        (O::MIN_QUEUED_BUFFERS + 1).max(2)
+    }
+
+    /// Starts read I/O for `owner`: allocates MMAP buffers, queues them all and starts
+    /// streaming. `EBUSY` if another file owns the queue or buffers exist (streaming I/O);
+    /// on failure nothing is left. Called with `read` and `ioctl` held.
+    fn start_reading(this: &Arc<Self>, owner: FileId) -> Result {
+        {
+            let inner = this.lock.lock();
+            check_owner(&inner, owner)?;
+            if inner.reading.is_some() {
+                return Ok(());
+            }
+            if inner.num_buffers > 0 || inner.streaming {
+                return Err(EBUSY);
+            }
+            if this.direction != Direction::Capture {
+                return Err(EINVAL);
+            }
+        }
+        let count = this.reqbufs_locked(owner, Memory::Mmap, Self::read_buffers(), Io::Read)?;
+        this.lock.lock().reading = Some(Reader::default());
+        let started = (0..count)
+            .try_for_each(|i| Self::requeue_locked(this, owner, i as usize))
+            .and_then(|()| Self::streamon_locked(this, owner, Io::Read));
+        if let Err(e) = started {
+            // Frees the buffers and gives the queue up (`reading` is cleared with them).
+            let _ = this.reqbufs_locked(owner, Memory::Mmap, 0, Io::Read);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Queues buffer `index` for read I/O (no fences). Called with `ioctl` held.
+    fn requeue_locked(this: &Arc<Self>, owner: FileId, index: usize) -> Result {
+        let fences = QbufFences::<fn(&OutFence) -> Result> {
+            in_fence: None,
+            publish: None,
+        };
+        Self::qbuf_locked(this, owner, index as u32, MemArg::Mmap, fences, Io::Read).map(|_| ())
+    }
+
+    /// The `read()` file operation (`vb2_read()`): copies up to `len` bytes of the oldest frame
+    /// with `copy(memory, offset, count)` and returns how many it copied.
+    ///
+    /// The first call starts read I/O for `owner` (see the module documentation). Each call
+    /// copies from the buffer a previous call did not finish, else dequeues the next completed
+    /// one (waiting for it unless `nonblocking`: `EAGAIN`), so one call returns at most one
+    /// frame; a buffer read to its end is queued again. Buffers completed with an error or
+    /// empty are queued again unread (a `read()` of 0 bytes would mean end of file). If `copy`
+    /// fails (a bad user address), nothing counts as read.
+    pub(crate) fn read(
+        this: &Arc<Self>,
+        owner: FileId,
+        nonblocking: bool,
+        len: usize,
+        copy: impl FnOnce(&CpuAccess<'_>, usize, usize) -> Result,
+    ) -> Result<usize> {
+        let _read = this.read.lock();
+        {
+            let _ioctl = this.ioctl.lock();
+            Self::start_reading(this, owner)?;
+        }
+        if len == 0 {
+            return Ok(0);
+        }
+        let (cur, mem) = loop {
+            let cur = {
+                let inner = this.lock.lock();
+                check_owner(&inner, owner)?;
+                let reader = inner.reading.as_ref().ok_or(EBUSY)?;
+                reader.cur.map(|c| {
+                    let mem = inner.bufs[c.index].as_ref().and_then(|b| b.mem.clone());
+                    (c, mem)
+                })
+            };
+            if let Some((cur, Some(mem))) = cur {
+                break (cur, mem);
+            }
+            let info = this.dqbuf_as(owner, nonblocking, Io::Read)?;
+            let index = info.index as usize;
+            if info.state == BufState::Error || info.bytesused == 0 {
+                let _ioctl = this.ioctl.lock();
+                Self::requeue_locked(this, owner, index)?;
+                continue;
+            }
+            if let Some(reader) = this.lock.lock().reading.as_mut() {
+                reader.cur = Some(ReadBuf {
+                    index,
+                    pos: 0,
+                    len: info.bytesused as usize,
+                });
+            }
+        };
+        let count = len.min(cur.len.saturating_sub(cur.pos));
+        {
+            // The buffer is dequeued: no driver token writes it meanwhile.
+            let access = mem.cpu_access(cur.len).ok_or(EBUSY)?;
+            copy(&access, cur.pos, count)?;
+        }
+        drop(mem);
+        let finished = {
+            let mut inner = this.lock.lock();
+            match inner.reading.as_mut() {
+                Some(reader) => match reader.cur.as_mut() {
+                    Some(c) if c.index == cur.index => {
+                        c.pos += count;
+                        let finished = c.pos >= c.len;
+                        if finished {
+                            reader.cur = None;
+                        }
+                        finished
+                    }
+                    _ => false,
+                },
+                None => false,
+            }
+        };
+        if finished {
+            let _ioctl = this.ioctl.lock();
+            Self::requeue_locked(this, owner, cur.index)?;
+        }
+        Ok(count)
+    }
+
+    /// The `poll()` file operation of `owner`'s file, for the events in `requested`.
+    ///
+    /// On a capture queue that offers read I/O (`may_read`), a poll for input on a queue
+    /// without buffers starts read I/O for `owner`, as `vb2_poll()` does, so that a client
+    /// that polls before it reads gets its frames; the buffer `read()` is in the middle of
+    /// counts as input.
+    pub(crate) fn poll(
+        this: &Arc<Self>,
+        owner: FileId,
+        may_read: bool,
+        file: &File,
+        table: &PollTable<'_>,
+        requested: u32,
+    ) -> u32 {
+        table.register_wait(file, &this.done_wq);
         if requested & POLL_IN == 0 {
             return 0;
         }
-        let st = self.state.lock();
+        if may_read && this.direction == Direction::Capture {
+            // A reader waiting for a frame holds `read`: read I/O is on then.
+            if let Some(_read) = this.read.try_lock() {
+                let _ioctl = this.ioctl.lock();
+                let start = {
+                    let inner = this.lock.lock();
+                    inner.reading.is_none()
+                        && inner.num_buffers == 0
+                        && inner.owner.is_none_or(|o| o == owner)
+                };
+                if start && Self::start_reading(this, owner).is_err() {
+                    return POLL_ERR;
+                }
+            }
+            let inner = this.lock.lock();
+            if inner.owner == Some(owner) && inner.reading.as_ref().is_some_and(|r| r.cur.is_some())
+            {
+                return POLL_IN;
+            }
+        }
+        let st = this.state.lock();
         if !st.streaming || st.waiting_for_buffers {
             return POLL_ERR;
         }

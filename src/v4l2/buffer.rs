@@ -53,6 +53,7 @@ const BUF_CAPS: u32 = bindings::V4L2_BUF_CAP_SUPPORTS_MMAP
     | bindings::V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS
     | bindings::V4L2_BUF_CAP_SUPPORTS_MAX_NUM_BUFFERS
     | bindings::V4L2_BUF_CAP_SUPPORTS_REMOVE_BUFS
+    | bindings::V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS
     | BUF_CAP_SUPPORTS_FENCES;
 
 /// The buffer type of a queue's buffers (single-planar video: the memory of a buffer is one

@@ -37,6 +37,7 @@ use kernel::{
         Arc, //
     },
     types::Opaque,
+    uaccess::UserPtr,
     ThisModule,
 };
 
@@ -160,6 +161,20 @@ impl<T: VideoOps> OpenFile<T> {
         self.id
     }
 
+    /// The number of buffers `read()` uses on the file's node (`readbuffers` of
+    /// `VIDIOC_G_PARM`): those of the queue's read I/O if the node offers `read()`
+    /// (`V4L2_CAP_READWRITE`), else 0.
+    fn readbuffers(&self) -> u32 {
+        // SAFETY: `fh` was initialised for our live node (type invariant), which its `vdev`
+        // points to while the file is open; `device_caps` never changes after registration.
+        let caps = unsafe { (*(*self.fh.get()).vdev).device_caps };
+        if caps & bindings::V4L2_CAP_READWRITE != 0 {
+            Queue::<T::Queue>::read_buffers()
+        } else {
+            0
+        }
+    }
+
     /// Returns the open file object of `file`.
     ///
     /// # Safety
@@ -221,6 +236,7 @@ impl<T: VideoOps> Node<T> {
     const FOPS: bindings::v4l2_file_operations = bindings::v4l2_file_operations {
         open: Some(Self::open_file),
         release: Some(Self::release_file),
+        read: Some(Self::read),
         poll: Some(Self::poll),
         mmap: Some(Self::mmap),
         unlocked_ioctl: Some(bindings::video_ioctl2),
@@ -437,10 +453,64 @@ impl<T: VideoOps> Node<T> {
                 PollTable::from_raw(wait.cast()),
             )
         };
-        let mask = node.data.queue().poll(f, &table, requested);
+        // SAFETY: `file` is an open file of our node, opened by `open_file()`.
+        let open = unsafe { OpenFile::<T>::from_file(file) };
+        let mask = Queue::poll(
+            node.data.queue(),
+            open.id(),
+            node.reads(),
+            f,
+            &table,
+            requested,
+        );
         // SAFETY: `file` was opened by `open_file()`, so its private data is a `v4l2_fh`; this
         // adds its events (EPOLLPRI).
         mask | unsafe { bindings::v4l2_ctrl_poll(file, wait) }
+    }
+
+    /// Whether the node offers `read()` I/O (`V4L2_CAP_READWRITE` in its capabilities).
+    fn reads(&self) -> bool {
+        // SAFETY: `device_caps` is set before the node is registered and never changed after.
+        let caps = unsafe { (*self.vdev.get()).device_caps };
+        caps & bindings::V4L2_CAP_READWRITE != 0
+    }
+
+    /// `read` of the file operations: read I/O on the node's queue (`vb2_fop_read()`), for a
+    /// node that offers it (`EINVAL` otherwise, as the V4L2 core answers a node without
+    /// `read`).
+    ///
+    /// # Safety
+    ///
+    /// Called by the V4L2 core only, for an open file of our node, with a user buffer of `len`
+    /// bytes.
+    unsafe extern "C" fn read(
+        file: *mut bindings::file,
+        buf: *mut c_char,
+        len: usize,
+        _ppos: *mut bindings::loff_t,
+    ) -> isize {
+        // SAFETY: `file` is an open file of our node, opened by `open_file()`.
+        let (node, open) = unsafe { (Self::from_file(file), OpenFile::<T>::from_file(file)) };
+        if !node.reads() {
+            return EINVAL.to_errno() as isize;
+        }
+        // SAFETY: The V4L2 core passes a live file; the cast is between two bindings of
+        // `struct file`.
+        let nonblocking = unsafe { File::from_raw_file(file.cast()) }.flags() & O_NONBLOCK != 0;
+        let dst = UserPtr::from_ptr(buf.cast());
+        // A read never returns more than `isize::MAX` bytes.
+        let len = len.min(isize::MAX as usize);
+        let r = Queue::read(
+            node.data.queue(),
+            open.id(),
+            nonblocking,
+            len,
+            |mem, offset, count| mem.copy_to_user(offset, count, dst),
+        );
+        match r {
+            Ok(n) => n as isize,
+            Err(e) => e.to_errno() as isize,
+        }
     }
 
     /// `mmap` of the file operations.
@@ -478,9 +548,10 @@ fn update_pix(a: &mut bindings::v4l2_format, op: impl FnOnce(&mut PixFormat) -> 
 }
 
 /// Fills the capture parameters of a `VIDIOC_G_PARM`/`VIDIOC_S_PARM` argument.
-fn set_parm(a: &mut bindings::v4l2_streamparm, tpf: Fract) {
+fn set_parm(a: &mut bindings::v4l2_streamparm, tpf: Fract, readbuffers: u32) {
     a.parm.capture = bindings::v4l2_captureparm {
         capability: bindings::V4L2_CAP_TIMEPERFRAME,
+        readbuffers,
         timeperframe: bindings::v4l2_fract {
             numerator: tpf.numerator,
             denominator: tpf.denominator,
@@ -570,14 +641,14 @@ ioctls! {
         a.reserved = [0; 2];
         Ok(())
     }
-    g_parm(bindings::v4l2_streamparm) |d, _f, a| {
+    g_parm(bindings::v4l2_streamparm) |d, f, a| {
         if a.type_ != bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE {
             return Err(EINVAL);
         }
-        set_parm(a, d.g_parm());
+        set_parm(a, d.g_parm(), f.readbuffers());
         Ok(())
     }
-    s_parm(bindings::v4l2_streamparm) |d, _f, a| {
+    s_parm(bindings::v4l2_streamparm) |d, f, a| {
         if a.type_ != bindings::v4l2_buf_type_V4L2_BUF_TYPE_VIDEO_CAPTURE {
             return Err(EINVAL);
         }
@@ -587,7 +658,7 @@ ioctls! {
             numerator: want.numerator,
             denominator: want.denominator,
         })?;
-        set_parm(a, tpf);
+        set_parm(a, tpf, f.readbuffers());
         Ok(())
     }
     enum_input(bindings::v4l2_input) |d, _f, a| {

@@ -38,6 +38,10 @@ pub struct IoMode {
     gst: Option<&'static str>,
     /// `v4l2-ctl`'s streaming option.
     v4l2_ctl: Option<&'static str>,
+    /// Whether the client gets the driver's sequence numbers and timestamps with each frame
+    /// (not through `read()`, which carries the data only: v4l2src numbers the frames itself
+    /// and stamps each with its clock when it reads it).
+    driver_timestamps: bool,
 }
 
 /// Every I/O mode the clients have; the tests run those rvivid advertises. (ffmpeg's v4l2
@@ -48,6 +52,7 @@ pub static IO_MODES: &[IoMode] = &[
         advertised: |d| buf_cap(d, V4L2_MEMORY_MMAP, V4L2_BUF_CAP_SUPPORTS_MMAP),
         gst: Some("mmap"),
         v4l2_ctl: Some("--stream-mmap"),
+        driver_timestamps: true,
     },
     IoMode {
         name: "read",
@@ -56,7 +61,9 @@ pub static IO_MODES: &[IoMode] = &[
             Ok(cap.device_caps & V4L2_CAP_READWRITE != 0)
         },
         gst: Some("rw"),
+        // v4l2-ctl has no read() capture.
         v4l2_ctl: None,
+        driver_timestamps: false,
     },
     IoMode {
         name: "userptr",
@@ -66,12 +73,14 @@ pub static IO_MODES: &[IoMode] = &[
         // and the suite's own userptr tests cover the mode.
         gst: None,
         v4l2_ctl: Some("--stream-user"),
+        driver_timestamps: true,
     },
     IoMode {
         name: "dmabuf-export",
         advertised: supports_expbuf,
         gst: Some("dmabuf"),
         v4l2_ctl: None,
+        driver_timestamps: true,
     },
 ];
 
@@ -403,7 +412,8 @@ fn gst_lost_frames(stderr: &str) -> Vec<(u64, u64)> {
 /// (V4L2 sequence numbers) increasing, each gap matched by the timestamps (`dseq` intervals of
 /// `interval_ns`, to within half an interval: v4l2src maps the driver's timestamps to its
 /// clock through two clock reads, which a loaded machine can pull apart by milliseconds; a
-/// frame from before the pipeline started has pts 0 and is not compared), and
+/// frame from before the pipeline started has pts 0 and is not compared; `None` for a mode
+/// that carries no driver timestamp, where v4l2src stamps a frame when it gets it), and
 /// v4l2src's lost-frame warnings adding up to exactly those gaps. The first buffer is not
 /// compared: v4l2src gives it its own offset 0, and counts the loss at the second buffer from
 /// that. Returns the frames dropped after the first buffer.
@@ -412,7 +422,7 @@ fn check_gst_stream(
     bufs: &[GstBuffer],
     frames: usize,
     size: u64,
-    interval_ns: u64,
+    interval_ns: Option<u64>,
     lost: &[(u64, u64)],
 ) -> Result<u64, String> {
     ensure(bufs.len() == frames, || {
@@ -442,6 +452,9 @@ fn check_gst_stream(
         }
         let dseq = b.offset - prev.offset;
         gaps += dseq - 1;
+        let Some(interval_ns) = interval_ns else {
+            continue;
+        };
         if prev.pts_ns == 0 {
             // v4l2src clamps the running time of a frame captured before the pipeline
             // started to 0: it says nothing of the frame's time.
@@ -564,7 +577,8 @@ pub fn gst_v4l2src_each_format(ctx: &mut Ctx) -> TestResult {
                     &gst_buffers(&stdout),
                     FRAMES,
                     u64::from(fmt.sizeimage),
-                    1_000_000_000 * u64::from(num) / u64::from(den),
+                    mode.driver_timestamps
+                        .then(|| 1_000_000_000 * u64::from(num) / u64::from(den)),
                     &gst_lost_frames(&run.stderr()),
                 )?;
                 log.push_str(&format!("{what}: ok, {dropped} frames dropped\n\n"));
@@ -748,7 +762,7 @@ pub fn gst_reports_held_frames_as_lost(ctx: &mut Ctx) -> TestResult {
             &bufs,
             FRAMES,
             u64::from(fmt.sizeimage),
-            interval_ns,
+            Some(interval_ns),
             &gst_lost_frames(&run.stderr()),
         )?;
         // Not from the first buffer, whose offset is v4l2src's own.
@@ -859,55 +873,76 @@ fn check_pts_steps(what: &str, pts: &[i64], interval_ns: u64) -> TestResult {
     Ok(())
 }
 
-/// `ffmpeg -f v4l2 -input_format yuyv422 -video_size 320x240 -framerate 30 -i NODE -vf
-/// showinfo -fps_mode passthrough -frames:v 5 -f rawvideo FILE`: exit 0, the file is 5 frames
-/// of sizeimage bytes each showing the colour bars, and their pts increase by whole frame
-/// intervals. (One format only: an ffmpeg start costs about 30 s in the guest, see
-/// Documentation; GStreamer and v4l2-ctl run every format.)
+/// ffmpeg's `-input_format` name of each rvivid format (libavdevice's v4l2 conversion table
+/// has all four).
+const FFMPEG_FORMATS: [(u32, &str); 4] = [
+    (V4L2_PIX_FMT_YUYV, "yuyv422"),
+    (V4L2_PIX_FMT_RGB24, "rgb24"),
+    (V4L2_PIX_FMT_NV12, "nv12"),
+    (V4L2_PIX_FMT_GREY, "gray"),
+];
+
+/// For every rvivid format: `ffmpeg -f v4l2 -input_format F -video_size 320x240 -framerate 30
+/// -i NODE -vf showinfo -fps_mode passthrough -frames:v 5 -f rawvideo FILE`: exit 0, the file
+/// is 5 frames of sizeimage bytes each showing the colour bars, and their pts increase by
+/// whole frame intervals. (ffmpeg's v4l2 input captures with MMAP buffers only.)
 pub fn ffmpeg_raw_frames(ctx: &mut Ctx) -> TestResult {
     const FRAMES: usize = 5;
     let _restore = RestoreDefaults::new(ctx)?;
     let node = node(ctx)?;
-    let fmt = FrameFormat::packed(V4L2_PIX_FMT_YUYV, 320, 240).ok_or("YUYV")?;
-    let file = Scratch::new("ffmpeg-yuyv422.raw");
-    let frames = FRAMES.to_string();
-    let path = file.path();
-    let args = [
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "info",
-        "-f",
-        "v4l2",
-        "-input_format",
-        "yuyv422",
-        "-video_size",
-        "320x240",
-        "-framerate",
-        "30",
-        "-i",
-        &*node,
-        "-vf",
-        "showinfo",
-        "-fps_mode",
-        "passthrough",
-        "-frames:v",
-        &*frames,
-        "-f",
-        "rawvideo",
-        "-y",
-        &*path,
-    ];
-    let run = run_client("ffmpeg", &args, FFMPEG_ENV)?;
-    ctx.save_log("ffmpeg-raw.txt", run.log())?;
-    run.success()?;
-    check_frames("ffmpeg YUYV 320x240", &file.read()?, &fmt, FRAMES)?;
-    // The filter sees the frames the encoder wrote, and may see one more.
-    let pts = showinfo_pts(&run.stderr());
-    ensure(pts.len() >= FRAMES, || {
-        format!("showinfo logged {} frames, want {FRAMES}", pts.len())
-    })?;
-    check_pts_steps("ffmpeg YUYV 320x240", &pts[..FRAMES], 1_000_000_000 / 30)
+    let mut log = String::new();
+    let result = (|| {
+        for (fourcc, name) in FFMPEG_FORMATS {
+            let fmt = FrameFormat::packed(fourcc, 320, 240).ok_or("unknown format")?;
+            let what = format!("ffmpeg {}", fmt.describe());
+            let file = Scratch::new(&format!("ffmpeg-{name}.raw"));
+            let frames = FRAMES.to_string();
+            let path = file.path();
+            let args = [
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "info",
+                "-f",
+                "v4l2",
+                "-input_format",
+                name,
+                "-video_size",
+                "320x240",
+                "-framerate",
+                "30",
+                "-i",
+                &*node,
+                "-vf",
+                "showinfo",
+                "-fps_mode",
+                "passthrough",
+                "-frames:v",
+                &*frames,
+                "-f",
+                "rawvideo",
+                "-y",
+                &*path,
+            ];
+            let run = run_client("ffmpeg", &args, FFMPEG_ENV)?;
+            log.push_str(&run.log());
+            run.success()?;
+            check_frames(&what, &file.read()?, &fmt, FRAMES)?;
+            // The filter sees the frames the encoder wrote, and may see one more.
+            let pts = showinfo_pts(&run.stderr());
+            ensure(pts.len() >= FRAMES, || {
+                format!(
+                    "{what}: showinfo logged {} frames, want {FRAMES}",
+                    pts.len()
+                )
+            })?;
+            check_pts_steps(&what, &pts[..FRAMES], 1_000_000_000 / 30)?;
+            log.push_str(&format!("{what}: ok\n\n"));
+        }
+        Ok(())
+    })();
+    ctx.save_log("ffmpeg-raw.txt", &log)?;
+    result
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -993,19 +1028,22 @@ mod tests {
         let bufs = [b(0, 0), b(2, 2 * i), b(3, 3 * i), b(7, 7 * i)];
         // The warning at the second buffer (v4l2src's own count) is not compared.
         let lost = [(1, 2 * i), (3, 7 * i)];
-        assert_eq!(check_gst_stream("s", &bufs, 4, 10, i, &lost), Ok(3));
-        assert!(check_gst_stream("s", &bufs, 4, 10, i, &lost[..1]).is_err());
-        assert!(check_gst_stream("s", &bufs, 4, 10, i, &[(4, 7 * i)]).is_err());
-        assert!(check_gst_stream("s", &bufs, 5, 10, i, &lost).is_err());
+        assert_eq!(check_gst_stream("s", &bufs, 4, 10, Some(i), &lost), Ok(3));
+        assert!(check_gst_stream("s", &bufs, 4, 10, Some(i), &lost[..1]).is_err());
+        assert!(check_gst_stream("s", &bufs, 4, 10, Some(i), &[(4, 7 * i)]).is_err());
+        assert!(check_gst_stream("s", &bufs, 5, 10, Some(i), &lost).is_err());
         // The first buffer's offset may not be its sequence number.
         let first = [b(0, i), b(2, 2 * i), b(3, 3 * i)];
-        assert_eq!(check_gst_stream("s", &first, 3, 10, i, &[]), Ok(0));
+        assert_eq!(check_gst_stream("s", &first, 3, 10, Some(i), &[]), Ok(0));
         // A timestamp off the sequence.
         let bad = [b(0, 0), b(1, i), b(2, 3 * i)];
-        assert!(check_gst_stream("s", &bad, 3, 10, i, &[]).is_err());
+        assert!(check_gst_stream("s", &bad, 3, 10, Some(i), &[]).is_err());
         // The first frames, from before the pipeline started, have pts 0.
         let early = [b(0, 0), b(1, 0), b(3, i), b(4, 2 * i)];
-        assert_eq!(check_gst_stream("s", &early, 4, 10, i, &[(1, i)]), Ok(1));
+        assert_eq!(
+            check_gst_stream("s", &early, 4, 10, Some(i), &[(1, i)]),
+            Ok(1)
+        );
     }
 
     #[test]

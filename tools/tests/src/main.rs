@@ -23,6 +23,7 @@ mod frame;
 mod harness;
 mod kernlog;
 mod memory;
+mod readio;
 mod streaming;
 mod syncfile;
 mod v4l2;
@@ -130,6 +131,18 @@ static TESTS: &[Test] = &[
         "v4l2_ctl_stream_dmabuf_from_vivid",
         memory::v4l2_ctl_stream_dmabuf_from_vivid,
     ),
+    ("queue_memory_limit", memory::queue_memory_limit),
+    (
+        "create_bufs_beyond_memory_bound",
+        memory::create_bufs_beyond_memory_bound,
+    ),
+    // Read I/O (readio.rs).
+    ("read_io_frames", readio::read_io_frames),
+    (
+        "read_io_excludes_streaming",
+        readio::read_io_excludes_streaming,
+    ),
+    ("read_io_poll", readio::read_io_poll),
     (
         "sequence_restarts_after_restream",
         streaming::sequence_restarts_after_restream,
@@ -205,7 +218,7 @@ static RUN_CONFIG: harness::RunConfig = harness::RunConfig {
         ("gst_pngenc_color_bars", 300),
         ("gst_reports_held_frames_as_lost", 300),
         ("ffmpeg_list_formats", 300),
-        ("ffmpeg_raw_frames", 300),
+        ("ffmpeg_raw_frames", 900),
         ("v4l2_ctl_each_memory_type", 300),
     ],
 };
@@ -311,10 +324,10 @@ fn querycap_fields(ctx: &mut Ctx) -> TestResult {
     }
 
     ensure(cap.version != 0, || "version is 0".into())?;
-    let want = V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_STREAMING;
+    let want = V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_STREAMING | V4L2_CAP_READWRITE;
     ensure(cap.device_caps & want == want, || {
         format!(
-            "device_caps {:#010x} lacks VIDEO_CAPTURE|STREAMING ({want:#010x})",
+            "device_caps {:#010x} lacks VIDEO_CAPTURE|STREAMING|READWRITE ({want:#010x})",
             cap.device_caps
         )
     })?;

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Buffer memory leaving the device: `VIDIOC_EXPBUF` of MMAP buffers as dma-bufs.
+//! Buffer memory: leaving the device (`VIDIOC_EXPBUF` of MMAP buffers as dma-bufs, USERPTR) and
+//! the bound on a queue's memory.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
+use crate::formats::{set_format, RestoreDefaults};
 use crate::frame::{check_color_bars, FrameFormat};
 use crate::harness::{Ctx, TestResult};
 use crate::v4l2::*;
@@ -590,4 +593,178 @@ fn v4l2_ctl_stream_to_file(
         )
     })?;
     Ok((file_s, data))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bound on a queue's memory
+// ---------------------------------------------------------------------------------------------
+
+/// The module parameter bounding a queue's MMAP memory, orphans included, in MiB.
+const MEM_BOUND_PARAM: &str = "/sys/module/rvivid/parameters/max_queue_mem_mb";
+
+/// Its default.
+const MEM_BOUND_DEFAULT_MB: u64 = 256;
+
+/// Sets `max_queue_mem_mb` for a test and restores the default when dropped.
+struct MemBound;
+
+impl MemBound {
+    fn set(mb: u64) -> Result<Self, String> {
+        std::fs::write(MEM_BOUND_PARAM, format!("{mb}\n"))
+            .map_err(|e| format!("writing {mb} to {MEM_BOUND_PARAM}: {e}"))?;
+        Ok(MemBound)
+    }
+}
+
+impl Drop for MemBound {
+    fn drop(&mut self) {
+        let _ = std::fs::write(MEM_BOUND_PARAM, format!("{MEM_BOUND_DEFAULT_MB}\n"));
+    }
+}
+
+/// The bytes a buffer of `size` takes (whole pages).
+fn in_pages(size: u32) -> u64 {
+    let page = page_size() as u64;
+    u64::from(size).div_ceil(page) * page
+}
+
+/// The per-queue memory bound (`max_queue_mem_mb`, 256 MiB by default, readable in sysfs):
+/// with a 4 MiB bound, REQBUFS(32) of 640x480 YUYV buffers allocates only the 6 that fit and
+/// CREATE_BUFS beyond them is ENOMEM, after which the queue still streams colour bars; an
+/// orphaned buffer (freed by REQBUFS(0) while mapped) still counts against the bound until
+/// its munmap, after which its memory is back (REQBUFS(32) gets one buffer fewer while the
+/// orphan is mapped, all 6 again after munmap). Out-of-range values of the parameter are
+/// refused.
+pub fn queue_memory_limit(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let default = std::fs::read_to_string(MEM_BOUND_PARAM)
+        .map_err(|e| format!("reading {MEM_BOUND_PARAM}: {e}"))?;
+    ensure(default.trim() == MEM_BOUND_DEFAULT_MB.to_string(), || {
+        format!("{MEM_BOUND_PARAM} is {default:?}, want {MEM_BOUND_DEFAULT_MB}")
+    })?;
+    for bad in ["0", "4097", "-1", "x"] {
+        ensure(std::fs::write(MEM_BOUND_PARAM, bad).is_err(), || {
+            format!("writing {bad:?} to {MEM_BOUND_PARAM} succeeded, want EINVAL")
+        })?;
+    }
+    let fmt = set_format(&dev, V4L2_PIX_FMT_YUYV, 640, 480)?;
+    let bound_mb = 4;
+    let _bound = MemBound::set(bound_mb)?;
+    let fit = ((bound_mb << 20) / in_pages(fmt.sizeimage)) as u32;
+    ensure(fit == 6, || {
+        format!("{} buffers fit in {bound_mb} MiB, this test wants 6", fit)
+    })?;
+
+    let rb = ok("VIDIOC_REQBUFS(32) with a 4 MiB bound", dev.reqbufs(32))?;
+    ensure(rb.count == fit, || {
+        format!(
+            "VIDIOC_REQBUFS(32) with a 4 MiB bound gave {} buffers, want {fit}",
+            rb.count
+        )
+    })?;
+    let f = ok("VIDIOC_G_FMT", dev.g_fmt())?;
+    expect_errno(
+        "VIDIOC_CREATE_BUFS(1) beyond the bound",
+        dev.create_bufs(1, V4L2_MEMORY_MMAP, &f),
+        libc::ENOMEM,
+    )?;
+    ensure(dev.querybuf(fit).is_err(), || {
+        format!("buffer {fit} exists after the refused CREATE_BUFS")
+    })?;
+    // The queue still streams.
+    {
+        let mut q = crate::streaming::Queue::request(&dev, fit)?;
+        q.map_all()?;
+        q.queue_all()?;
+        q.streamon()?;
+        let b = q.next_buffer(Duration::from_secs(5))?;
+        check_color_bars(q.data(&b)?, &fmt).map_err(|e| format!("after the ENOMEM: {e}"))?;
+        q.streamoff()?;
+    }
+
+    // An orphan counts until munmap.
+    let rb = ok("VIDIOC_REQBUFS(1)", dev.reqbufs(1))?;
+    ensure(rb.count >= 1, || "VIDIOC_REQBUFS(1) gave none".into())?;
+    let b0 = ok("VIDIOC_QUERYBUF 0", dev.querybuf(0))?;
+    let orphan = ok(
+        "mmap of buffer 0",
+        Mapping::shared(&dev, b0.offset(), b0.length as usize),
+    )?;
+    ok("VIDIOC_REQBUFS(0) while buffer 0 is mapped", dev.reqbufs(0))?;
+    let rb = ok(
+        "VIDIOC_REQBUFS(32) while an orphan is mapped",
+        dev.reqbufs(32),
+    )?;
+    ensure(rb.count == fit - 1, || {
+        format!(
+            "VIDIOC_REQBUFS(32) while an orphan is mapped gave {} buffers, want {} (the orphan \
+             counts against the bound)",
+            rb.count,
+            fit - 1
+        )
+    })?;
+    ok("VIDIOC_REQBUFS(0)", dev.reqbufs(0))?;
+    drop(orphan);
+    let rb = ok(
+        "VIDIOC_REQBUFS(32) after munmap of the orphan",
+        dev.reqbufs(32),
+    )?;
+    ensure(rb.count == fit, || {
+        format!(
+            "VIDIOC_REQBUFS(32) after munmap of the orphan gave {} buffers, want {fit} (its \
+             memory should be freed)",
+            rb.count
+        )
+    })?;
+    ok("VIDIOC_REQBUFS(0)", dev.reqbufs(0))?;
+    Ok(())
+}
+
+/// CREATE_BUFS of one huge buffer fails with ENOMEM, quietly, instead of exhausting memory
+/// (two 1 GiB CREATE_BUFS used to get the OOM killer going in the 2 GiB guest): 1 GiB, twice,
+/// is beyond the default bound; 3 GiB with the bound raised to its 4 GiB maximum gets past it
+/// to the allocator, which refuses more than the guest's memory (`__GFP_NOWARN`: no allocation
+/// failure report in the kernel log, which the harness checks). The queue stays usable: it
+/// has no buffer, and REQBUFS(4) and CREATE_BUFS of a normal size work afterwards.
+pub fn create_bufs_beyond_memory_bound(ctx: &mut Ctx) -> TestResult {
+    let _restore = RestoreDefaults::new(ctx)?;
+    let dev = open_rvivid(ctx)?;
+    let f = ok("VIDIOC_G_FMT", dev.g_fmt())?;
+    let mut huge = f;
+    huge.pix_mut().sizeimage = 1 << 30;
+    for n in 1..=2 {
+        expect_errno(
+            format!("VIDIOC_CREATE_BUFS #{n} of one 1 GiB buffer"),
+            dev.create_bufs(1, V4L2_MEMORY_MMAP, &huge),
+            libc::ENOMEM,
+        )?;
+    }
+    {
+        let _bound = MemBound::set(4096)?;
+        huge.pix_mut().sizeimage = 3 << 30;
+        expect_errno(
+            "VIDIOC_CREATE_BUFS of one 3 GiB buffer (bound 4 GiB, guest 2 GiB)",
+            dev.create_bufs(1, V4L2_MEMORY_MMAP, &huge),
+            libc::ENOMEM,
+        )?;
+    }
+    expect_errno(
+        "VIDIOC_QUERYBUF 0 after the refused CREATE_BUFS",
+        dev.querybuf(0),
+        libc::EINVAL,
+    )?;
+    let cb = ok(
+        "VIDIOC_CREATE_BUFS(2) of the format's size",
+        dev.create_bufs(2, V4L2_MEMORY_MMAP, &f),
+    )?;
+    ensure(cb.index == 0 && cb.count == 2, || {
+        format!(
+            "VIDIOC_CREATE_BUFS(2): index {} count {}",
+            cb.index, cb.count
+        )
+    })?;
+    ok("VIDIOC_REQBUFS(0)", dev.reqbufs(0))?;
+    let mut q = crate::streaming::Queue::request(&dev, 4)?;
+    q.map_all()
 }

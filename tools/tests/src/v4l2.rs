@@ -1171,6 +1171,27 @@ impl Device {
         Ok(q)
     }
 
+    /// `read()` of up to `buf.len()` bytes into `buf` (read I/O); returns how many were read.
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let r = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if r < 0 {
+            return Err(Errno::last());
+        }
+        Ok(r as usize)
+    }
+
+    /// `read()` of `len` bytes into the raw address `addr` (which may be invalid: the kernel
+    /// checks it); returns how many were read.
+    pub fn read_raw(&self, addr: usize, len: usize) -> Result<usize, Errno> {
+        // SAFETY: the kernel checks the user address; nothing on this side uses it.
+        let r = unsafe { libc::read(self.fd, addr as *mut libc::c_void, len) };
+        if r < 0 {
+            return Err(Errno::last());
+        }
+        Ok(r as usize)
+    }
+
     /// `poll()` of this fd for `events`, waiting up to `timeout_ms` (restarted on EINTR with
     /// the full timeout); returns `revents` (0 on timeout).
     pub fn poll(&self, events: i16, timeout_ms: i32) -> Result<i16, Errno> {
