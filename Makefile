@@ -34,11 +34,19 @@ modules: setup
 tests: setup samples
 	@cd $(TOOLS)/tests && cargo build --release --quiet
 
-samples: build/samples/fence-capture
+samples: build/samples/fence-capture build/samples/vkms-pipeline
 
 build/samples/fence-capture: samples/fence-capture.c include/uapi/linux/rvb2-fences.h
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Wextra -Werror -I include/uapi -o $@ $<
+
+# The DRM UAPI headers (<drm/drm.h>, ...) come from the kernel tree, with the __user that
+# headers_install would strip; the system's headers win for the rest.
+build/samples/vkms-pipeline: samples/vkms-pipeline.c include/uapi/linux/rvb2-fences.h
+	@mkdir -p $(@D)
+	@kdir=$${KDIR:-$$($(TOOLS)/kernel/build.sh)} && \
+	echo "$(CC) -O2 -Wall -Wextra -Werror -I include/uapi -idirafter $$kdir/include/uapi -D__user= -o $@ $<" && \
+	$(CC) -O2 -Wall -Wextra -Werror -I include/uapi -idirafter "$$kdir/include/uapi" -D__user= -o $@ $<
 
 run: modules
 	@$(TOOLS)/demo.sh

@@ -30,7 +30,10 @@ use core::{
         Ordering, //
     },
 };
-pub(crate) use export::DmaBuf;
+pub(crate) use export::{
+    DmaBuf,
+    ResvWriteSlot, //
+};
 use kernel::{
     mm::virt::VmaNew,
     prelude::*,
@@ -103,6 +106,18 @@ impl BufferMem {
         match &self.backing {
             Backing::Vmalloc(v) => DmaBuf::export(v, flags),
             Backing::User(_) => Err(EINVAL),
+        }
+    }
+
+    /// Locks the reservation object of MMAP memory (the one its dma-bufs share) and reserves
+    /// a slot for a write fence in it, for [`ResvWriteSlot::add_write_fence`]; `None` for
+    /// memory that has none (USERPTR). It allocates and may sleep: process context, with no
+    /// lock a signalling path takes held (`EINTR` if a signal came while it waited for the lock,
+    /// `ENOMEM`).
+    pub(crate) fn reserve_write_fence(&self) -> Result<Option<ResvWriteSlot<'_>>> {
+        match &self.backing {
+            Backing::Vmalloc(v) => v.resv.reserve_write().map(Some),
+            Backing::User(_) => Ok(None),
         }
     }
 

@@ -8,6 +8,7 @@
 //!
 //! C header: [`include/linux/vmalloc.h`](srctree/include/linux/vmalloc.h).
 
+use super::export::Resv;
 use crate::bindings;
 use core::{
     ptr::NonNull,
@@ -28,12 +29,17 @@ use kernel::{
 /// # Invariants
 ///
 /// `ptr` points to `size` bytes allocated by `vmalloc_user()`, owned by this object.
+#[pin_data(PinnedDrop)]
 pub(crate) struct VmallocBuf {
     ptr: NonNull<u8>,
     size: usize,
     mapped: AtomicU32,
     /// Claims the contents for the one kernel writer (see [`super::CpuAccess`]).
     pub(super) writer: AtomicBool,
+    /// The reservation object of every dma-buf exported from this memory: it carries the
+    /// pending out-fence of the buffer as its write fence (implicit synchronization).
+    #[pin]
+    pub(super) resv: Resv,
 }
 
 // SAFETY: The allocation is plain memory, usable from any thread.
@@ -45,19 +51,23 @@ unsafe impl Sync for VmallocBuf {}
 impl VmallocBuf {
     /// Allocates `size` bytes (rounded up to whole pages by `vmalloc_user()`).
     pub(crate) fn new(size: usize) -> Result<Arc<Self>> {
-        // SAFETY: `vmalloc_user()` may be called with any size.
-        let ptr = unsafe { bindings::rvb2_vmalloc_user(size as kernel::ffi::c_ulong) };
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(ENOMEM)?;
-        // INVARIANT: `ptr` is a `vmalloc_user()` allocation of `size` bytes.
-        Ok(Arc::new(
-            Self {
-                ptr,
+        // The memory is allocated inside the initialiser, once the `Arc` is, so that nothing
+        // is left to free if the `Arc` cannot be allocated; the fields after it cannot fail.
+        Arc::pin_init(
+            try_pin_init!(Self {
+                ptr: {
+                    // SAFETY: `vmalloc_user()` may be called with any size.
+                    let ptr = unsafe { bindings::rvb2_vmalloc_user(size as kernel::ffi::c_ulong) };
+                    // INVARIANT: `ptr` is a `vmalloc_user()` allocation of `size` bytes.
+                    NonNull::new(ptr.cast::<u8>()).ok_or(ENOMEM)?
+                },
                 size,
                 mapped: AtomicU32::new(0),
                 writer: AtomicBool::new(false),
-            },
+                resv <- Resv::new(),
+            }? Error),
             GFP_KERNEL,
-        )?)
+        )
     }
 
     /// Returns how many mappings of this memory exist.
@@ -103,8 +113,9 @@ impl VmallocBuf {
     }
 }
 
-impl Drop for VmallocBuf {
-    fn drop(&mut self) {
+#[pinned_drop]
+impl PinnedDrop for VmallocBuf {
+    fn drop(self: Pin<&mut Self>) {
         // SAFETY: `ptr` came from `vmalloc_user()` and is freed once (type invariant).
         unsafe { bindings::vfree(self.ptr.as_ptr().cast()) };
     }
