@@ -21,7 +21,7 @@
  * k-th QBUF is the k-th frame: buffer k % N, and the frames are shown in that order.
  *
  *   vkms-pipeline [-d /dev/videoN] [-c /dev/dri/cardN] [-n frames] [-b buffers]
- *                 [-s WxH] [-r fps] [-m fenced|implicit|classic] [-M export|import] [-w] [-v]
+ *                 [-s WxH] [-r fps] [-m fenced|implicit|classic] [-M export|import] [-w] [-C] [-v]
  *                 [-f frame] [-q frame]
  *
  *  -m fenced    explicit fences both ways (the default)
@@ -39,6 +39,14 @@
  *               byte, the captured buffer it showed, and carry that buffer's frame counter
  *               (rvivid draws it); the program waits for the writeback fences, so use it to
  *               check, not to measure
+ *  -C           proof by CRC: vkms composes every vblank and reports a CRC of the composed
+ *               frame (debugfs crtc-0/crc, as igt uses it); every frame shown, for every
+ *               vblank it was on screen, must have the CRC of the captured buffer it showed
+ *               (computed here from the buffer as vkms composes it: 16-bit ARGB lines, crc32
+ *               over each line), and carry its sequence number as the frame counter (read from
+ *               the buffer). A buffer is queued again only once vkms has composed a later
+ *               frame (its CRC read), since vkms composes after the vblank: checking, not
+ *               measuring
  *  -v           one line per frame
  *  -f K         fault: at frame K, make rvivid fail the next buffer it completes (its
  *               "Fail Next Buffers" control); the failed frame's out-fence signals -EIO, but
@@ -87,7 +95,7 @@
 #define DRM_PLANE_TYPE_PRIMARY 1
 
 #define MAX_BUFS 8
-#define NUM_WB 2
+#define NUM_WB 3
 #define REFRESH_HZ 60
 
 enum sync_mode { FENCED, IMPLICIT, CLASSIC };
@@ -120,14 +128,20 @@ static struct {
 	enum sync_mode sync;
 	enum mem_mode mem;
 	unsigned int width, height, pitch, nbufs, fps, frames;
-	int writeback, verbose;
+	int writeback, crc, verbose, card_index;
+	/* -C: the CRC data file, and the entry read ahead (frame, crc; valid if crc_ahead). */
+	int crc_data;
+	__u32 crc_frame, crc_value;
+	int crc_ahead;
+	/* the vblank sequence of the last flip events */
+	__u32 flip_seq[2];
 	unsigned int fail_at, quit_at;
 	__u32 crtc, plane, conn, wb_conn, mode_blob;
 	struct props p;
 	struct frame_buf buf[MAX_BUFS];
 	struct wb_buf wb[NUM_WB];
 	/* statistics */
-	unsigned int shown, checked, errors, gaps, failed;
+	unsigned int shown, checked, errors, gaps, failed, vblanks;
 	double lat_sum_us, lat_max_us;
 } g = {
 	.width = 320, .height = 240, .nbufs = 3, .fps = 30, .frames = 300,
@@ -191,8 +205,12 @@ static int open_vkms(const char *path)
 			continue;
 		}
 		memset(name, 0, sizeof(name));
-		if (!xioctl(fd, DRM_IOCTL_VERSION, &v) && !strcmp(name, "vkms"))
+		if (!xioctl(fd, DRM_IOCTL_VERSION, &v) && !strcmp(name, "vkms")) {
+			const char *digits = strpbrk(node, "0123456789");
+
+			g.card_index = digits ? atoi(digits) : 0;
 			return fd;
+		}
 		close(fd);
 		if (path)
 			fail("%s is not vkms", path);
@@ -474,6 +492,7 @@ static double wait_flip(unsigned int k)
 			ev.base.type, (unsigned long long)ev.user_data);
 		exit(1);
 	}
+	g.flip_seq[k & 1] = ev.sequence;
 	return ev.tv_sec * 1e6 + ev.tv_usec;
 }
 
@@ -605,8 +624,8 @@ static void setup_video(void)
 	}
 }
 
-/* rvivid's "Fail Next Buffers" control (src/driver.rs: V4L2_CID_USER_BASE + 0xf100). */
-#define RVIVID_CID_FAIL_NEXT_BUFFERS (V4L2_CID_USER_BASE + 0xf100)
+/* rvivid's "Fail Next Buffers" control (src/driver.rs: V4L2_CID_USER_BASE | 0xf000). */
+#define RVIVID_CID_FAIL_NEXT_BUFFERS (V4L2_CID_USER_BASE | 0xf000)
 
 static void fail_next_buffer(void)
 {
@@ -663,9 +682,10 @@ static const unsigned char digits[10][7] = {
 	{ 0x0e, 0x11, 0x11, 0x0e, 0x11, 0x11, 0x0e }, { 0x0e, 0x11, 0x11, 0x0f, 0x01, 0x02, 0x0c },
 };
 
-/* 1 for the counter's white, 0 for its black, -1 for anything else, at (x, y) of @wb. */
-static int wb_bit(const struct wb_buf *wb, unsigned int x, unsigned int y)
+/* 1 for the counter's white, 0 for its black, -1 for anything else, at (x, y) of @img. */
+static int wb_bit(const void *img, unsigned int x, unsigned int y)
 {
+	const struct wb_buf *wb = img;
 	const unsigned char *p = (const unsigned char *)wb->map + y * wb->pitch + x * 4;
 
 	if (p[0] == 255 && p[1] == 255 && p[2] == 255)
@@ -675,13 +695,27 @@ static int wb_bit(const struct wb_buf *wb, unsigned int x, unsigned int y)
 	return -1;
 }
 
+/* The same in a captured buffer (RGB24). */
+static int cap_bit(const void *img, unsigned int x, unsigned int y)
+{
+	const struct frame_buf *b = img;
+	const unsigned char *p = (const unsigned char *)b->map + y * g.pitch + x * 3;
+
+	if (p[0] == 255 && p[1] == 255 && p[2] == 255)
+		return 1;
+	if (p[0] == 0 && p[1] == 0 && p[2] == 0)
+		return 0;
+	return -1;
+}
+
 /*
- * Reads rvivid's frame counter from a written-back frame (the geometry of src/tpg.rs: 8
+ * Reads rvivid's frame counter from a frame (@bit reads its pixels) (the geometry of src/tpg.rs: 8
  * pixels from the top left, 5x7 digits in cells of 6x9 font units, a unit of `scale` pixels
  * with `scale` fitted to the top eighth of the frame; @ndigits says how wide to expect it).
  * Returns the number, or -1 if the digits are not all clean glyphs.
  */
-static long read_counter(const struct wb_buf *wb, unsigned int ndigits)
+static long read_counter(int (*bit)(const void *, unsigned int, unsigned int), const void *img,
+			 unsigned int ndigits)
 {
 	unsigned int units_w = 6 * ndigits + 1;
 	unsigned int avail_h = g.height / 8 > 8 ? g.height / 8 - 8 : 0;
@@ -700,7 +734,7 @@ static long read_counter(const struct wb_buf *wb, unsigned int ndigits)
 
 		for (r = 0; r < 7; r++)
 			for (c = 0; c < 5; c++) {
-				v = wb_bit(wb, 8 + (6 * d + 1 + c) * scale + scale / 2,
+				v = bit(img, 8 + (6 * d + 1 + c) * scale + scale / 2,
 					   8 + (1 + r) * scale + scale / 2);
 				if (v < 0)
 					return -1;
@@ -714,7 +748,7 @@ static long read_counter(const struct wb_buf *wb, unsigned int ndigits)
 		n = n * 10 + match;
 	}
 	/* The counter's box ends after the last digit: no digit is missing. */
-	if (wb_bit(wb, 8 + (6 * ndigits + 1) * scale + scale / 2, 8 + 4 * scale) >= 0)
+	if (bit(img, 8 + (6 * ndigits + 1) * scale + scale / 2, 8 + 4 * scale) >= 0)
 		return -1;
 	return n;
 }
@@ -776,13 +810,131 @@ static int check_frame(unsigned int k, const struct frame_buf *b, const struct v
 			bad += c[3 * x] != w[4 * x + 2] || c[3 * x + 1] != w[4 * x + 1] ||
 			       c[3 * x + 2] != w[4 * x];
 	}
-	counter = read_counter(wb, ndigits(vb->sequence));
+	counter = read_counter(wb_bit, wb, ndigits(vb->sequence));
 	if (bad || (counter != -2 && counter != vb->sequence)) {
 		printf("frame %u: buffer %u seq %u: written back %u pixels differ from the "
 		       "buffer, counter %ld\n", k, vb->index, vb->sequence, bad, counter);
 		return 1;
 	}
 	return 0;
+}
+
+/* ---- the proof by CRC ---- */
+
+/* The kernel's crc32_le(): reflected CRC-32 (0xedb88320), no inversion. */
+static __u32 crc32_le(__u32 crc, const unsigned char *p, size_t len)
+{
+	static __u32 table[256];
+	unsigned int i, j;
+
+	if (!table[1])
+		for (i = 0; i < 256; i++) {
+			__u32 c = i;
+
+			for (j = 0; j < 8; j++)
+				c = c & 1 ? (c >> 1) ^ 0xedb88320 : c >> 1;
+			table[i] = c;
+		}
+	while (len--)
+		crc = (crc >> 8) ^ table[(crc ^ *p++) & 0xff];
+	return crc;
+}
+
+/*
+ * The CRC vkms reports for a frame that shows @b alone (vkms_composer.c): each line composed
+ * as 16-bit A, R, G, B per pixel (an 8-bit value v becomes v * 257, opaque), crc32_le() over
+ * the lines in turn, from 0.
+ */
+static __u32 expected_crc(const struct frame_buf *b)
+{
+	unsigned char line[4096 * 8];
+	const unsigned char *cap = b->map;
+	unsigned int x, y;
+	__u32 crc = 0;
+
+	for (y = 0; y < g.height; y++) {
+		const unsigned char *c = cap + y * g.pitch;
+
+		for (x = 0; x < g.width; x++) {
+			unsigned char *o = line + 8 * x;
+
+			o[0] = o[1] = 0xff;
+			o[2] = o[3] = c[3 * x];
+			o[4] = o[5] = c[3 * x + 1];
+			o[6] = o[7] = c[3 * x + 2];
+		}
+		crc = crc32_le(crc, line, 8 * g.width);
+	}
+	return crc;
+}
+
+/* Turns vkms's CRC on (the CRTC must be active): source "auto", then open its data. */
+static void crc_start(void)
+{
+	char path[96];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/dri/%d/crtc-0/crc/control",
+		 g.card_index);
+	f = fopen(path, "w");
+	if (!f || fputs("auto", f) < 0 || fclose(f))
+		die(path);
+	snprintf(path, sizeof(path), "/sys/kernel/debug/dri/%d/crtc-0/crc/data", g.card_index);
+	g.crc_data = open(path, O_RDONLY | O_CLOEXEC);
+	if (g.crc_data < 0)
+		die(path);
+}
+
+/* The next CRC entry (blocks until vkms composed one). */
+static void crc_next(void)
+{
+	char line[64];
+	ssize_t n;
+
+	/* One entry per read(), which must have room for a whole line. */
+	do
+		n = read(g.crc_data, line, sizeof(line) - 1);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		die("reading the CRC data");
+	line[n > 0 ? n : 0] = 0;
+	if (sscanf(line, "%x %x", &g.crc_frame, &g.crc_value) != 2)
+		fail("unexpected CRC data: %s", line);
+	g.crc_ahead = 1;
+}
+
+/*
+ * Frame @k (buffer @b, sequence @seq) was on screen from the flip with vblank sequence
+ * @from until the one with @to: every CRC vkms reported for those vblanks must be the
+ * buffer's. Reads up to the first entry of a later vblank, so vkms is done reading the
+ * buffer when this returns. Returns 0 if they all match and there was at least one.
+ */
+static int check_crcs(unsigned int k, const struct frame_buf *b, __u32 seq, __u32 from,
+		      __u32 to)
+{
+	__u32 want = expected_crc(b);
+	unsigned int n = 0, bad = 0;
+
+	for (;;) {
+		if (!g.crc_ahead)
+			crc_next();
+		/* vblank counters are 32-bit and wrap */
+		if ((__s32)(g.crc_frame - to) >= 0)
+			break;
+		g.crc_ahead = 0;
+		if (k > 0 && (__s32)(g.crc_frame - from) < 0)
+			continue;	/* before this frame's flip: the last frame's, checked */
+		n++;
+		if (g.crc_value != want) {
+			printf("frame %u: seq %u: vblank %u has CRC %08x, the buffer's is %08x\n",
+			       k, seq, g.crc_frame, g.crc_value, want);
+			bad++;
+		}
+	}
+	g.vblanks += n;
+	if (!n && k > 0)
+		printf("frame %u: seq %u: no CRC for its vblanks %u..%u\n", k, seq, from, to);
+	return bad || !n;
 }
 
 /* ---- the pipelines ---- */
@@ -817,49 +969,54 @@ static void account(unsigned int k, const struct v4l2_buffer *vb, double flip_us
 	if (g.verbose)
 		printf("frame %u: buffer %u seq %u%s latency %.0f us%s\n", k, vb->index,
 		       vb->sequence, vb->flags & V4L2_BUF_FLAG_ERROR ? " ERROR" : "", lat,
-		       !g.writeback ? "" : vb->flags & V4L2_BUF_FLAG_ERROR ? " not checked" :
-		       ok ? " writeback ok" : " writeback BAD");
+		       !(g.writeback || g.crc) ? "" :
+		       vb->flags & V4L2_BUF_FLAG_ERROR ? " not checked" : ok ? " ok" : " BAD");
 }
 
 /*
  * Explicit (or implicit) fences: commit k shows buffer k % N behind its capture out-fence;
- * its release fence gates the next capture into the buffer of frame k - 1.
+ * its release fence gates the next capture into the buffer of frame k - 1. With -C, a buffer
+ * is recycled one commit later, once vkms has composed its last vblank.
  */
 static void run_fenced(void)
 {
-	int rel_fence, wb_fence[NUM_WB] = { -1, -1 };
-	double flip_us[2];
+	unsigned int lag = g.crc ? 2 : 1, commits = g.frames + lag - 1;
+	int rel[2] = { -1, -1 }, wb_fence[NUM_WB] = { -1, -1, -1 };
+	double flip_us[2] = { 0, 0 };
 	__u32 last_seq = 0;
-	unsigned int i, k;
+	unsigned int i, j, k;
 
 	for (i = 0; i < g.nbufs; i++)
 		g.buf[i].cap_fence = queue(i, -1, 1);
 	if (xioctl(g.video, VIDIOC_STREAMON, &(int){ V4L2_BUF_TYPE_VIDEO_CAPTURE }))
 		die("VIDIOC_STREAMON");
 
-	for (k = 0; k <= g.frames; k++) {
-		unsigned int prev = (k + g.nbufs - 1) % g.nbufs;
+	for (k = 0; k <= commits; k++) {
 		struct v4l2_buffer vb;
+		unsigned int idx;
 		int ok = 1;
 
 		if (k > 0)
 			flip_us[(k - 1) & 1] = wait_flip(k - 1);
-		if (k < g.frames) {
+		if (k == 1 && g.crc)
+			crc_start();	/* the CRTC is active now */
+		if (k < commits) {
 			struct frame_buf *b = &g.buf[k % g.nbufs];
 			struct wb_buf *wb = g.writeback ? &g.wb[k % NUM_WB] : NULL;
 
-			/* The writeback buffer of commit k - 2 was checked at step k - 1. */
-			commit(b, g.sync == FENCED ? b->cap_fence : -1, &rel_fence, wb,
+			/* The writeback buffer of commit k - 3 was checked at step k - 3 + lag. */
+			commit(b, g.sync == FENCED ? b->cap_fence : -1, &rel[k & 1], wb,
 			       wb ? &wb_fence[k % NUM_WB] : NULL, k, k == 0);
 			if (g.quit_at && k == g.quit_at) {
 				int pending = b->cap_fence;
 
 				b->cap_fence = -1;
-				close(rel_fence);
-				if (wb)
-					close(wb_fence[k % NUM_WB]);
-				if (k > 0 && wb)
-					close(wb_fence[(k - 1) % NUM_WB]);
+				for (i = 0; i < 2; i++)
+					if (rel[i] >= 0)
+						close(rel[i]);
+				for (i = 0; i < NUM_WB; i++)
+					if (wb_fence[i] >= 0)
+						close(wb_fence[i]);
 				quit_mid_pipeline(k, pending);
 				return;
 			}
@@ -868,43 +1025,64 @@ static void run_fenced(void)
 			if (g.fail_at && k == g.fail_at)
 				fail_next_buffer();
 		}
-		if (k == 0)
+		if (k < lag)
 			continue;
+		/* Frame j is off the screen since commit j + 1 flipped. */
+		j = k - lag;
+		idx = j % g.nbufs;
 		/*
-		 * The display took frame k - 1, so it was complete: dequeueing its buffer does
-		 * not wait (O_NONBLOCK: EAGAIN would say otherwise).
+		 * The display took frame j, so it was complete: dequeueing its buffer does not
+		 * wait (O_NONBLOCK: EAGAIN would say otherwise).
 		 */
 		if (dequeue(&vb))
 			die("VIDIOC_DQBUF of a frame already shown");
-		if (vb.index != prev) {
-			fprintf(stderr, "frame %u: dequeued buffer %u, want %u\n", k - 1,
-				vb.index, prev);
+		if (vb.index != idx) {
+			fprintf(stderr, "frame %u: dequeued buffer %u, want %u\n", j, vb.index, idx);
 			exit(1);
 		}
-		if (g.writeback) {
-			int *f = &wb_fence[(k - 1) % NUM_WB];
+		if (vb.flags & V4L2_BUF_FLAG_ERROR) {
+			/* KMS shows a failed buffer anyway (it ignores fence errors): not checked. */
+			if (g.writeback)
+				wait_fence(wb_fence[j % NUM_WB], "writeback fence", j);
+			if (g.crc)
+				check_crcs(j, &g.buf[idx], vb.sequence, g.flip_seq[j & 1],
+					   g.flip_seq[(j + 1) & 1]);
+			ok = 0;
+		} else if (g.writeback || g.crc) {
+			if (g.writeback)
+				ok = !check_frame(j, &g.buf[idx], &vb, &g.wb[j % NUM_WB],
+						  wb_fence[j % NUM_WB]);
+			if (g.crc) {
+				long counter = read_counter(cap_bit, &g.buf[idx],
+							    ndigits(vb.sequence));
 
-			if (vb.flags & V4L2_BUF_FLAG_ERROR) {
-				/* KMS shows a failed buffer anyway (it ignores fence errors). */
-				wait_fence(*f, "writeback fence", k - 1);
-				ok = 0;
-			} else {
-				ok = !check_frame(k - 1, &g.buf[prev], &vb, &g.wb[(k - 1) % NUM_WB],
-						  *f);
-				g.checked += ok;
-				g.errors += !ok;
+				if (counter != -2 && counter != vb.sequence) {
+					printf("frame %u: buffer %u seq %u: frame counter %ld\n", j,
+					       idx, vb.sequence, counter);
+					ok = 0;
+				}
+				if (check_crcs(j, &g.buf[idx], vb.sequence, g.flip_seq[j & 1],
+					       g.flip_seq[(j + 1) & 1]) && (j > 0 || g.vblanks))
+					ok = 0;
 			}
-			close(*f);
-			*f = -1;
+			g.checked += ok;
+			g.errors += !ok;
 		}
-		account(k - 1, &vb, flip_us[(k - 1) & 1], &last_seq, ok);
-		if (k < g.frames) {
-			/* Capture into it again once commit k took it off the screen. */
-			g.buf[prev].cap_fence = queue(prev, rel_fence, g.sync != CLASSIC);
-			close(rel_fence);
+		if (g.writeback) {
+			close(wb_fence[j % NUM_WB]);
+			wb_fence[j % NUM_WB] = -1;
 		}
+		account(j, &vb, flip_us[j & 1], &last_seq, ok);
+		/* Capture into it again once commit j + 1 took it off the screen. */
+		if (k < commits)
+			g.buf[idx].cap_fence = queue(idx, rel[(j + 1) & 1], g.sync != CLASSIC);
+		close(rel[(j + 1) & 1]);
+		rel[(j + 1) & 1] = -1;
 	}
-	/* The last release fence: the last frame stays on screen, its buffer dequeued. */
+	for (i = 0; i < 2; i++)
+		if (rel[i] >= 0)
+			close(rel[i]);
+	/* The last frame stays on screen, its buffer dequeued. */
 }
 
 /*
@@ -914,27 +1092,52 @@ static void run_fenced(void)
 static void run_classic(void)
 {
 	int out_fence, wb_fence = -1, shown = -1;
+	struct v4l2_buffer prev = { 0 };
+	double prev_flip = 0;
+	/* With -C, one more frame is shown, to end the last one's time on screen. */
+	unsigned int i, k, total = g.frames + g.crc;
 	__u32 last_seq = 0;
-	unsigned int i, k;
 
 	for (i = 0; i < g.nbufs; i++)
 		queue(i, -1, 0);
 	if (xioctl(g.video, VIDIOC_STREAMON, &(int){ V4L2_BUF_TYPE_VIDEO_CAPTURE }))
 		die("VIDIOC_STREAMON");
-	for (k = 0; k < g.frames; k++) {
+	for (k = 0; k <= total; k++) {
 		struct pollfd p = { .fd = g.video, .events = POLLIN };
 		struct wb_buf *wb = g.writeback ? &g.wb[k % NUM_WB] : NULL;
 		struct v4l2_buffer vb;
-		double flip;
+		double flip = 0;
 		int ok = 1;
 
-		if (poll(&p, 1, 5000) != 1)
-			fail("no frame within 5 s%s", "");
-		if (dequeue(&vb))
-			die("VIDIOC_DQBUF");
-		commit(&g.buf[vb.index], -1, &out_fence, wb, wb ? &wb_fence : NULL, k, k == 0);
-		flip = wait_flip(k);
-		close(out_fence);
+		if (k < total) {
+			if (poll(&p, 1, 5000) != 1)
+				fail("no frame within 5 s%s", "");
+			if (dequeue(&vb))
+				die("VIDIOC_DQBUF");
+			commit(&g.buf[vb.index], -1, &out_fence, wb, wb ? &wb_fence : NULL, k,
+			       k == 0);
+			flip = wait_flip(k);
+			close(out_fence);
+			if (k == 0 && g.crc)
+				crc_start();
+		}
+		/* Frame k - 1 is off the screen: check it, and queue its buffer again. */
+		if (k > 0 && k - 1 < g.frames) {
+			int bad = 0;
+
+			if (g.crc && !(prev.flags & V4L2_BUF_FLAG_ERROR)) {
+				bad = check_crcs(k - 1, &g.buf[shown], prev.sequence,
+						 g.flip_seq[(k - 1) & 1], g.flip_seq[k & 1]) &&
+				      (k > 1 || g.vblanks);
+				g.checked += !bad;
+				g.errors += bad;
+			}
+			account(k - 1, &prev, prev_flip, &last_seq, !bad);
+		}
+		if (k > 0 && k < total)
+			queue(shown, -1, 0);
+		if (k == total)
+			break;
 		if (wb) {
 			if (vb.flags & V4L2_BUF_FLAG_ERROR) {
 				wait_fence(wb_fence, "writeback fence", k);
@@ -945,11 +1148,12 @@ static void run_classic(void)
 				g.errors += !ok;
 			}
 			close(wb_fence);
+			if (!ok)
+				printf("frame %u: writeback differs\n", k);
 		}
-		account(k, &vb, flip, &last_seq, ok);
-		if (shown >= 0)
-			queue(shown, -1, 0);
 		shown = vb.index;
+		prev = vb;
+		prev_flip = flip;
 	}
 }
 
@@ -965,7 +1169,7 @@ static void usage(const char *argv0)
 {
 	fprintf(stderr,
 		"usage: %s [-d /dev/videoN] [-c /dev/dri/cardN] [-n frames] [-b buffers]\n"
-		"       [-s WxH] [-r fps] [-m fenced|implicit|classic] [-M export|import] [-w] [-v]\n"
+		"       [-s WxH] [-r fps] [-m fenced|implicit|classic] [-M export|import] [-w] [-C] [-v]\n"
 		"       [-f frame] [-q frame]\n",
 		argv0);
 	exit(2);
@@ -979,7 +1183,7 @@ int main(int argc, char **argv)
 	unsigned int i;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "d:c:n:b:s:r:m:M:wvf:q:")) != -1) {
+	while ((opt = getopt(argc, argv, "d:c:n:b:s:r:m:M:wCvf:q:")) != -1) {
 		switch (opt) {
 		case 'd': video = optarg; break;
 		case 'c': card = optarg; break;
@@ -1009,6 +1213,7 @@ int main(int argc, char **argv)
 				usage(argv[0]);
 			break;
 		case 'w': g.writeback = 1; break;
+		case 'C': g.crc = 1; break;
 		case 'v': g.verbose = 1; break;
 		case 'f': g.fail_at = atoi(optarg); break;
 		case 'q': g.quit_at = atoi(optarg); break;
@@ -1059,6 +1264,8 @@ int main(int argc, char **argv)
 	}
 	for (i = 0; g.writeback && i < NUM_WB; i++)
 		munmap(g.wb[i].map, g.wb[i].size);
+	if (g.crc_data > 0)
+		close(g.crc_data);	/* turns the CRC off */
 	if (g.verbose)
 		for (i = 0; i < ST_NUM; i++)
 			printf("cpu in %s: %.0f us/frame\n", step_name[i],
@@ -1067,12 +1274,12 @@ int main(int argc, char **argv)
 	if (g.video >= 0)
 		close(g.video);
 
-	printf("%s %s %ux%u %u fps %u buffers: %u frames shown, %u checked, %u failed, "
+	printf("%s %s %ux%u %u fps %u buffers: %u frames shown, %u checked (%u vblanks), %u failed, "
 	       "%u gaps, %.1f fps shown, latency mean %.0f max %.0f us, cpu %.0f us/frame, "
 	       "%u errors\n",
 	       g.sync == FENCED ? "fenced" : g.sync == IMPLICIT ? "implicit" : "classic",
 	       g.mem == EXPORT ? "export" : "import", g.width, g.height, g.fps, g.nbufs,
-	       g.shown, g.checked, g.failed, g.gaps,
+	       g.shown, g.checked, g.vblanks, g.failed, g.gaps,
 	       elapsed_us > 0 ? g.shown * 1e6 / elapsed_us : 0,
 	       g.shown > 1 ? g.lat_sum_us / (g.shown - 1) : 0, g.lat_max_us,
 	       g.shown ? cpu_us / g.shown : 0, g.errors);

@@ -1,21 +1,22 @@
 //! Capture to display: rvivid's buffers scanned out by vkms, zero-copy, with fences both ways
-//! (`samples/vkms-pipeline.c`), proved by vkms's writeback connector.
+//! (`samples/vkms-pipeline.c`), every frame checked by what vkms composed.
 //!
-//! Each test loads vkms (`modprobe vkms`, writeback on by default) and unloads it at the end.
-//! The sample does the checking frame by frame (it must wait for each writeback fence, so it
-//! checks in the same process): every frame the display showed was written back by the
-//! commit that showed it, and must equal, byte for byte, the capture buffer it showed (read
-//! through the buffer's mapping once it is dequeued, before it is queued again), and carry
-//! that buffer's sequence number as rvivid's frame counter. The test then requires its
-//! summary: every frame shown and checked, none failed, no error (a sequence that does not
-//! increase, a frame that differs or is torn, a DQBUF that would have waited on the fenced
-//! path). Sequence gaps (frames rvivid dropped for want of a released buffer) are allowed and
-//! logged: they are not repeats.
+//! Each test loads vkms (`modprobe vkms`) and unloads it at the end. The sample checks frame by
+//! frame, with vkms's CRCs (`-C`, debugfs `crtc-0/crc`): for every vblank a frame was on screen,
+//! vkms's CRC of the composed frame must equal the CRC the sample computes from the capture
+//! buffer it showed (read through the buffer's mapping once it is dequeued, before it is queued
+//! again), and the buffer must carry its sequence number as rvivid's frame counter. (The sample's
+//! `-w`, the same check through vkms's writeback connector, is not used here: vkms's writeback
+//! loses jobs under load, see Documentation/display.rst.) The test then requires its summary:
+//! every frame shown and checked, none failed, no error (a sequence that does not increase, a
+//! vblank whose CRC differs, i.e. another frame or a torn one, a DQBUF that would have waited on
+//! the fenced path). Sequence gaps (frames rvivid dropped for want of a released buffer) are
+//! allowed and logged: they are not repeats.
 //!
 //! The implicit-synchronization bridge is tested alone too (`expbuf_write_fence_*`): a buffer
 //! queued with an out-fence carries it as the write fence of its dma-bufs' reservation object,
 //! so `DMA_BUF_IOCTL_EXPORT_SYNC_FILE` returns a fence that waits for the frame, and with the
-//! display (`vkms_pipeline_implicit_writeback`: no `IN_FENCE_FD`, KMS finds the fence in the
+//! display (`vkms_pipeline_implicit_crc`: no `IN_FENCE_FD`, KMS finds the fence in the
 //! reservation object).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -32,9 +33,9 @@ pub static DISPLAY_TESTS: &[crate::harness::Test] = &[
         "expbuf_write_fence_export_sync_file",
         write_fence_export_sync_file,
     ),
-    ("vkms_pipeline_fenced_writeback", pipeline_fenced),
-    ("vkms_pipeline_implicit_writeback", pipeline_implicit),
-    ("vkms_pipeline_classic_writeback", pipeline_classic),
+    ("vkms_pipeline_fenced_crc", pipeline_fenced),
+    ("vkms_pipeline_implicit_crc", pipeline_implicit),
+    ("vkms_pipeline_classic_crc", pipeline_classic),
     ("vkms_pipeline_failed_buffer", pipeline_failed_buffer),
     ("vkms_pipeline_close_mid_stream", pipeline_close_mid_stream),
 ];
@@ -312,7 +313,7 @@ fn pipeline_fenced(ctx: &mut Ctx) -> TestResult {
     let s = run_pipeline(
         ctx,
         "vkms-pipeline-fenced.txt",
-        &["-m", "fenced", "-n", "300", "-b", "3", "-w", "-v"],
+        &["-m", "fenced", "-n", "300", "-b", "3", "-C", "-v"],
     )?;
     require_all_checked(&s, 300)
 }
@@ -325,7 +326,7 @@ fn pipeline_implicit(ctx: &mut Ctx) -> TestResult {
     let s = run_pipeline(
         ctx,
         "vkms-pipeline-implicit.txt",
-        &["-m", "implicit", "-n", "120", "-b", "3", "-w", "-v"],
+        &["-m", "implicit", "-n", "120", "-b", "3", "-C", "-v"],
     )?;
     require_all_checked(&s, 120)
 }
@@ -336,7 +337,7 @@ fn pipeline_classic(ctx: &mut Ctx) -> TestResult {
     let s = run_pipeline(
         ctx,
         "vkms-pipeline-classic.txt",
-        &["-m", "classic", "-n", "60", "-b", "3", "-w", "-v"],
+        &["-m", "classic", "-n", "60", "-b", "3", "-C", "-v"],
     )?;
     require_all_checked(&s, 60)
 }
@@ -348,7 +349,7 @@ fn pipeline_failed_buffer(ctx: &mut Ctx) -> TestResult {
     let s = run_pipeline(
         ctx,
         "vkms-pipeline-failed-buffer.txt",
-        &["-m", "fenced", "-n", "60", "-b", "3", "-f", "20", "-w", "-v"],
+        &["-m", "fenced", "-n", "60", "-b", "3", "-f", "20", "-C", "-v"],
     )?;
     if s.shown != 60 || s.failed != 1 || s.checked != 59 || s.errors != 0 {
         return Err(format!(
@@ -359,13 +360,13 @@ fn pipeline_failed_buffer(ctx: &mut Ctx) -> TestResult {
 }
 
 /// Closing the video device in the middle (a commit waiting for a capture fence, buffers
-/// queued behind release fences): every capture fence the pipeline holds has signalled, the
+/// queued behind release fences; four buffers, no CRC, so that two more are queued then): every capture fence the pipeline holds has signalled, the
 /// pending flip happens, nothing is left pending (what leaked, kmemleak reports at the end).
 fn pipeline_close_mid_stream(ctx: &mut Ctx) -> TestResult {
     let node = ctx.find_rvivid()?;
     let _vkms = Vkms::load(ctx)?;
     let node = node.to_string_lossy();
-    let args = ["-d", &*node, "-m", "fenced", "-n", "60", "-b", "3", "-q", "30", "-w"];
+    let args = ["-d", &*node, "-m", "fenced", "-n", "60", "-b", "4", "-q", "30"];
     let out = ctx.run(&sample().to_string_lossy(), &args)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -395,8 +396,9 @@ mod tests {
 
     #[test]
     fn parses_the_summary() {
-        let line = "fenced export 320x240 30 fps 3 buffers: 300 frames shown, 298 checked, \
-                    2 failed, 1 gaps, latency mean 40000 max 52000 us, cpu 120 us/frame, 0 errors";
+        let line = "fenced export 320x240 30 fps 3 buffers: 300 frames shown, 298 checked \
+                    (900 vblanks), 2 failed, 1 gaps, 20.0 fps shown, latency mean 40000 max \
+                    52000 us, cpu 120 us/frame, 0 errors";
         assert_eq!(
             parse_summary(line),
             Some(Summary {

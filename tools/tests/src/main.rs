@@ -197,7 +197,7 @@ static RUN_CONFIG: harness::RunConfig = harness::RunConfig {
         ("ffmpeg_list_formats", 300),
         ("ffmpeg_raw_frames", 300),
         ("v4l2_ctl_each_memory_type", 300),
-        ("vkms_pipeline_fenced_writeback", 300),
+        ("vkms_pipeline_fenced_crc", 300),
     ],
 };
 
