@@ -38,7 +38,8 @@
  *               (vkms's writeback connector); each written-back frame must equal, byte for
  *               byte, the captured buffer it showed, and carry that buffer's frame counter
  *               (rvivid draws it); the program waits for the writeback fences, so use it to
- *               check, not to measure
+ *               check, not to measure. vkms's writeback loses jobs under load (see
+ *               Documentation/display.rst): -C is the reliable check
  *  -C           proof by CRC: vkms composes every vblank and reports a CRC of the composed
  *               frame (debugfs crtc-0/crc, as igt uses it); every frame shown, for every
  *               vblank it was on screen, must have the CRC of the captured buffer it showed
@@ -54,8 +55,9 @@
  *               learns of it when it dequeues the buffer (V4L2_BUF_FLAG_ERROR), does not check
  *               that frame, counts it as failed and goes on
  *  -q K         quit: right after the commit of frame K (which waits for its capture), close
- *               the video device without STREAMOFF; every capture out-fence still held must
- *               have signalled (the close cancels them), and the pending flip must happen
+ *               the video device without STREAMOFF (and unmap its buffers: a mapping keeps the
+ *               file open); every capture out-fence still held must have signalled (the
+ *               release cancels them), and the pending flip must happen
  *
  * The format is V4L2_PIX_FMT_RGB24 (bytes R, G, B), which KMS calls DRM_FORMAT_BGR888.
  * The display runs a mode of the capture size at 60 Hz.
@@ -646,6 +648,14 @@ static void quit_mid_pipeline(unsigned int k, int pending)
 	unsigned int i, held = 0;
 	int status;
 
+	/*
+	 * A mapping of a capture buffer holds the video device's file: the last one to go
+	 * releases it (the close that takes the buffers back and signals their fences).
+	 */
+	for (i = 0; i < g.nbufs && g.mem == EXPORT; i++) {
+		munmap(g.buf[i].map, g.buf[i].size);
+		g.buf[i].map = NULL;
+	}
 	close(g.video);
 	g.video = -1;
 	wait_flip(k);
@@ -1259,7 +1269,8 @@ int main(int argc, char **argv)
 	for (i = 0; i < g.nbufs; i++) {
 		if (g.buf[i].cap_fence >= 0)
 			close(g.buf[i].cap_fence);
-		munmap(g.buf[i].map, g.buf[i].size);
+		if (g.buf[i].map)
+			munmap(g.buf[i].map, g.buf[i].size);
 		close(g.buf[i].dmabuf);
 	}
 	for (i = 0; g.writeback && i < NUM_WB; i++)
