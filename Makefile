@@ -7,6 +7,7 @@
 #   make check    build everything, run the whole test suite in the guest
 #   make shell    a shell in the guest with rvivid loaded
 #   make bench    rvivid against vivid on a kernel built for measuring (Documentation/bench.rst)
+#   make bench-display  capture to display, fenced against classic (Documentation/display.rst)
 #   make setup    install the host packages and tools (done by the targets above too)
 #
 # KDIR defaults to the kernel tree tools/kernel/build.sh keeps in its cache.
@@ -17,7 +18,7 @@ LLVM ?= -19
 export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all modules setup kernel run check shell bench clean rustfmt rustfmtcheck clippy tests samples
+.PHONY: all modules setup kernel run check shell bench bench-display clean rustfmt rustfmtcheck clippy tests samples
 
 all: modules
 
@@ -34,11 +35,19 @@ modules: setup
 tests: setup samples
 	@cd $(TOOLS)/tests && cargo build --release --quiet
 
-samples: build/samples/fence-capture
+samples: build/samples/fence-capture build/samples/vkms-pipeline
 
 build/samples/fence-capture: samples/fence-capture.c include/uapi/linux/rvb2-fences.h
 	@mkdir -p $(@D)
 	$(CC) -O2 -Wall -Wextra -Werror -I include/uapi -o $@ $<
+
+# The DRM UAPI headers (<drm/drm.h>, ...) come from the kernel tree, with the __user that
+# headers_install would strip; the system's headers win for the rest.
+build/samples/vkms-pipeline: samples/vkms-pipeline.c include/uapi/linux/rvb2-fences.h
+	@mkdir -p $(@D)
+	@kdir=$${KDIR:-$$($(TOOLS)/kernel/build.sh)} && \
+	echo "$(CC) -O2 -Wall -Wextra -Werror -I include/uapi -idirafter $$kdir/include/uapi -D__user= -o $@ $<" && \
+	$(CC) -O2 -Wall -Wextra -Werror -I include/uapi -idirafter "$$kdir/include/uapi" -D__user= -o $@ $<
 
 run: modules
 	@$(TOOLS)/demo.sh
@@ -51,6 +60,9 @@ shell: modules
 
 bench: setup tests
 	@$(TOOLS)/bench.sh
+
+bench-display: modules samples
+	@$(TOOLS)/bench-display.sh
 
 rustfmt:
 	@rustfmt src/rvivid_main.rs

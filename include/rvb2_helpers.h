@@ -11,6 +11,7 @@
 
 struct lock_class_key;
 struct dma_fence;
+struct dma_resv;
 struct vm_area_struct;
 struct sync_file;
 struct scatterlist;
@@ -35,6 +36,9 @@ bool rvb2_dma_fence_is_signaled(struct dma_fence *fence);
 bool rvb2_dma_fence_begin_signalling(void);
 void rvb2_dma_fence_end_signalling(bool cookie);
 struct sync_file *rvb2_sync_file_create(struct dma_fence *fence);
+
+int rvb2_dma_resv_lock_interruptible(struct dma_resv *obj);
+void rvb2_dma_resv_unlock(struct dma_resv *obj);
 
 unsigned long rvb2_vma_pgoff(struct vm_area_struct *vma);
 

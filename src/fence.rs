@@ -110,7 +110,7 @@ impl Fence {
     }
 
     /// Returns the raw pointer.
-    fn as_raw(&self) -> *mut bindings::dma_fence {
+    pub(crate) fn as_raw(&self) -> *mut bindings::dma_fence {
         self.0.get()
     }
 

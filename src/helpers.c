@@ -6,6 +6,7 @@
 #include <linux/compat.h>
 #include <linux/dma-fence.h>
 #include <linux/dma-mapping.h>
+#include <linux/dma-resv.h>
 #include <linux/error-injection.h>
 #include <linux/mm.h>
 #include <linux/percpu.h>
@@ -142,6 +143,17 @@ noinline struct sync_file *rvb2_sync_file_create(struct dma_fence *fence)
 	return sync_file_create(fence);
 }
 ALLOW_ERROR_INJECTION(rvb2_sync_file_create, NULL);
+
+/* Without an acquire context: rvb2 locks one reservation object at a time. */
+int rvb2_dma_resv_lock_interruptible(struct dma_resv *obj)
+{
+	return dma_resv_lock_interruptible(obj, NULL);
+}
+
+void rvb2_dma_resv_unlock(struct dma_resv *obj)
+{
+	dma_resv_unlock(obj);
+}
 
 void rvb2_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len,
 		      unsigned int offset)

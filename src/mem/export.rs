@@ -18,11 +18,29 @@
 //!   (which does the cache maintenance for its device): there is no `begin_cpu_access` or
 //!   `end_cpu_access` to do, as in videobuf2-vmalloc.
 //!
-//! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h).
+//! Implicit synchronization: every dma-buf exported from one buffer's memory shares the
+//! memory's reservation object ([`Resv`], `dma_buf_export_info::resv`), and `VIDIOC_QBUF` with
+//! an out-fence adds that fence to it as the write fence (`DMA_RESV_USAGE_WRITE`), so that an
+//! importer that synchronizes implicitly (a KMS plane without `IN_FENCE_FD`,
+//! `DMA_BUF_IOCTL_EXPORT_SYNC_FILE`, `poll()` on the dma-buf) waits for the frame. The fence
+//! contract holds: the reservation object is locked and its slot allocated in `VIDIOC_QBUF`, in
+//! process context, before the buffer is queued ([`Resv::reserve_write`]); the fence is added
+//! once the QBUF succeeded, and nothing on a signalling path touches the reservation object.
+//! The out-fence signals within its bound whatever happens, so the reservation object holds
+//! no fence that could stay pending.
+//!
+//! C headers: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h),
+//! [`include/linux/dma-resv.h`](srctree/include/linux/dma-resv.h).
 
 use super::vmalloc::VmallocBuf;
-use crate::bindings;
-use core::ptr::NonNull;
+use crate::{
+    bindings,
+    fence::Fence, //
+};
+use core::{
+    marker::PhantomData,
+    ptr::NonNull, //
+};
 use kernel::{
     error::{
         from_result,
@@ -35,6 +53,7 @@ use kernel::{
         Arc,
         ArcBorrow, //
     },
+    types::Opaque,
 };
 
 /// `DMA_NONE`: the attachment's table is not mapped.
@@ -63,10 +82,13 @@ impl DmaBuf {
             ops: &DMA_BUF_OPS,
             size: buf.size().next_multiple_of(PAGE_SIZE),
             flags: flags as c_int,
-            resv: core::ptr::null_mut(),
+            resv: buf.resv.as_raw(),
             priv_: private.cast_mut().cast(),
         };
-        // SAFETY: `info` is a complete export description with our operations.
+        // SAFETY: `info` is a complete export description with our operations. Its reservation
+        // object is the memory's, which lives as long as the memory, whose reference the
+        // dma-buf holds until its `release`; the dma-buf core finalises only the reservation
+        // objects it made itself.
         let ptr = unsafe { bindings::dma_buf_export(&info) };
         match kernel::error::from_err_ptr(ptr).and_then(|p| NonNull::new(p).ok_or(ENOMEM)) {
             // INVARIANT: `dma_buf_export()` returned a new dma-buf with one reference, whose
@@ -100,6 +122,103 @@ impl Drop for DmaBuf {
     fn drop(&mut self) {
         // SAFETY: We hold a reference (type invariant), dropped once here.
         unsafe { bindings::dma_buf_put(self.ptr.as_ptr()) };
+    }
+}
+
+/// A reservation object (`struct dma_resv`): the fences that implicit synchronization waits
+/// for, shared by every dma-buf of one buffer's memory.
+///
+/// # Invariants
+///
+/// `inner` was initialised by `dma_resv_init()`, is finalised once, when this is dropped, and
+/// is not locked then (a [`ResvWriteSlot`] borrows it).
+#[pin_data(PinnedDrop)]
+pub(crate) struct Resv {
+    #[pin]
+    inner: Opaque<bindings::dma_resv>,
+}
+
+// SAFETY: A reservation object is locked internally (its ww_mutex, RCU for readers); any
+// thread may use it and finalise it.
+unsafe impl Send for Resv {}
+// SAFETY: See `Send`: every operation on a shared `Resv` takes its lock.
+unsafe impl Sync for Resv {}
+
+impl Resv {
+    /// A new, empty reservation object (in the kernel's `reservation_ww_class`).
+    pub(super) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            // SAFETY: `dma_resv_init()` initialises the object in place and cannot fail; the
+            // object is pinned, as its lock needs.
+            inner <- Opaque::ffi_init(|p| unsafe { bindings::dma_resv_init(p) }),
+        })
+    }
+
+    /// The raw pointer, for `dma_buf_export_info::resv`.
+    fn as_raw(&self) -> *mut bindings::dma_resv {
+        self.inner.get()
+    }
+
+    /// Locks the object (interruptibly: `EINTR`) and reserves a slot for one fence
+    /// (`ENOMEM`); the returned slot unlocks it when dropped. It may sleep and allocate: process
+    /// context only, outside any signalling section.
+    pub(crate) fn reserve_write(&self) -> Result<ResvWriteSlot<'_>> {
+        // SAFETY: The object is initialised (type invariant); no acquire context is used, so
+        // the lock cannot fail with `EDEADLK` (only `EINTR`).
+        to_result(unsafe { bindings::rvb2_dma_resv_lock_interruptible(self.as_raw()) })?;
+        // INVARIANT: Locked above, by this task; the slot unlocks it.
+        let slot = ResvWriteSlot {
+            resv: self,
+            _not_send: PhantomData,
+        };
+        // SAFETY: The object is locked by this task (above).
+        to_result(unsafe { bindings::dma_resv_reserve_fences(self.as_raw(), 1) })?;
+        Ok(slot)
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Resv {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: Initialised, unlocked and finalised only here (type invariants); it drops the
+        // references to the fences it holds.
+        unsafe { bindings::dma_resv_fini(self.as_raw()) };
+    }
+}
+
+/// A locked reservation object with one fence slot reserved; unlocks it when dropped.
+///
+/// # Invariants
+///
+/// `resv` is locked by the task that made this (which it stays on: it is not `Send`), with at
+/// least one fence slot reserved until [`ResvWriteSlot::add_write_fence`] uses it.
+pub(crate) struct ResvWriteSlot<'a> {
+    resv: &'a Resv,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl ResvWriteSlot<'_> {
+    /// Adds `fence` as the object's write fence (`DMA_RESV_USAGE_WRITE`): it replaces a fence
+    /// of the same context that is not later, or one that signalled; the object holds its own
+    /// reference. `fence` must not be a container (`dma_fence_array`, `dma_fence_chain`), which
+    /// `dma_resv_add_fence()` warns about: rvb2's out-fences never are.
+    pub(crate) fn add_write_fence(self, fence: &Fence) {
+        // SAFETY: The object is locked with a slot reserved (type invariant), used once (this
+        // consumes the slot); the fence is live and referenced again by the object.
+        unsafe {
+            bindings::dma_resv_add_fence(
+                self.resv.as_raw(),
+                fence.as_raw(),
+                bindings::dma_resv_usage_DMA_RESV_USAGE_WRITE,
+            )
+        };
+    }
+}
+
+impl Drop for ResvWriteSlot<'_> {
+    fn drop(&mut self) {
+        // SAFETY: Locked by this task (type invariant), unlocked once here.
+        unsafe { bindings::rvb2_dma_resv_unlock(self.resv.as_raw()) };
     }
 }
 

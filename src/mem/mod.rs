@@ -54,7 +54,10 @@ pub(crate) use dmabuf::{
     DmaDevice,
     Prepared, //
 };
-pub(crate) use export::DmaBuf;
+pub(crate) use export::{
+    DmaBuf,
+    ResvWriteSlot, //
+};
 use kernel::{
     mm::virt::VmaNew,
     prelude::*,
@@ -167,6 +170,19 @@ impl BufferMem {
         match &self.backing {
             Backing::Vmalloc(v) => DmaBuf::export(v, flags),
             _ => Err(EINVAL),
+        }
+    }
+
+    /// Locks the reservation object of MMAP memory (the one its dma-bufs share) and reserves
+    /// a slot for a write fence in it, for [`ResvWriteSlot::add_write_fence`]; `None` for
+    /// memory that has none (USERPTR) and for imported dma-bufs (their exporter's reservation
+    /// object does not carry rvb2's fences yet). It allocates and may sleep: process context, with no
+    /// lock a signalling path takes held (`EINTR` if a signal came while it waited for the lock,
+    /// `ENOMEM`).
+    pub(crate) fn reserve_write_fence(&self) -> Result<Option<ResvWriteSlot<'_>>> {
+        match &self.backing {
+            Backing::Vmalloc(v) => v.resv.reserve_write().map(Some),
+            Backing::User(_) | Backing::Import(_) => Ok(None),
         }
     }
 

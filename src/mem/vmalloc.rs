@@ -24,6 +24,7 @@
 //!
 //! C header: [`include/linux/vmalloc.h`](srctree/include/linux/vmalloc.h).
 
+use super::export::Resv;
 use crate::bindings;
 use core::{
     ptr::NonNull,
@@ -97,14 +98,19 @@ impl Drop for Charge {
 ///
 /// `ptr` points to `size` bytes (rounded up to whole pages) allocated by `__vmalloc()`, zeroed
 /// and owned by this object.
+#[pin_data(PinnedDrop)]
 pub(crate) struct VmallocBuf {
     ptr: NonNull<u8>,
     size: usize,
     mapped: AtomicU32,
     /// Claims the contents for the one kernel writer (see [`super::CpuAccess`]).
     pub(super) writer: AtomicBool,
-    /// Held until the memory is freed (dropped after `Drop::drop` freed it).
+    /// Held until the memory is freed (dropped after `PinnedDrop::drop` freed it).
     _charge: Charge,
+    /// The reservation object of every dma-buf exported from this memory: it carries the
+    /// pending out-fence of the buffer as its write fence (implicit synchronization).
+    #[pin]
+    pub(super) resv: Resv,
 }
 
 // SAFETY: The allocation is plain memory, usable from any thread.
@@ -123,22 +129,32 @@ impl VmallocBuf {
             return Err(EINVAL);
         }
         let charge = MemAccount::charge(account, pages, limit)?;
-        // SAFETY: `__vmalloc()` may be called with any size and these flags (all in
-        // `GFP_VMALLOC_SUPPORTED`).
-        let ptr = unsafe {
-            bindings::rvb2___vmalloc(pages as kernel::ffi::c_ulong, bindings::RVB2_GFP_BUFFER)
-        };
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(ENOMEM)?;
-        // INVARIANT: `ptr` is a zeroed `__vmalloc()` allocation of `size` bytes (rounded up).
-        let buf = Self {
-            ptr,
-            size,
-            mapped: AtomicU32::new(0),
-            writer: AtomicBool::new(false),
-            _charge: charge,
-        };
-        // On failure `buf` is dropped, which frees the memory and the charge.
-        Ok(Arc::new(buf, GFP_KERNEL)?)
+        // The memory is allocated inside the initialiser, once the `Arc` is, so that nothing
+        // is left to free if the `Arc` cannot be allocated; the fields after it cannot fail.
+        // On failure the charge is dropped.
+        Arc::pin_init(
+            try_pin_init!(Self {
+                ptr: {
+                    // SAFETY: `__vmalloc()` may be called with any size and these flags (all in
+                    // `GFP_VMALLOC_SUPPORTED`).
+                    let ptr = unsafe {
+                        bindings::rvb2___vmalloc(
+                            pages as kernel::ffi::c_ulong,
+                            bindings::RVB2_GFP_BUFFER,
+                        )
+                    };
+                    // INVARIANT: `ptr` is a zeroed `__vmalloc()` allocation of `size` bytes
+                    // (rounded up).
+                    NonNull::new(ptr.cast::<u8>()).ok_or(ENOMEM)?
+                },
+                size,
+                mapped: AtomicU32::new(0),
+                writer: AtomicBool::new(false),
+                _charge: charge,
+                resv <- Resv::new(),
+            }? Error),
+            GFP_KERNEL,
+        )
     }
 
     /// Returns how many mappings of this memory exist.
@@ -207,8 +223,9 @@ impl VmallocBuf {
     }
 }
 
-impl Drop for VmallocBuf {
-    fn drop(&mut self) {
+#[pinned_drop]
+impl PinnedDrop for VmallocBuf {
+    fn drop(self: Pin<&mut Self>) {
         // SAFETY: `ptr` came from `__vmalloc()` and is freed once (type invariant).
         unsafe { bindings::vfree(self.ptr.as_ptr().cast()) };
     }

@@ -1482,7 +1482,7 @@ impl<O: QueueOps> Queue<O> {
             .is_some()
             .then(FenceAllocation::new)
             .transpose()?;
-        let (index, prepared, out, plan) = {
+        let (index, prepared, out, plan, mem) = {
             let mut inner = this.lock.lock();
             check_owner(&inner, owner)?;
             check_io(&inner, io)?;
@@ -1515,11 +1515,24 @@ impl<O: QueueOps> Queue<O> {
                     inner.fence_context.new_fence(storage)
                 }
             });
-            (index, prepared, out, plan)
+            // The memory whose dma-bufs will carry the out-fence (implicit synchronization).
+            let mem = out
+                .as_ref()
+                .and_then(|_| inner.bufs.get(index)?.as_ref()?.mem.clone());
+            (index, prepared, out, plan, mem)
         };
         // USERPTR memory is pinned and a dma-buf imported first, without `lock`; until it is
         // installed below, a failure only releases it again (after `lock`: declared before it).
         let acquired = plan.map(|plan| this.acquire_mem(plan)).transpose()?;
+        // The write-fence slot of the memory's reservation object, locked and allocated here
+        // (it may sleep), held until the QBUF succeeded and the fence is added, and released on
+        // failure: no signalling path takes a reservation object, nor waits for this one.
+        let write_slot = mem
+            .as_ref()
+            .map(BufferMem::reserve_write_fence)
+            .transpose()?
+            .flatten();
+        let out_ref: Option<ARef<Fence>> = out.as_ref().map(|o| o.fence().into());
 
         // The out-fence is published before anything changes, so that a failure leaves nothing
         // behind; its fd is installed by the caller only after success. Publishing allocates
@@ -1600,6 +1613,11 @@ impl<O: QueueOps> Queue<O> {
             info.timestamp_ns = 0;
             info.last = false;
             info.out_fence_pending = published.is_some();
+        }
+        drop(st);
+        drop(inner);
+        if let (Some(slot), Some(fence)) = (write_slot, out_ref.as_ref()) {
+            slot.add_write_fence(fence);
         }
         Ok((info, published))
     }

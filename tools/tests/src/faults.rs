@@ -44,10 +44,11 @@
 //! its injection list, and only where its kprobe handler runs in task context (not on this
 //! kernel, see below); the sweep requires the list to be empty.
 //!
-//! On the test kernel a QBUF with an out-fence (with or without an in-fence) reaches 8 fail
-//! points: the out-fence's kmalloc, then in `sync_file_create()` the sync_file, its dentry
-//! and its file, each followed by kmemleak's allocation for it. So a sweep takes 9 steps: 4
-//! ENOMEM, 4 absorbed, 1 without a fault.
+//! On the test kernel a QBUF with an out-fence (with or without an in-fence) reaches 10 fail
+//! points: the out-fence's kmalloc, the fence list of the buffer's reservation object
+//! (`dma_resv_reserve_fences()`, for implicit synchronization), then in `sync_file_create()`
+//! the sync_file, its dentry and its file, each followed by kmemleak's allocation for it. So a
+//! sweep takes 11 steps: 5 ENOMEM, 5 absorbed, 1 without a fault.
 //!
 //! # fail_function
 //!

@@ -16,6 +16,7 @@
 mod bench;
 mod clients;
 mod dmabuf;
+mod display;
 mod faults;
 mod fences;
 mod formats;
@@ -220,16 +221,18 @@ static RUN_CONFIG: harness::RunConfig = harness::RunConfig {
         ("ffmpeg_list_formats", 300),
         ("ffmpeg_raw_frames", 900),
         ("v4l2_ctl_each_memory_type", 300),
+        ("vkms_pipeline_fenced_crc", 300),
     ],
 };
 
-/// Every test, in the order they run: [`TESTS`] with the fence and fault-injection tests
-/// before its last one, `dmesg_clean`.
+/// Every test, in the order they run: [`TESTS`] with the fence, fault-injection and display
+/// tests before its last one, `dmesg_clean`.
 fn all_tests() -> Vec<Test> {
     let (last, rest) = TESTS.split_last().expect("TESTS is not empty");
     let mut v: Vec<Test> = rest.to_vec();
     v.extend_from_slice(fences::FENCE_TESTS);
     v.extend_from_slice(faults::FAULT_TESTS);
+    v.extend_from_slice(display::DISPLAY_TESTS);
     v.push(*last);
     v
 }

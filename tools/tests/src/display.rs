@@ -1,0 +1,414 @@
+//! Capture to display: rvivid's buffers scanned out by vkms, zero-copy, with fences both ways
+//! (`samples/vkms-pipeline.c`), every frame checked by what vkms composed.
+//!
+//! Each test loads vkms (`modprobe vkms`) and unloads it at the end. The sample checks frame by
+//! frame, with vkms's CRCs (`-C`, debugfs `crtc-0/crc`): for every vblank a frame was on screen,
+//! vkms's CRC of the composed frame must equal the CRC the sample computes from the capture
+//! buffer it showed (read through the buffer's mapping once it is dequeued, before it is queued
+//! again), and the buffer must carry its sequence number as rvivid's frame counter. (The sample's
+//! `-w`, the same check through vkms's writeback connector, is not used here: vkms's writeback
+//! loses jobs under load, see Documentation/display.rst.) The test then requires its summary:
+//! every frame shown and checked, none failed, no error (a sequence that does not increase, a
+//! vblank whose CRC differs, i.e. another frame or a torn one, a DQBUF that would have waited on
+//! the fenced path). Sequence gaps (frames rvivid dropped for want of a released buffer) are
+//! allowed and logged: they are not repeats.
+//!
+//! The implicit-synchronization bridge is tested alone too (`expbuf_write_fence_*`): a buffer
+//! queued with an out-fence carries it as the write fence of its dma-bufs' reservation object,
+//! so `DMA_BUF_IOCTL_EXPORT_SYNC_FILE` returns a fence that waits for the frame, and with the
+//! display (`vkms_pipeline_implicit_crc`: no `IN_FENCE_FD`, KMS finds the fence in the
+//! reservation object).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::harness::{Ctx, TestResult};
+use crate::syncfile::{self, status_str};
+use crate::v4l2::*;
+
+/// The display tests.
+pub static DISPLAY_TESTS: &[crate::harness::Test] = &[
+    (
+        "expbuf_write_fence_export_sync_file",
+        write_fence_export_sync_file,
+    ),
+    ("vkms_pipeline_fenced_crc", pipeline_fenced),
+    ("vkms_pipeline_implicit_crc", pipeline_implicit),
+    ("vkms_pipeline_classic_crc", pipeline_classic),
+    ("vkms_pipeline_failed_buffer", pipeline_failed_buffer),
+    ("vkms_pipeline_close_mid_stream", pipeline_close_mid_stream),
+];
+
+const FLAG_OUT_FENCE: u32 = 0x0040_0000;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `struct dma_buf_export_sync_file` (`<linux/dma-buf.h>`).
+#[repr(C)]
+struct DmaBufExportSyncFile {
+    flags: u32,
+    fd: i32,
+}
+
+/// `DMA_BUF_SYNC_READ`: the fences a reader must wait for (the writers').
+const DMA_BUF_SYNC_READ: u32 = 1;
+const DMA_BUF_IOCTL_EXPORT_SYNC_FILE: u32 = iowr::<DmaBufExportSyncFile>(b'b', 2);
+
+/// `DMA_BUF_IOCTL_EXPORT_SYNC_FILE` for reading: a sync_file of the dma-buf's write fences.
+fn export_sync_file(dmabuf: RawFd) -> Result<OwnedFd, String> {
+    let mut a = DmaBufExportSyncFile {
+        flags: DMA_BUF_SYNC_READ,
+        fd: -1,
+    };
+    syncfile::ioctl(dmabuf, DMA_BUF_IOCTL_EXPORT_SYNC_FILE, &mut a)
+        .map_err(|e| format!("DMA_BUF_IOCTL_EXPORT_SYNC_FILE: {e}"))?;
+    // SAFETY: on success the kernel installed a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(a.fd) })
+}
+
+/// The status of sync_file `fd`.
+fn status(fd: &OwnedFd, what: &str) -> Result<i32, String> {
+    syncfile::status(fd.as_raw_fd()).map_err(|e| format!("SYNC_IOC_FILE_INFO({what}): {e}"))
+}
+
+/// Requires sync_file `fd` to have status `want` now.
+fn require_status(fd: &OwnedFd, what: &str, want: i32) -> TestResult {
+    let s = status(fd, what)?;
+    if s != want {
+        return Err(format!("{what}: {}, want {}", status_str(s), status_str(want)));
+    }
+    Ok(())
+}
+
+/// rvivid with two MMAP buffers; gives them back, and clears the error injection, when dropped.
+struct Rig {
+    dev: Device,
+}
+
+impl Rig {
+    fn new(ctx: &Ctx) -> Result<Self, String> {
+        let node = ctx.find_rvivid()?;
+        let dev = Device::open(&node).map_err(|e| format!("open {}: {e}", node.display()))?;
+        dev.reqbufs(2)
+            .map_err(|e| format!("VIDIOC_REQBUFS(2): {e}"))?;
+        Ok(Rig { dev })
+    }
+
+    fn expbuf(&self, index: u32) -> Result<OwnedFd, String> {
+        let mut e: v4l2_exportbuffer = zeroed();
+        e.type_ = V4L2_BUF_TYPE_VIDEO_CAPTURE;
+        e.index = index;
+        e.flags = (libc::O_CLOEXEC | libc::O_RDWR) as u32;
+        self.dev
+            .ioctl(VIDIOC_EXPBUF, &mut e)
+            .map_err(|e| format!("VIDIOC_EXPBUF {index}: {e}"))?;
+        // SAFETY: EXPBUF returned a new fd, which nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(e.fd) })
+    }
+
+    /// Queues `index`, with an out-fence (returned) if `out`.
+    fn qbuf(&self, index: u32, out: bool) -> Result<Option<OwnedFd>, String> {
+        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, index);
+        if out {
+            b.flags = FLAG_OUT_FENCE;
+        }
+        self.dev
+            .ioctl(VIDIOC_QBUF, &mut b)
+            .map_err(|e| format!("VIDIOC_QBUF {index}: {e}"))?;
+        // SAFETY: with OUT_FENCE, QBUF installed a new fd that nothing else owns.
+        Ok(out.then(|| unsafe { OwnedFd::from_raw_fd(b.reserved2 as i32) }))
+    }
+
+    fn streamon(&self) -> TestResult {
+        self.dev
+            .streamon()
+            .map_err(|e| format!("VIDIOC_STREAMON: {e}"))
+    }
+
+    fn streamoff(&self) -> TestResult {
+        self.dev
+            .streamoff()
+            .map_err(|e| format!("VIDIOC_STREAMOFF: {e}"))
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = self.dev.streamoff();
+        let _ = self.dev.s_ctrl(RVIVID_CID_FAIL_NEXT_BUFFERS, 0);
+        let _ = self.dev.reqbufs(0);
+    }
+}
+
+/// The implicit-synchronization bridge on its own: after `VIDIOC_QBUF` with an out-fence, the
+/// sync_file `DMA_BUF_IOCTL_EXPORT_SYNC_FILE` exports from the buffer's dma-buf (made before or
+/// after the QBUF) is pending until the frame is done, then has the out-fence's status: 1 for
+/// a frame, -EIO for a buffer the driver failed (error injection), -ECANCELED for one
+/// STREAMOFF took back; and no fence is left pending in the dma-buf afterwards.
+fn write_fence_export_sync_file(ctx: &mut Ctx) -> TestResult {
+    let rig = Rig::new(ctx)?;
+    let before = rig.expbuf(0)?;
+    require_status(
+        &export_sync_file(before.as_raw_fd())?,
+        "sync_file of a buffer never queued",
+        1,
+    )?;
+
+    // A frame.
+    let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
+    let after = rig.expbuf(0)?;
+    let implicit = export_sync_file(before.as_raw_fd())?;
+    let implicit_after = export_sync_file(after.as_raw_fd())?;
+    require_status(&implicit, "sync_file of the queued buffer (dma-buf made before)", 0)?;
+    require_status(&implicit_after, "sync_file of the queued buffer (dma-buf made after)", 0)?;
+    rig.qbuf(1, false)?;
+    rig.streamon()?;
+    let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
+    if s != 1 {
+        return Err(format!("out-fence of a frame: {}", status_str(s)));
+    }
+    require_status(&implicit, "sync_file once the frame is done", 1)?;
+    require_status(&implicit_after, "sync_file (dma-buf made after) once done", 1)?;
+    rig.streamoff()?;
+
+    // A failed buffer: the driver fails the next buffer it completes, buffer 0.
+    rig.dev
+        .s_ctrl(RVIVID_CID_FAIL_NEXT_BUFFERS, 1)
+        .map_err(|e| format!("VIDIOC_S_CTRL Fail Next Buffers: {e}"))?;
+    let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
+    let implicit = export_sync_file(before.as_raw_fd())?;
+    require_status(&implicit, "sync_file of the buffer to fail", 0)?;
+    rig.qbuf(1, false)?;
+    rig.streamon()?;
+    let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
+    if s != -libc::EIO {
+        return Err(format!("out-fence of a failed buffer: {}, want -EIO", status_str(s)));
+    }
+    require_status(&implicit, "sync_file of the failed buffer", -libc::EIO)?;
+    let b = rig
+        .dev
+        .dqbuf()
+        .map_err(|e| format!("VIDIOC_DQBUF: {e}"))?;
+    if b.index != 0 || b.flags & V4L2_BUF_FLAG_ERROR == 0 {
+        return Err(format!(
+            "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR",
+            b.index, b.flags
+        ));
+    }
+    rig.streamoff()?;
+    rig.dev
+        .s_ctrl(RVIVID_CID_FAIL_NEXT_BUFFERS, 0)
+        .map_err(|e| format!("VIDIOC_S_CTRL Fail Next Buffers: {e}"))?;
+
+    // Taken back: STREAMOFF (not streaming) cancels it at once; nothing stays pending.
+    let _out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
+    let implicit = export_sync_file(before.as_raw_fd())?;
+    require_status(&implicit, "sync_file of a queued buffer", 0)?;
+    rig.streamoff()?;
+    require_status(&implicit, "sync_file after STREAMOFF", -libc::ECANCELED)?;
+    require_status(
+        &export_sync_file(after.as_raw_fd())?,
+        "a new sync_file after STREAMOFF",
+        1,
+    )
+}
+
+/// Unloads vkms when dropped.
+pub struct Vkms<'c>(&'c Ctx);
+
+impl<'c> Vkms<'c> {
+    /// Loads vkms (with its writeback connector).
+    pub fn load(ctx: &'c Ctx) -> Result<Self, String> {
+        ctx.run_ok("modprobe", &["vkms", "enable_writeback=1"])?;
+        Ok(Vkms(ctx))
+    }
+}
+
+impl Drop for Vkms<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run("modprobe", &["-r", "vkms"]);
+    }
+}
+
+/// build/samples/vkms-pipeline (built by `make check`).
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/samples/vkms-pipeline")
+}
+
+/// The number just before `label` in `line` ("300 frames shown" for " frames shown").
+fn field(line: &str, label: &str) -> Option<u64> {
+    let end = line.find(label)?;
+    let start = line[..end]
+        .rfind(|c: char| !c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    line[start..end].parse().ok()
+}
+
+/// The sample's summary, as the tests read it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub shown: u64,
+    pub checked: u64,
+    pub failed: u64,
+    pub gaps: u64,
+    pub errors: u64,
+}
+
+/// Parses the sample's last line.
+pub fn parse_summary(line: &str) -> Option<Summary> {
+    Some(Summary {
+        shown: field(line, " frames shown")?,
+        checked: field(line, " checked")?,
+        failed: field(line, " failed")?,
+        gaps: field(line, " gaps")?,
+        errors: field(line, " errors")?,
+    })
+}
+
+/// Runs the sample with `args` (after the video node) against vkms; saves its output as
+/// `log`; returns its summary once it exited 0.
+fn run_pipeline(ctx: &Ctx, log: &str, args: &[&str]) -> Result<Summary, String> {
+    let node = ctx.find_rvivid()?;
+    let _vkms = Vkms::load(ctx)?;
+    let node = node.to_string_lossy();
+    let mut all = vec!["-d", &*node];
+    all.extend_from_slice(args);
+    let out = ctx.run(&sample().to_string_lossy(), &all)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ctx.save_log(
+        log,
+        format!(
+            "vkms-pipeline {}\n{stdout}\n--- stderr ---\n{stderr}\n--- {} ---\n",
+            all.join(" "),
+            out.status
+        ),
+    )?;
+    let last = stdout.lines().last().unwrap_or("");
+    if !out.status.success() {
+        return Err(format!(
+            "vkms-pipeline {} ({}): {} {}",
+            all.join(" "),
+            out.status,
+            stderr.trim(),
+            last
+        ));
+    }
+    parse_summary(last).ok_or_else(|| format!("vkms-pipeline: no summary in {last:?}"))
+}
+
+/// Requires every one of `frames` frames shown and checked, none failed, no error.
+fn require_all_checked(s: &Summary, frames: u64) -> TestResult {
+    if s.shown != frames || s.checked != frames || s.failed != 0 || s.errors != 0 {
+        return Err(format!(
+            "{s:?}: want {frames} frames shown and checked, none failed, no error"
+        ));
+    }
+    Ok(())
+}
+
+/// 300 frames with fences both ways: capture out-fence as the plane's IN_FENCE_FD, the CRTC's
+/// out-fence as the in-fence of the buffer it released; no wait between capture and display.
+fn pipeline_fenced(ctx: &mut Ctx) -> TestResult {
+    let s = run_pipeline(
+        ctx,
+        "vkms-pipeline-fenced.txt",
+        &["-m", "fenced", "-n", "300", "-b", "3", "-C", "-v"],
+    )?;
+    require_all_checked(&s, 300)
+}
+
+/// The implicit-synchronization bridge with a display: no IN_FENCE_FD on the plane; KMS
+/// (`drm_gem_plane_helper_prepare_fb()`) waits for the write fence it finds in the imported
+/// dma-buf's reservation object, which is the buffer's out-fence. Every frame must still be
+/// whole when written back.
+fn pipeline_implicit(ctx: &mut Ctx) -> TestResult {
+    let s = run_pipeline(
+        ctx,
+        "vkms-pipeline-implicit.txt",
+        &["-m", "implicit", "-n", "120", "-b", "3", "-C", "-v"],
+    )?;
+    require_all_checked(&s, 120)
+}
+
+/// The classic CPU path (DQBUF, commit, wait for the flip, QBUF) through the same checks: the
+/// reference the fenced pipeline is compared with.
+fn pipeline_classic(ctx: &mut Ctx) -> TestResult {
+    let s = run_pipeline(
+        ctx,
+        "vkms-pipeline-classic.txt",
+        &["-m", "classic", "-n", "60", "-b", "3", "-C", "-v"],
+    )?;
+    require_all_checked(&s, 60)
+}
+
+/// A capture buffer that fails (rvivid's error injection at frame 20): its out-fence signals
+/// -EIO; KMS ignores fence errors and shows it, the pipeline learns of it at DQBUF
+/// (V4L2_BUF_FLAG_ERROR), leaves it unchecked and goes on; every other frame is checked.
+fn pipeline_failed_buffer(ctx: &mut Ctx) -> TestResult {
+    let s = run_pipeline(
+        ctx,
+        "vkms-pipeline-failed-buffer.txt",
+        &["-m", "fenced", "-n", "60", "-b", "3", "-f", "20", "-C", "-v"],
+    )?;
+    if s.shown != 60 || s.failed != 1 || s.checked != 59 || s.errors != 0 {
+        return Err(format!(
+            "{s:?}: want 60 frames shown, 1 failed, 59 checked, no error"
+        ));
+    }
+    Ok(())
+}
+
+/// Closing the video device in the middle (a commit waiting for a capture fence, buffers
+/// queued behind release fences; four buffers, no CRC, so that two more are queued then): every capture fence the pipeline holds has signalled, the
+/// pending flip happens, nothing is left pending (what leaked, kmemleak reports at the end).
+fn pipeline_close_mid_stream(ctx: &mut Ctx) -> TestResult {
+    let node = ctx.find_rvivid()?;
+    let _vkms = Vkms::load(ctx)?;
+    let node = node.to_string_lossy();
+    let args = ["-d", &*node, "-m", "fenced", "-n", "60", "-b", "4", "-q", "30"];
+    let out = ctx.run(&sample().to_string_lossy(), &args)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ctx.save_log(
+        "vkms-pipeline-close.txt",
+        format!("{stdout}\n--- stderr ---\n{stderr}\n--- {} ---\n", out.status),
+    )?;
+    let last = stdout.lines().last().unwrap_or("");
+    let summary = parse_summary(last);
+    if !out.status.success()
+        || !stdout.contains("all signalled")
+        || summary.is_none_or(|s| s.errors != 0)
+    {
+        return Err(format!(
+            "vkms-pipeline -q 30 ({}): {} {}",
+            out.status,
+            stderr.trim(),
+            stdout.trim()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_summary() {
+        let line = "fenced export 320x240 30 fps 3 buffers: 300 frames shown, 298 checked \
+                    (900 vblanks), 2 failed, 1 gaps, 20.0 fps shown, latency mean 40000 max \
+                    52000 us, cpu 120 us/frame, 0 errors";
+        assert_eq!(
+            parse_summary(line),
+            Some(Summary {
+                shown: 300,
+                checked: 298,
+                failed: 2,
+                gaps: 1,
+                errors: 0
+            })
+        );
+        assert_eq!(parse_summary("VIDIOC_QBUF: Invalid argument"), None);
+    }
+}
