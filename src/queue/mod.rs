@@ -1198,8 +1198,10 @@ impl<O: QueueOps> Queue<O> {
             .is_some()
             .then(FenceAllocation::new)
             .transpose()?;
+        // Memory the buffer no longer uses is dropped after `lock` (declared before it).
+        let _replaced;
+        let mut inner = this.lock.lock();
         let (index, prepared, out, pin) = {
-            let mut inner = this.lock.lock();
             check_owner(&inner, owner)?;
             let index = Self::check_buffer(&inner, index, arg.memory())?;
             let prepared = {
@@ -1231,21 +1233,25 @@ impl<O: QueueOps> Queue<O> {
             });
             (index, prepared, out, pin)
         };
-        // USERPTR memory is pinned first, without `lock`; until it is installed below, a
-        // failure only unpins it again.
-        let acquired = Self::acquire_mem(pin)?;
-
-        // The out-fence is published before anything changes, so that a failure leaves nothing
-        // behind; its fd is installed by the caller only after success. Publishing allocates
-        // (a sync_file), so `lock` is not held.
-        let published = match (fences.publish, out.as_ref()) {
-            (Some(publish), Some(fence)) => Some(publish(fence)?),
-            _ => None,
+        let (acquired, published) = if pin.is_none() && fences.publish.is_none() {
+            // Nothing to pin or publish (MMAP memory, or the same user memory; no out-fence):
+            // `lock` stays held, as it could have been released and taken again at once.
+            (None, None)
+        } else {
+            drop(inner);
+            // USERPTR memory is pinned first, without `lock`; until it is installed below, a
+            // failure only unpins it again.
+            let acquired = Self::acquire_mem(pin)?;
+            // The out-fence is published before anything changes, so that a failure leaves
+            // nothing behind; its fd is installed by the caller only after success. Publishing
+            // allocates (a sync_file), so `lock` is not held.
+            let published = match (fences.publish, out.as_ref()) {
+                (Some(publish), Some(fence)) => Some(publish(fence)?),
+                _ => None,
+            };
+            inner = this.lock.lock();
+            (acquired, published)
         };
-
-        // Memory the buffer no longer uses is dropped after `lock` (declared before it).
-        let _replaced;
-        let mut inner = this.lock.lock();
         let fenced = out.is_some() || fences.in_fence.is_some();
         let in_fence = fences.in_fence;
         if let Some(fence) = in_fence.as_ref() {
@@ -1343,6 +1349,9 @@ impl<O: QueueOps> Queue<O> {
         if !inner.streaming {
             return Ok(());
         }
+        if inner.start_streaming_called && Self::enqueue_ready_unfenced(this, inner) {
+            return Ok(());
+        }
         let ready = this.settle_fences();
         if !inner.start_streaming_called {
             if ready < O::MIN_QUEUED_BUFFERS {
@@ -1403,32 +1412,72 @@ impl<O: QueueOps> Queue<O> {
         let mut gens = [0u32; MAX_BUFFERS];
         // Not the last references: the buffers are allocated (`inner`).
         let mut parked: [Option<BufferMem>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
-        {
-            let mut st = this.state.lock();
-            let queued = st.queued.clone();
-            for i in queued.iter() {
-                let slot = &mut st.slots[i];
-                if slot.state != BufState::Queued || slot.fence_failed {
-                    continue;
-                }
-                if slot.blocks() {
-                    // Everything behind a pending in-fence (or a buffer whose stale token the
-                    // driver still holds) waits: QBUF order is kept.
-                    break;
-                }
-                slot.state = BufState::Active;
-                slot.held = true;
-                parked[i] = slot.parked.take();
-                slot.generation = slot.generation.wrapping_add(1);
-                gens[i] = slot.generation;
-                ready.push_back(i);
-                st.owned_by_driver += 1;
-            }
-        }
+        Self::take_ready(&mut this.state.lock(), &mut ready, &mut gens, &mut parked);
         drop(parked);
         if inner.start_streaming_called {
             this.flush();
         }
+        Self::hand_over(this, inner, &ready, &gens);
+    }
+
+    /// [`Queue::advance`] once the driver has started, when no queued buffer has an in-fence
+    /// to settle (always so on a queue used without fences): hands the ready buffers to the
+    /// driver and flushes, as `settle_fences()`, `enqueue_ready()` and `flush()` would, in one
+    /// pass under `state`. Returns `false`, having changed nothing, if a queued buffer has an
+    /// in-fence.
+    fn enqueue_ready_unfenced(this: &Arc<Self>, inner: &Inner) -> bool {
+        let mut ready = IndexList::new();
+        let mut gens = [0u32; MAX_BUFFERS];
+        // Not the last references: the buffers are allocated (`inner`).
+        let mut parked: [Option<BufferMem>; MAX_BUFFERS] = [const { None }; MAX_BUFFERS];
+        let any = {
+            let mut st = this.state.lock();
+            if st.queued.iter().any(|i| st.slots[i].in_fence.is_some()) {
+                return false;
+            }
+            Self::take_ready(&mut st, &mut ready, &mut gens, &mut parked);
+            Self::flush_locked(&mut st)
+        };
+        drop(parked);
+        if any {
+            this.done_wq.notify_all();
+        }
+        Self::hand_over(this, inner, &ready, &gens);
+        true
+    }
+
+    /// Marks the ready buffers `Active`, in QBUF order up to the first that blocks (see
+    /// [`Queue::enqueue_ready`]); puts them in `ready`, their new generation in `gens` and
+    /// what their last token parked in `parked`, to be dropped without `state`.
+    fn take_ready(
+        st: &mut State,
+        ready: &mut IndexList,
+        gens: &mut [u32; MAX_BUFFERS],
+        parked: &mut [Option<BufferMem>; MAX_BUFFERS],
+    ) {
+        let queued = st.queued.clone();
+        for i in queued.iter() {
+            let slot = &mut st.slots[i];
+            if slot.state != BufState::Queued || slot.fence_failed {
+                continue;
+            }
+            if slot.blocks() {
+                // Everything behind a pending in-fence (or a buffer whose stale token the
+                // driver still holds) waits: QBUF order is kept.
+                break;
+            }
+            slot.state = BufState::Active;
+            slot.held = true;
+            parked[i] = slot.parked.take();
+            slot.generation = slot.generation.wrapping_add(1);
+            gens[i] = slot.generation;
+            ready.push_back(i);
+            st.owned_by_driver += 1;
+        }
+    }
+
+    /// Gives the buffers of `ready` (from [`Queue::take_ready`]) to the driver, in order.
+    fn hand_over(this: &Arc<Self>, inner: &Inner, ready: &IndexList, gens: &[u32; MAX_BUFFERS]) {
         let queued_ns = crate::time::monotonic_ns();
         for i in ready.iter() {
             let Some(buf) = inner.bufs[i].as_ref() else {
@@ -2023,6 +2072,7 @@ pub(crate) struct ActiveBuffer<O: QueueOps> {
 
 impl<O: QueueOps> ActiveBuffer<O> {
     /// The buffer's index.
+    #[cfg_attr(not(CONFIG_KUNIT = "y"), expect(dead_code))]
     pub(crate) fn index(&self) -> u32 {
         self.index as u32
     }
