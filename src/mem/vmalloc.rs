@@ -34,6 +34,8 @@ pub(crate) struct VmallocBuf {
     mapped: AtomicU32,
     /// Claims the contents for the one kernel writer (see [`super::CpuAccess`]).
     pub(super) writer: AtomicBool,
+    /// What the kernel last wrote into the memory (see [`super::CpuAccess::content`]).
+    pub(super) content: super::ContentTag,
 }
 
 // SAFETY: The allocation is plain memory, usable from any thread.
@@ -55,6 +57,7 @@ impl VmallocBuf {
                 size,
                 mapped: AtomicU32::new(0),
                 writer: AtomicBool::new(false),
+                content: super::ContentTag::new(),
             },
             GFP_KERNEL,
         )?)
@@ -85,6 +88,9 @@ impl VmallocBuf {
         if vma.end() - vma.start() > this.size.next_multiple_of(kernel::page::PAGE_SIZE) {
             return Err(EINVAL);
         }
+        // Userspace may write the memory from now on: what the kernel wrote is not known to be
+        // there any more (before the mapping exists, so that no fill after it trusts it).
+        this.content.share();
         let raw = vma.as_ptr().cast::<bindings::vm_area_struct>();
         // SAFETY: `raw` is a new VMA of the calling `mmap()`, no longer than our allocation,
         // which came from `vmalloc_user()`.
