@@ -7,6 +7,7 @@
 #   make check    build everything, run the whole test suite in the guest
 #   make shell    a shell in the guest with rvivid loaded
 #   make bench    rvivid against vivid on a kernel built for measuring (Documentation/bench.rst)
+#   make bench-profile  perf profiles of both drivers' bench workloads on that kernel
 #   make setup    install the host packages and tools (done by the targets above too)
 #
 # KDIR defaults to the kernel tree tools/kernel/build.sh keeps in its cache.
@@ -17,7 +18,7 @@ LLVM ?= -19
 export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all modules setup kernel run check shell bench clean rustfmt rustfmtcheck clippy tests samples
+.PHONY: all modules setup kernel run check shell bench bench-profile clean rustfmt rustfmtcheck clippy tests samples
 
 all: modules
 
@@ -51,6 +52,9 @@ shell: modules
 
 bench: setup tests
 	@$(TOOLS)/bench.sh
+
+bench-profile: setup tests
+	@$(TOOLS)/bench.sh --profile
 
 rustfmt:
 	@rustfmt src/rvivid_main.rs

@@ -631,6 +631,53 @@ fn module_sizes() -> Result<(f64, f64, String), String> {
 }
 
 /// Runs the benchmark; `args` are the rvivid node, the vivid node and header lines.
+/// `rvb2-tests --bench-load NODE NAME WHAT SECS`: one workload of the bench, repeated for
+/// about SECS seconds on the driver at NODE (NAME: `rvivid` or `vivid`), for a profiler to
+/// sample (`make bench-profile`): `frames` streams YUYV 1920x1080 at 15 fps (the CPU per frame
+/// figure), `calls` repeats the per-call rounds without fences (QUERYCAP, QBUF, DQBUF).
+pub fn load(args: &[String]) -> Result<(), String> {
+    let [node, name, what, secs] = args else {
+        return Err("usage: rvb2-tests --bench-load NODE NAME frames|calls SECS".into());
+    };
+    let secs: f64 = secs.parse().map_err(err("SECS"))?;
+    let d = Drv {
+        name: if name == "rvivid" { "rvivid" } else { "vivid" },
+        dev: Device::open(node).map_err(err(node))?,
+        fences: false,
+    };
+    let t0 = now_ns();
+    let fps15 = v4l2_fract {
+        numerator: 1,
+        denominator: 15,
+    };
+    match what.as_str() {
+        "frames" => {
+            while us(t0, now_ns()) < secs * 1e6 {
+                stream(&d, FULL, fps15, Wait::Dqbuf)?;
+            }
+        }
+        "calls" => {
+            let tl = Timeline::open()?;
+            set_fmt(&d, SMALL)?;
+            set_interval(
+                &d,
+                v4l2_fract {
+                    numerator: 1,
+                    denominator: 30,
+                },
+            )?;
+            reqbufs(&d, BATCH)?;
+            let mut c = Calls::default();
+            while us(t0, now_ns()) < secs * 1e6 {
+                calls_round(&d, &tl, &mut c)?;
+            }
+            reqbufs(&d, 0)?;
+        }
+        _ => return Err(format!("unknown workload {what}")),
+    }
+    Ok(())
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
     let [rnode, vnode, header @ ..] = args else {
         return Err("usage: rvb2-tests --bench RVIVID_NODE VIVID_NODE [HEADER...]".into());
