@@ -25,7 +25,7 @@ if [ "${1:-}" = --profile ]; then
 	# --bench-load`) under `perf record` (software cpu-clock sampling of every CPU: TCG has no
 	# PMU), reported per symbol and per command into build/bench/profile.
 	perf=$2
-	secs=${3:-12}
+	secs=${3:-8}
 	dir=$top/build/bench/profile
 	rm -rf "$dir"
 	mkdir -p "$dir"
@@ -34,17 +34,19 @@ if [ "${1:-}" = --profile ]; then
 	for drv in rvivid vivid; do
 		node=$rnode
 		[ "$drv" = vivid ] && node=$vnode
-		for what in frames calls; do
+		for what in frames frames-mapped calls; do
 			data=/tmp/perf-$drv-$what.data
 			"$perf" record -q -e cpu-clock -F 2000 -a -g -o "$data" -- \
 				"$top/tools/tests/target/release/rvb2-tests" --bench-load "$node" "$drv" \
 				"$what" "$secs" || { echo "perf record $drv $what failed" >&2; exit 1; }
-			"$perf" report -i "$data" --stdio --no-children -g none --sort comm,dso \
-				>"$dir/$drv-$what-comm.txt" 2>/dev/null
-			"$perf" report -i "$data" --stdio --no-children -g none --sort sym \
-				--percent-limit 0.3 >"$dir/$drv-$what-sym.txt" 2>/dev/null
-			"$perf" report -i "$data" --stdio --no-children -G --sort sym \
-				--percent-limit 3 >"$dir/$drv-$what-callers.txt" 2>/dev/null
+			# Samples are 0.5 ms of CPU each (-F 2000).
+			"$perf" report -i "$data" --stdio --no-children -g none \
+				-F overhead,sample,comm,dso 2>/dev/null | sed 's/ *$//' >"$dir/$drv-$what-comm.txt"
+			"$perf" report -i "$data" --stdio --no-children -g none \
+				-F overhead,sample,dso,sym --percent-limit 0.3 2>/dev/null |
+				sed 's/ *$//' >"$dir/$drv-$what-sym.txt"
+			"$perf" report -i "$data" --stdio --no-children -G --sort dso,sym \
+				--percent-limit 2 2>/dev/null | sed 's/ *$//' >"$dir/$drv-$what-callers.txt"
 			rm -f "$data"
 		done
 	done
