@@ -29,6 +29,9 @@ if [ "${1:-}" = --profile ]; then
 	dir=$top/build/bench/profile
 	rm -rf "$dir"
 	mkdir -p "$dir"
+	# The string-copy features the kernel's memcpy()/memmove() choose their code by.
+	echo "string features: $(grep -owE 'erms|fsrm|fsrs|fzrm' /proc/cpuinfo | sort -u | xargs)" \
+		>"$dir/cpu.txt"
 	echo 0 >/proc/sys/kernel/kptr_restrict
 	echo -1 >/proc/sys/kernel/perf_event_paranoid
 	for drv in rvivid vivid; do

@@ -33,6 +33,7 @@ if [ "${1:-}" = --profile ]; then
 	RVB2_KERNEL=bench RVB2_MODULE="$src/rvivid.ko" \
 		RVB2_VM_CONSOLE="$RVB2_TOP/build/logs/bench-profile-console.txt" \
 		"$RVB2_TOP/tools/vm" "$RVB2_TOP/tools/bench-guest.sh" --profile "$perf" >/dev/null
+	cat "$RVB2_TOP/build/bench/profile/cpu.txt"
 	for f in "$RVB2_TOP"/build/bench/profile/*-sym.txt; do
 		echo "== $(basename "$f" -sym.txt)"
 		grep -v '^#' "$f" | grep -v '^$' | head -25
