@@ -38,7 +38,7 @@ if [ "${1:-}" = --profile ]; then
 		node=$rnode
 		[ "$drv" = vivid ] && node=$vnode
 		for what in frames frames-mapped calls; do
-			data=/tmp/perf-$drv-$what.data
+			data=$dir/$drv-$what.data
 			"$perf" record -q -e cpu-clock -F 2000 -a -g -o "$data" -- \
 				"$top/tools/tests/target/release/rvb2-tests" --bench-load "$node" "$drv" \
 				"$what" "$secs" || { echo "perf record $drv $what failed" >&2; exit 1; }
@@ -46,11 +46,10 @@ if [ "${1:-}" = --profile ]; then
 			"$perf" report -i "$data" --stdio --no-children -g none \
 				-F overhead,sample,comm,dso 2>/dev/null | sed 's/ *$//' >"$dir/$drv-$what-comm.txt"
 			"$perf" report -i "$data" --stdio --no-children -g none \
-				-F overhead,sample,dso,sym --percent-limit 0.3 2>/dev/null |
+				-F overhead,sample,comm,dso,sym --percent-limit 0.05 2>/dev/null |
 				sed 's/ *$//' >"$dir/$drv-$what-sym.txt"
 			"$perf" report -i "$data" --stdio --no-children -G --sort dso,sym \
 				--percent-limit 2 2>/dev/null | sed 's/ *$//' >"$dir/$drv-$what-callers.txt"
-			rm -f "$data"
 		done
 	done
 	exit 0

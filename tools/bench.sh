@@ -36,7 +36,7 @@ if [ "${1:-}" = --profile ]; then
 	cat "$RVB2_TOP/build/bench/profile/cpu.txt"
 	for f in "$RVB2_TOP"/build/bench/profile/*-sym.txt; do
 		echo "== $(basename "$f" -sym.txt)"
-		grep -v '^#' "$f" | grep -v '^$' | head -25
+		grep -v '^#' "$f" | grep -v '^$' | grep -v ' swapper ' | head -25
 	done
 	log "reports (per symbol, per command, callers) in build/bench/profile"
 	exit 0

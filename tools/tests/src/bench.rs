@@ -416,7 +416,8 @@ struct Stream {
 
 /// The run time of every task in the guest (ns), from /proc/*/task/*/schedstat (exact, unlike
 /// the tick-sampled utime/stime; needs CONFIG_SCHED_INFO). Tasks that exit in between are
-/// lost; kernel threads and workers, which do the drivers' frame work, do not exit.
+/// lost: vivid's frame thread exits at STREAMOFF, so a stream reads it before that; rvivid's
+/// workers do not exit.
 fn all_tasks_runtime_ns() -> Result<u64, String> {
     let mut sum = 0u64;
     let mut files = 0;
@@ -551,8 +552,10 @@ fn stream(
         order.push_back(b.index);
     }
     s.secs = us(t0, now_ns()) / 1e6;
-    streamoff(d)?;
+    // Before STREAMOFF: vivid's frame thread exists only while streaming (created at
+    // STREAMON, so counted whole from 0), and its run time goes with it when it exits.
     s.busy_ns = all_tasks_runtime_ns()?.saturating_sub(busy0);
+    streamoff(d)?;
     drop(fences);
     drop(maps);
     reqbufs(d, 0)?;
