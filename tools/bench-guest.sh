@@ -38,7 +38,8 @@ if [ "${1:-}" = --profile ]; then
 		node=$rnode
 		[ "$drv" = vivid ] && node=$vnode
 		for what in frames frames-mapped calls; do
-			data=$dir/$drv-$what.data
+			# perf record cannot write its data to the 9p repository mount: /tmp (tmpfs).
+			data=/tmp/perf-$drv-$what.data
 			"$perf" record -q -e cpu-clock -F 2000 -a -g -o "$data" -- \
 				"$top/tools/tests/target/release/rvb2-tests" --bench-load "$node" "$drv" \
 				"$what" "$secs" || { echo "perf record $drv $what failed" >&2; exit 1; }
@@ -50,6 +51,7 @@ if [ "${1:-}" = --profile ]; then
 				sed 's/ *$//' >"$dir/$drv-$what-sym.txt"
 			"$perf" report -i "$data" --stdio --no-children -G --sort dso,sym \
 				--percent-limit 2 2>/dev/null | sed 's/ *$//' >"$dir/$drv-$what-callers.txt"
+			rm -f "$data"
 		done
 	done
 	exit 0
