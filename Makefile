@@ -8,6 +8,7 @@
 #   make shell    a shell in the guest with rvivid loaded
 #   make bench    rvivid against vivid on a kernel built for measuring (Documentation/bench.rst)
 #   make bench-display  capture to display, fenced against classic (Documentation/display.rst)
+#   make bench-profile  perf profiles of both drivers' bench workloads on that kernel
 #   make setup    install the host packages and tools (done by the targets above too)
 #
 # KDIR defaults to the kernel tree tools/kernel/build.sh keeps in its cache.
@@ -18,7 +19,7 @@ LLVM ?= -19
 export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all modules setup kernel run check shell bench bench-display clean rustfmt rustfmtcheck clippy tests samples
+.PHONY: all modules setup kernel run check shell bench bench-display bench-profile clean rustfmt rustfmtcheck clippy tests samples
 
 all: modules
 
@@ -63,6 +64,9 @@ bench: setup tests
 
 bench-display: modules samples
 	@$(TOOLS)/bench-display.sh
+
+bench-profile: setup tests
+	@$(TOOLS)/bench.sh --profile
 
 rustfmt:
 	@rustfmt src/rvivid_main.rs

@@ -307,6 +307,10 @@ struct GenState {
     /// Buffers the driver owns, oldest first.
     active: KVec<ActiveBuffer<Capture>>,
     tpg: Option<Tpg>,
+    /// Numbers the generators `tpg` held (from 1; 0 before the first): with the frame
+    /// number, it tags what a buffer holds ([`GenState::content_tag`]). It wraps after 2^32
+    /// format or control changes, far more than a buffer waits for its next frame.
+    tpg_gen: u32,
     sizeimage: u32,
     /// The frame interval (fixed while streaming: `VIDIOC_S_PARM` is `EBUSY` then).
     interval_ns: u64,
@@ -397,6 +401,11 @@ impl GenState {
         }
     }
 
+    /// The tag of a buffer holding frame `sequence` of the current generator (never 0).
+    fn content_tag(&self, sequence: u32) -> u64 {
+        (u64::from(self.tpg_gen) << 32) | u64::from(sequence)
+    }
+
     /// Fills `buf` with frame `k` and completes it (or fails it, if the error injection says
     /// so or the fill failed).
     fn complete(&mut self, mut buf: ActiveBuffer<Capture>, k: u64) {
@@ -405,7 +414,20 @@ impl GenState {
         buf.set_sequence(sequence);
         buf.set_timestamp_ns(self.frame_ns(k));
         let filled = match (self.tpg.as_ref(), buf.memory()) {
-            (Some(tpg), Some(mut mem)) => tpg.fill(&mut mem, sequence).is_ok(),
+            (Some(tpg), Some(mut mem)) => {
+                // A buffer that still holds an earlier frame of this generator (nobody else can
+                // have written it: see `CpuAccess::content`) gets only what differs.
+                let prev = mem
+                    .content()
+                    .filter(|t| t >> 32 == u64::from(self.tpg_gen))
+                    .map(|t| t as u32);
+                mem.set_content(None);
+                let ok = tpg.fill_over(&mut mem, sequence, prev).is_ok();
+                if ok {
+                    mem.set_content(Some(self.content_tag(sequence)));
+                }
+                ok
+            }
             _ => false,
         };
         if self.fail_next > 0 || !filled {
@@ -494,6 +516,8 @@ impl Capture {
     fn update_generator(&self, cfg: &Config) {
         let mut st = self.gen.st.lock();
         st.tpg = Some(Tpg::new(frame_format(&cfg.fmt), cfg.pattern, cfg.adjust));
+        // What buffers hold from earlier generators is of no use to this one.
+        st.tpg_gen = st.tpg_gen.checked_add(1).unwrap_or(1);
         st.sizeimage = cfg.fmt.sizeimage;
         st.interval_ns = interval_ns(cfg.interval);
     }
@@ -790,6 +814,7 @@ impl Rvivid {
                     streaming: false,
                     active: KVec::with_capacity(crate::queue::MAX_BUFFERS, GFP_KERNEL)?,
                     tpg: None,
+                    tpg_gen: 0,
                     sizeimage: 0,
                     interval_ns: 0,
                     first_ns: 0,

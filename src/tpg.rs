@@ -12,7 +12,9 @@
 //! error. All colours are converted to the target format once, in [`Tpg::new`]; [`Tpg::fill`]
 //! renders the first line of each kind (one for bars and solid colours, two for the
 //! checkerboard), copies it to the other lines and then draws the overlays, so the cost per
-//! frame is little more than a `memcpy` of the image.
+//! frame is little more than a `memcpy` of the image. [`Tpg::fill_over`] does less when the
+//! buffer still holds an earlier frame of the same generator: it paints the pattern back over
+//! that frame's overlays and draws the new ones, writing only what differs between the two.
 //!
 //! Colours are defined in quarter code values (0..=1020 for 0..=255), so that 75% amplitude
 //! is exact (765 = 191.25 code values): R'G'B' output rounds them to 191 (0xBF), and the BT.601
@@ -503,8 +505,17 @@ fn fill_repeat<S: FrameSink + ?Sized>(sink: &mut S, dst: Span, pat: &[u8]) -> Re
     if unit == 0 {
         return Ok(());
     }
-    for (d, s) in chunk[..unit].iter_mut().zip(pat.iter().cycle()) {
-        *d = *s;
+    // One copy of `pat`, then doubled (a few copies rather than a loop over every byte).
+    let Some(first) = chunk.get_mut(..pat.len()) else {
+        return Ok(());
+    };
+    first.copy_from_slice(pat);
+    let mut have = pat.len();
+    while have < unit {
+        // `have` is a multiple of `pat.len()` until the last copy; `have + n <= unit`.
+        let n = have.min(unit - have);
+        chunk.copy_within(..n, have);
+        have += n;
     }
     let mut done = 0;
     while done < dst.len {
@@ -693,20 +704,122 @@ impl<S: FrameSink + ?Sized> Canvas<'_, S> {
         y1: usize,
         px: [u8; 3],
     ) -> Result<(), TpgError> {
+        let r = Rect { x0, y0, x1, y1 };
+        self.paint(
+            r,
+            |_| 0,
+            |sink, layout, line, a, b, _| write_run(layout, sink, line, a, b, px),
+        )
+    }
+
+    /// Paints the pattern of `tpg` back over the rectangle `x0..x1` x `y0..y1` (clipped to the
+    /// frame), exactly as [`Tpg::fill`] paints it there before the overlays.
+    fn restore(
+        &mut self,
+        tpg: &Tpg,
+        x0: usize,
+        y0: usize,
+        x1: usize,
+        y1: usize,
+    ) -> Result<(), TpgError> {
+        let r = Rect { x0, y0, x1, y1 };
+        let w = self.geo.w;
+        // The kind of line `y` (see `fill_plane`); a chroma line `y / 2` is of the kind of
+        // line `y` (half the period on half the lines).
+        let shift = tpg.period_shift();
+        self.paint(
+            r,
+            |y| shift.map_or(0, |s| (y >> s) & 1),
+            |sink, layout, line, a, b, kind| tpg.render_span(layout, sink, line, w, kind, a, b),
+        )
+    }
+
+    /// Paints the rectangle `r` (clipped to the frame), whose line `y` is of kind
+    /// `kind_of(y)` (0 or 1): `render(sink, layout, line, x0, x1, kind)` paints pixels
+    /// `x0..x1` of a line of that kind, writing each pixel's bytes as `write_run` does. The
+    /// first line of each kind in `r` is rendered, the others copy its bytes (whole rows:
+    /// one copy per line), all but the pixels at an odd edge of YUYV, whose bytes are not
+    /// contiguous with the others' (a pair's chroma belongs to its left pixel): those are
+    /// rendered on each line.
+    fn paint<K, R>(&mut self, r: Rect, kind_of: K, render: R) -> Result<(), TpgError>
+    where
+        K: Fn(usize) -> usize,
+        R: Fn(&mut S, Layout, Span, usize, usize, usize) -> Result<(), TpgError>,
+    {
         let geo = self.geo;
-        let x1 = x1.min(geo.w);
-        for y in y0..y1.min(geo.h) {
+        let (x0, x1) = (r.x0, r.x1.min(geo.w));
+        if x0 >= x1 {
+            return Ok(());
+        }
+        // The pixels whose bytes are one contiguous range of the line, and that range.
+        let (ia, ib) = match self.layout {
+            Layout::Yuyv => (x0.saturating_add(1) & !1, x1 & !1),
+            _ => (x0, x1),
+        };
+        let bytes = |a: usize, b: usize| match self.layout {
+            Layout::Yuyv => (a.saturating_mul(2), b.saturating_mul(2)),
+            Layout::Rgb => (a.saturating_mul(3), b.saturating_mul(3)),
+            Layout::Luma | Layout::Chroma => (a, b),
+        };
+        let (ba, bb) = bytes(ia, ib);
+        // NV12 chroma: the even pixels in x0..x1, one contiguous range of bytes (of the `w`
+        // bytes of a chroma line).
+        let (ca, cb) = (
+            x0.saturating_add(1) & !1,
+            (x1.saturating_add(1) & !1).min(geo.w),
+        );
+        let mut first = [None::<usize>; 2];
+        let mut first_chroma = [None::<usize>; 2];
+        for y in r.y0..r.y1.min(geo.h) {
+            let kind = kind_of(y) & 1;
             let start = y.saturating_mul(geo.bpl);
             let line = self.main.sub(start, start.saturating_add(geo.row_len));
-            write_run(self.layout, self.sink, line, x0, x1, px)?;
+            match first[kind] {
+                Some(src) if ia < ib => {
+                    let src = self.main.start.saturating_add(src);
+                    self.sink.copy_within(
+                        src.saturating_add(ba),
+                        line.start.saturating_add(ba),
+                        bb - ba,
+                    )?;
+                    render(self.sink, self.layout, line, x0, ia, kind)?;
+                    render(self.sink, self.layout, line, ib, x1, kind)?;
+                }
+                _ => {
+                    render(self.sink, self.layout, line, x0, x1, kind)?;
+                    first[kind] = Some(start);
+                }
+            }
             if self.layout == Layout::Luma && y & 1 == 0 && y / 2 < geo.chroma_rows {
                 let start = (y / 2).saturating_mul(geo.bpl);
                 let line = self.chroma.sub(start, start.saturating_add(geo.w));
-                write_run(Layout::Chroma, self.sink, line, x0, x1, px)?;
+                match first_chroma[kind] {
+                    Some(src) if ca < cb => {
+                        let src = self.chroma.start.saturating_add(src);
+                        self.sink.copy_within(
+                            src.saturating_add(ca),
+                            line.start.saturating_add(ca),
+                            cb - ca,
+                        )?;
+                    }
+                    _ => {
+                        render(self.sink, Layout::Chroma, line, x0, x1, kind)?;
+                        first_chroma[kind] = Some(start);
+                    }
+                }
             }
         }
         Ok(())
     }
+}
+
+/// A rectangle of pixels: `x0..x1` x `y0..y1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rect {
+    x0: usize,
+    y0: usize,
+    x1: usize,
+    y1: usize,
 }
 
 /// A test pattern generator for one format, pattern and set of adjustments, with all colours
@@ -776,11 +889,25 @@ impl Tpg {
     /// counter (sequence number), drawn at the top left and moving the box at the bottom.
     ///
     /// It writes once per run of pixels of the first line of each kind and per run of the
-    /// overlays, and copies each other line.
+    /// overlays, and copies each other line. (The driver calls [`Tpg::fill_over`].)
+    #[cfg_attr(not(test), expect(dead_code))]
     pub(crate) fn fill<S: FrameSink + ?Sized>(
         &self,
         sink: &mut S,
         frame: u32,
+    ) -> Result<(), TpgError> {
+        self.fill_over(sink, frame, None)
+    }
+
+    /// Fills frame `frame` into `sink` as [`Tpg::fill`] does, with the same result; but if
+    /// `prev` is `Some(p)`, the caller knows that `sink` holds exactly frame `p` of this
+    /// generator (as [`Tpg::fill`] left it), and only the overlays of both frames are written:
+    /// the pattern goes back where `p`'s counter and box were, then `frame`'s are drawn.
+    pub(crate) fn fill_over<S: FrameSink + ?Sized>(
+        &self,
+        sink: &mut S,
+        frame: u32,
+        prev: Option<u32>,
     ) -> Result<(), TpgError> {
         let geo = Geometry::new(&self.fmt)?;
         if sink.size() < geo.total {
@@ -802,10 +929,24 @@ impl Tpg {
             PixelFormat::Rgb24 => Layout::Rgb,
             PixelFormat::Nv12 | PixelFormat::Grey => Layout::Luma,
         };
-        let shift = match self.pattern {
-            Pattern::Checkerboard => Some(CHECKER_SHIFT),
-            _ => None,
-        };
+        if let Some(prev) = prev {
+            let mut canvas = Canvas {
+                sink,
+                layout,
+                main,
+                chroma,
+                geo: &geo,
+            };
+            for r in [counter_rect(&geo, prev), box_rect(&geo, prev)]
+                .into_iter()
+                .flatten()
+            {
+                canvas.restore(self, r.x0, r.y0, r.x1, r.y1)?;
+            }
+            self.draw_counter(&mut canvas, frame)?;
+            return self.draw_box(&mut canvas, frame);
+        }
+        let shift = self.period_shift();
         let w = geo.w;
         fill_plane(
             sink,
@@ -840,6 +981,15 @@ impl Tpg {
         self.draw_box(&mut canvas, frame)
     }
 
+    /// The checkerboard's period in lines, as a shift (see `fill_plane`); `None` for the
+    /// patterns whose lines are all alike.
+    fn period_shift(&self) -> Option<u32> {
+        match self.pattern {
+            Pattern::Checkerboard => Some(CHECKER_SHIFT),
+            _ => None,
+        }
+    }
+
     /// Renders one line (`w` pixels) of the pattern into `line`; `kind` is the checkerboard
     /// phase (0: starts with white).
     fn render_line<S: FrameSink + ?Sized>(
@@ -850,24 +1000,47 @@ impl Tpg {
         w: usize,
         kind: usize,
     ) -> Result<(), TpgError> {
+        self.render_span(layout, sink, line, w, kind, 0, w)
+    }
+
+    /// Renders the pixels `x0..x1` of one line (`w` pixels) of the pattern into `line`, each
+    /// byte as [`Tpg::render_line`] writes it (`write_run` writes a pixel's bytes whatever run
+    /// it is painted in); `kind` is the checkerboard phase.
+    #[expect(clippy::too_many_arguments)]
+    fn render_span<S: FrameSink + ?Sized>(
+        &self,
+        layout: Layout,
+        sink: &mut S,
+        line: Span,
+        w: usize,
+        kind: usize,
+        x0: usize,
+        x1: usize,
+    ) -> Result<(), TpgError> {
         let color = |i: usize| self.colors.get(i).copied().unwrap_or_default();
+        let x1 = x1.min(w);
+        // The part of `a..b` inside `x0..x1`.
+        let mut run = |a: usize, b: usize, px: [u8; 3]| {
+            write_run(layout, sink, line, a.max(x0), b.min(x1), px)
+        };
         match self.pattern {
             Pattern::ColorBars75 => {
                 // Bar i covers i * w / 8 .. (i + 1) * w / 8, without overflowing.
                 let (q, r) = (w / 8, w % 8);
                 let edge = |i: usize| q.saturating_mul(i).saturating_add(r * i / 8);
                 for i in 0..8 {
-                    write_run(layout, sink, line, edge(i), edge(i + 1), color(i))?;
+                    run(edge(i), edge(i + 1), color(i))?;
                 }
                 Ok(())
             }
             Pattern::Checkerboard => {
                 let side = 1usize << CHECKER_SHIFT;
-                let mut x = 0;
-                let mut phase = kind & 1;
-                while x < w {
+                // The square `x0` lies in, then the following ones up to `x1`.
+                let mut x = x0 & !(side - 1);
+                let mut phase = (kind ^ (x >> CHECKER_SHIFT)) & 1;
+                while x < x1 {
                     let end = x.saturating_add(side).min(w);
-                    write_run(layout, sink, line, x, end, color(phase))?;
+                    run(x, end, color(phase))?;
                     phase ^= 1;
                     x = end;
                 }
@@ -877,7 +1050,7 @@ impl Tpg {
             | Pattern::SolidRed
             | Pattern::SolidGreen
             | Pattern::SolidBlue
-            | Pattern::SolidBlack => write_run(layout, sink, line, 0, w, color(0)),
+            | Pattern::SolidBlack => run(0, w, color(0)),
         }
     }
 
@@ -888,39 +1061,18 @@ impl Tpg {
         canvas: &mut Canvas<'_, S>,
         frame: u32,
     ) -> Result<(), TpgError> {
-        let geo = canvas.geo;
-        // Digits, most significant last.
-        let mut digits = [0usize; 10];
-        let mut count = 0;
-        let mut n = frame;
-        for (i, d) in digits.iter_mut().enumerate() {
-            *d = usize::try_from(n % 10).unwrap_or(0);
-            count = i + 1;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let count = count.min(digits.len());
-        // The box: one font unit of border around the digits, each 5 units wide and 7 high
-        // with one unit between them: (6 * count + 1) x 9 units. `scale` is at most
-        // `COUNTER_MAX_SCALE`, so the coordinates below (`at`) stay small.
-        let units_w = 6 * count + 1;
-        let avail_h = (geo.h / 8).saturating_sub(COUNTER_MARGIN);
-        let avail_w = geo.w.saturating_sub(2 * COUNTER_MARGIN);
-        let scale = (avail_h / 9).min(avail_w / units_w).min(COUNTER_MAX_SCALE);
-        if scale == 0 {
+        let Some(c) = Counter::new(canvas.geo, frame) else {
             return Ok(());
-        }
-        let at = |base: usize, units: usize| base.saturating_add(units.saturating_mul(scale));
-        let (x0, y0) = (COUNTER_MARGIN, COUNTER_MARGIN);
-        canvas.rect(x0, y0, at(x0, units_w), at(y0, 9), self.bg)?;
-        let top = at(y0, 1);
-        for (pos, digit) in digits.iter().take(count).rev().enumerate() {
+        };
+        let at = |base: usize, units: usize| base.saturating_add(units.saturating_mul(c.scale));
+        let r = c.rect();
+        canvas.rect(r.x0, r.y0, r.x1, r.y1, self.bg)?;
+        let top = at(r.y0, 1);
+        for (pos, digit) in c.digits.iter().take(c.count).rev().enumerate() {
             let Some(glyph) = DIGITS.get(*digit) else {
                 continue;
             };
-            let left = at(x0, pos.saturating_mul(6).saturating_add(1));
+            let left = at(r.x0, pos.saturating_mul(6).saturating_add(1));
             for (row, bits) in glyph.iter().enumerate() {
                 let y = at(top, row);
                 // Runs of set bits, from the leftmost column (bit 4).
@@ -948,24 +1100,92 @@ impl Tpg {
         canvas: &mut Canvas<'_, S>,
         frame: u32,
     ) -> Result<(), TpgError> {
-        let geo = canvas.geo;
-        let side = (geo.h / 8).max(2);
-        if side > geo.h || side > geo.w {
+        let Some(r) = box_rect(canvas.geo, frame) else {
             return Ok(());
-        }
-        let positions =
-            u32::try_from(geo.w.saturating_sub(side).saturating_add(1)).unwrap_or(u32::MAX);
-        let x = frame
-            .wrapping_mul(BOX_STEP)
-            .checked_rem(positions)
-            .unwrap_or(0);
-        // Even, for the chroma of YUYV and NV12.
-        let x = usize::try_from(x).unwrap_or(0) & !1;
+        };
         let color = match self.pattern {
             Pattern::SolidWhite => self.bg,
             _ => self.fg,
         };
-        let y0 = geo.h.saturating_sub(side);
-        canvas.rect(x, y0, x.saturating_add(side), geo.h, color)
+        canvas.rect(r.x0, r.y0, r.x1, r.y1, color)
     }
+}
+
+/// The frame counter of one frame: its digits and the scale of its font.
+struct Counter {
+    /// Digits, most significant last.
+    digits: [usize; 10],
+    /// How many of `digits` are used.
+    count: usize,
+    /// Pixels per font unit, 1 to `COUNTER_MAX_SCALE`.
+    scale: usize,
+}
+
+impl Counter {
+    /// The counter of `frame` in a frame of geometry `geo`, or `None` if it does not fit in
+    /// the top `height / 8` lines at `COUNTER_MARGIN` pixels from the edges.
+    fn new(geo: &Geometry, frame: u32) -> Option<Counter> {
+        let mut digits = [0usize; 10];
+        let mut count = 0;
+        let mut n = frame;
+        for (i, d) in digits.iter_mut().enumerate() {
+            *d = usize::try_from(n % 10).unwrap_or(0);
+            count = i + 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let count = count.min(digits.len());
+        // The box: one font unit of border around the digits, each 5 units wide and 7 high
+        // with one unit between them: (6 * count + 1) x 9 units. `scale` is at most
+        // `COUNTER_MAX_SCALE`, so the coordinates stay small.
+        let units_w = 6 * count + 1;
+        let avail_h = (geo.h / 8).saturating_sub(COUNTER_MARGIN);
+        let avail_w = geo.w.saturating_sub(2 * COUNTER_MARGIN);
+        let scale = (avail_h / 9).min(avail_w / units_w).min(COUNTER_MAX_SCALE);
+        (scale > 0).then_some(Counter {
+            digits,
+            count,
+            scale,
+        })
+    }
+
+    /// The rectangle the counter covers (its black box).
+    fn rect(&self) -> Rect {
+        let at = |units: usize| COUNTER_MARGIN.saturating_add(units.saturating_mul(self.scale));
+        Rect {
+            x0: COUNTER_MARGIN,
+            y0: COUNTER_MARGIN,
+            x1: at(6 * self.count + 1),
+            y1: at(9),
+        }
+    }
+}
+
+/// The rectangle the counter of `frame` covers, if it is drawn.
+fn counter_rect(geo: &Geometry, frame: u32) -> Option<Rect> {
+    Counter::new(geo, frame).map(|c| c.rect())
+}
+
+/// The rectangle the moving box of `frame` covers, if it is drawn: side `height / 8` (at least
+/// 2) at the bottom, `BOX_STEP` pixels further right each frame, wrapping around.
+fn box_rect(geo: &Geometry, frame: u32) -> Option<Rect> {
+    let side = (geo.h / 8).max(2);
+    if side > geo.h || side > geo.w {
+        return None;
+    }
+    let positions = u32::try_from(geo.w.saturating_sub(side).saturating_add(1)).unwrap_or(u32::MAX);
+    let x = frame
+        .wrapping_mul(BOX_STEP)
+        .checked_rem(positions)
+        .unwrap_or(0);
+    // Even, for the chroma of YUYV and NV12.
+    let x = usize::try_from(x).unwrap_or(0) & !1;
+    Some(Rect {
+        x0: x,
+        y0: geo.h.saturating_sub(side),
+        x1: x.saturating_add(side),
+        y1: geo.h,
+    })
 }

@@ -6,7 +6,9 @@
 #
 # rvivid is built from a copy of the module's sources in build/bench-src, so that the test
 # build's objects in the source tree (made against the debug kernel) stay as they are.
-# The table is also kept in build/bench/table.txt.
+# The table is also kept in build/bench/table.txt. `tools/bench.sh --profile` (`make
+# bench-profile`) samples each driver's workloads with perf in that guest instead
+# (tools/bench-perf.sh provides perf), reports in build/bench/profile.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -23,9 +25,22 @@ rsync -a --delete --exclude-from="$RVB2_TOP/.gitignore" \
 	--include=/Kbuild --include='/src/***' --include='/include/***' --exclude='*' \
 	"$RVB2_TOP/" "$src/"
 log "building rvivid.ko against $(basename "$kdir") in $src"
-nice -n 10 make --no-print-directory -s -C "$kdir" M="$src" LLVM="$RVB2_LLVM" modules
+nice -n 10 make --no-print-directory -s -C "$kdir" M="$src" LLVM="$RVB2_LLVM" W=1 modules
 
 mkdir -p "$RVB2_TOP/build/bench" "$RVB2_TOP/build/logs"
+if [ "${1:-}" = --profile ]; then
+	perf=$("$RVB2_TOP/tools/bench-perf.sh")
+	RVB2_KERNEL=bench RVB2_MODULE="$src/rvivid.ko" \
+		RVB2_VM_CONSOLE="$RVB2_TOP/build/logs/bench-profile-console.txt" \
+		"$RVB2_TOP/tools/vm" "$RVB2_TOP/tools/bench-guest.sh" --profile "$perf" >/dev/null
+	cat "$RVB2_TOP/build/bench/profile/cpu.txt"
+	for f in "$RVB2_TOP"/build/bench/profile/*-sym.txt; do
+		echo "== $(basename "$f" -sym.txt)"
+		grep -v '^#' "$f" | grep -v '^$' | grep -v ' swapper ' | head -25
+	done
+	log "reports (per symbol, per command, callers) in build/bench/profile"
+	exit 0
+fi
 rm -f "$RVB2_TOP/build/bench/table.txt"
 host_load="host: $(nproc) CPUs,$(uptime | sed 's/.*\(load average\)/ \1/')"
 cmdline="command: make bench (commit $(git -C "$RVB2_TOP" rev-parse --short HEAD 2>/dev/null ||

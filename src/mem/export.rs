@@ -75,6 +75,9 @@ impl DmaBuf {
     /// Exports `buf` (`flags`: the access mode of the dma-buf's file, `O_RDONLY`, `O_WRONLY`
     /// or `O_RDWR`).
     pub(super) fn export(buf: &Arc<VmallocBuf>, flags: u32) -> Result<Self> {
+        // Importers may write the memory: what the kernel wrote is not known to be there any
+        // more (even if the export fails: the flag only costs a full frame).
+        buf.content.share();
         let private = Arc::into_raw(buf.clone());
         let info = bindings::dma_buf_export_info {
             exp_name: c"rvivid".as_char_ptr(),

@@ -33,6 +33,15 @@
 //! DMA memory. A [`CpuAccess`] is exclusive: a buffer's memory has at most one at a time, so
 //! two kernel threads never race writing it (what userspace and devices do with their
 //! mappings is outside the Rust abstract machine, as for any memory shared with hardware).
+//!
+//! # What the memory holds
+//!
+//! A driver that writes the same picture again and again (a test pattern with a frame counter)
+//! need only write what changed since its last frame in that buffer, if nobody else wrote the
+//! memory since. [`CpuAccess::content`] returns the tag the last access recorded with
+//! [`CpuAccess::set_content`], but only for memory nobody else can write: MMAP memory that was
+//! never mapped into userspace nor exported as a dma-buf (both clear the tag for good), never
+//! USERPTR memory.
 
 mod dmabuf;
 mod export;
@@ -44,6 +53,7 @@ use core::{
     ptr::NonNull,
     sync::atomic::{
         AtomicBool,
+        AtomicU64,
         Ordering, //
     },
 };
@@ -137,10 +147,18 @@ impl BufferMem {
         }
     }
 
+    /// Whether [`BufferMem::prepare`] has anything to do (an imported dma-buf).
+    pub(crate) fn needs_prepare(&self) -> bool {
+        matches!(self.backing, Backing::Import(_))
+    }
+
     /// Prepares the memory for the driver's CPU access, until the returned [`Prepared`] (if
     /// any) is dropped: only an imported dma-buf needs it (`dma_buf_begin_cpu_access()`, which
     /// waits, interruptibly, for its implicit fences: `ERESTARTSYS`).
     pub(crate) fn prepare(&self) -> Result<Option<Prepared>> {
+        if !self.needs_prepare() {
+            return Ok(None);
+        }
         match &self.backing {
             Backing::Import(i) => Import::begin_cpu_access(i).map(Some),
             _ => Ok(None),
@@ -189,10 +207,10 @@ impl BufferMem {
     /// CPU access to the first `len` bytes of the memory (at most its size), or `None` while
     /// another [`CpuAccess`] to it exists.
     pub(crate) fn cpu_access(&self, len: usize) -> Option<CpuAccess<'_>> {
-        let (ptr, size, writer, writable) = match &self.backing {
-            Backing::Vmalloc(v) => (v.as_ptr(), v.size(), &v.writer, true),
-            Backing::User(u) => (u.as_ptr(), u.size(), &u.writer, u.writable()),
-            Backing::Import(i) => (i.as_ptr(), i.size(), &i.writer, i.writable()),
+        let (ptr, size, writer, writable, content) = match &self.backing {
+            Backing::Vmalloc(v) => (v.as_ptr(), v.size(), &v.writer, true, Some(&v.content)),
+            Backing::User(u) => (u.as_ptr(), u.size(), &u.writer, u.writable(), None),
+            Backing::Import(i) => (i.as_ptr(), i.size(), &i.writer, i.writable(), None),
         };
         writer
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -204,8 +222,50 @@ impl BufferMem {
             len: len.min(size),
             writable,
             writer,
+            content,
             _mem: PhantomData,
         })
+    }
+}
+
+/// The tag of what the kernel last wrote into a memory that only the kernel writes (see the
+/// module documentation), or nothing once the memory is shared.
+pub(crate) struct ContentTag {
+    /// The tag; 0 for none.
+    tag: AtomicU64,
+    /// Set for good once userspace or another device may write the memory.
+    shared: AtomicBool,
+}
+
+impl ContentTag {
+    /// No tag, not shared.
+    pub(crate) const fn new() -> Self {
+        Self {
+            tag: AtomicU64::new(0),
+            shared: AtomicBool::new(false),
+        }
+    }
+
+    /// Someone else may write the memory from now on: no tag is reported any more.
+    pub(crate) fn share(&self) {
+        self.shared.store(true, Ordering::Release);
+        self.tag.store(0, Ordering::Release);
+    }
+
+    /// The tag, if the memory is not shared.
+    fn get(&self) -> Option<u64> {
+        if self.shared.load(Ordering::Acquire) {
+            return None;
+        }
+        match self.tag.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Records `tag` (or none).
+    fn set(&self, tag: Option<u64>) {
+        self.tag.store(tag.unwrap_or(0), Ordering::Release);
     }
 }
 
@@ -225,6 +285,8 @@ pub(crate) struct CpuAccess<'a> {
     len: usize,
     writable: bool,
     writer: &'a AtomicBool,
+    /// The memory's content tag (none for USERPTR memory).
+    content: Option<&'a ContentTag>,
     _mem: PhantomData<&'a BufferMem>,
 }
 
@@ -275,16 +337,39 @@ impl CpuAccess<'_> {
         Ok(())
     }
 
+    /// What the memory holds: the tag the last access recorded with
+    /// [`CpuAccess::set_content`], if nobody but the kernel can have written the memory since
+    /// (MMAP memory never mapped into userspace nor exported; never USERPTR memory).
+    pub(crate) fn content(&self) -> Option<u64> {
+        self.content.and_then(ContentTag::get)
+    }
+
+    /// Records what the memory holds now (`tag`, not 0), or that it is not known (`None`: do
+    /// so before a write that may not complete).
+    pub(crate) fn set_content(&mut self, tag: Option<u64>) {
+        if let Some(c) = self.content {
+            c.set(tag);
+        }
+    }
+
     /// Copies the `len` bytes at `src` to `dst`; the ranges may overlap (`ERANGE`, writing
     /// nothing, if either does not fit; `EPERM` if the memory is not writable).
     pub(crate) fn copy_within(&mut self, src: usize, dst: usize, len: usize) -> Result {
         self.check(src, len)?;
         self.check_write(dst, len)?;
         let base = self.ptr.as_ptr();
-        // SAFETY: Both ranges are inside the memory (checked above), valid for reads and writes
-        // and accessed by no other kernel thread meanwhile (type invariants); `ptr::copy`
-        // allows them to overlap.
-        unsafe { core::ptr::copy(base.add(src), base.add(dst), len) };
+        if src.abs_diff(dst) >= len {
+            // `memcpy()` rather than `memmove()`: under QEMU's TCG, x86's `memmove()` copies
+            // byte by byte (`rep movsb`, with ERMS) where `memcpy()` moves words
+            // (Documentation/bench.rst).
+            // SAFETY: Both ranges are inside the memory (checked above), valid for reads and
+            // writes and accessed by no other kernel thread meanwhile (type invariants); they
+            // are `len` or more bytes apart, so they do not overlap.
+            unsafe { core::ptr::copy_nonoverlapping(base.add(src), base.add(dst), len) };
+        } else {
+            // SAFETY: As above; `ptr::copy` allows the ranges to overlap.
+            unsafe { core::ptr::copy(base.add(src), base.add(dst), len) };
+        }
         Ok(())
     }
 

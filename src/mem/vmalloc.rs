@@ -111,6 +111,8 @@ pub(crate) struct VmallocBuf {
     /// pending out-fence of the buffer as its write fence (implicit synchronization).
     #[pin]
     pub(super) resv: Resv,
+    /// What the kernel last wrote into the memory (see [`super::CpuAccess::content`]).
+    pub(super) content: super::ContentTag,
 }
 
 // SAFETY: The allocation is plain memory, usable from any thread.
@@ -152,6 +154,7 @@ impl VmallocBuf {
                 writer: AtomicBool::new(false),
                 _charge: charge,
                 resv <- Resv::new(),
+                content: super::ContentTag::new(),
             }? Error),
             GFP_KERNEL,
         )
@@ -179,6 +182,9 @@ impl VmallocBuf {
         if vm_flags & flags::SHARED == 0 || vm_flags & flags::READ == 0 {
             return Err(EINVAL);
         }
+        // Userspace may write the memory from now on: what the kernel wrote is not known to be
+        // there any more (before the mapping exists, so that no fill after it trusts it).
+        this.content.share();
         this.insert_pages(vma, 0)?;
         let raw = vma.as_ptr().cast::<bindings::vm_area_struct>();
         let private = Arc::into_raw(this.clone());

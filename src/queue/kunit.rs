@@ -619,6 +619,39 @@ mod tests {
     }
 
     #[test]
+    fn content_tag_only_for_memory_nobody_else_writes() -> Result {
+        let q = new_queue()?;
+        q.reqbufs(OWNER, Memory::Mmap, 2)?;
+        let mem = |i: usize| {
+            let m = q.lock.lock().bufs[i].as_ref().and_then(|b| b.mem.clone());
+            m.ok_or(EINVAL)
+        };
+        let tag = |m: &BufferMem| m.cpu_access(SIZE as usize).map(|a| a.content());
+        let set = |m: &BufferMem, t: u64| -> Result {
+            m.cpu_access(SIZE as usize)
+                .ok_or(EBUSY)?
+                .set_content(Some(t));
+            Ok(())
+        };
+        let (m0, m1) = (mem(0)?, mem(1)?);
+        // New memory holds nothing known; a tag recorded stays until the next.
+        assert_eq!(tag(&m0), Some(None));
+        set(&m0, 7)?;
+        set(&m1, 9)?;
+        assert_eq!((tag(&m0), tag(&m1)), (Some(Some(7)), Some(Some(9))));
+        m0.cpu_access(SIZE as usize).ok_or(EBUSY)?.set_content(None);
+        assert_eq!(tag(&m0), Some(None));
+        set(&m0, 7)?;
+        // Exported (O_RDWR), the memory may be written by importers: no tag from now on, even
+        // once the dma-buf is gone.
+        drop(q.expbuf(OWNER, 1, 2)?);
+        assert_eq!(tag(&m1), Some(None));
+        set(&m1, 10)?;
+        assert_eq!((tag(&m0), tag(&m1)), (Some(Some(7)), Some(None)));
+        Ok(())
+    }
+
+    #[test]
     fn driver_sets_sequence_and_timestamp() -> Result {
         let q = new_queue()?;
         q.reqbufs(OWNER, Memory::Mmap, 4)?;

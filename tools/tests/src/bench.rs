@@ -416,7 +416,8 @@ struct Stream {
 
 /// The run time of every task in the guest (ns), from /proc/*/task/*/schedstat (exact, unlike
 /// the tick-sampled utime/stime; needs CONFIG_SCHED_INFO). Tasks that exit in between are
-/// lost; kernel threads and workers, which do the drivers' frame work, do not exit.
+/// lost: vivid's frame thread exits at STREAMOFF, so a stream reads it before that; rvivid's
+/// workers do not exit.
 fn all_tasks_runtime_ns() -> Result<u64, String> {
     let mut sum = 0u64;
     let mut files = 0;
@@ -459,9 +460,16 @@ fn fence_time_ns(fd: RawFd) -> Result<u64, String> {
     }
 }
 
-/// Streams YUYV at `size` and `ival` for [`STREAM_SECS`] with [`STREAM_BUFS`] buffers.
-fn stream(d: &Drv, size: (u32, u32), ival: v4l2_fract, wait: Wait) -> Result<Stream, String> {
-    set_fmt(d, size)?;
+/// Streams YUYV at `size` and `ival` for [`STREAM_SECS`] with [`STREAM_BUFS`] buffers, mapped
+/// into this process (`mmap()`, as every client that looks at the frames does) if `mapped`.
+fn stream(
+    d: &Drv,
+    size: (u32, u32),
+    ival: v4l2_fract,
+    wait: Wait,
+    mapped: bool,
+) -> Result<Stream, String> {
+    let sizeimage = set_fmt(d, size)? as usize;
     let got = set_interval(d, ival)?;
     if got != ival {
         return Err(format!(
@@ -470,6 +478,16 @@ fn stream(d: &Drv, size: (u32, u32), ival: v4l2_fract, wait: Wait) -> Result<Str
         ));
     }
     let n = reqbufs(d, STREAM_BUFS)?;
+    let maps = if mapped {
+        (0..n)
+            .map(|i| {
+                let b = d.dev.querybuf(i).map_err(err("VIDIOC_QUERYBUF"))?;
+                Mapping::shared(&d.dev, b.offset(), sizeimage).map_err(err("mmap"))
+            })
+            .collect::<Result<Vec<_>, String>>()?
+    } else {
+        Vec::new()
+    };
     let flags = if wait == Wait::Dqbuf {
         0
     } else {
@@ -534,9 +552,12 @@ fn stream(d: &Drv, size: (u32, u32), ival: v4l2_fract, wait: Wait) -> Result<Str
         order.push_back(b.index);
     }
     s.secs = us(t0, now_ns()) / 1e6;
-    streamoff(d)?;
+    // Before STREAMOFF: vivid's frame thread exists only while streaming (created at
+    // STREAMON, so counted whole from 0), and its run time goes with it when it exits.
     s.busy_ns = all_tasks_runtime_ns()?.saturating_sub(busy0);
+    streamoff(d)?;
     drop(fences);
+    drop(maps);
     reqbufs(d, 0)?;
     if let Some(f) = first_seq {
         s.dropped = (u64::from(last_seq.wrapping_sub(f)) + 1).saturating_sub(s.frames);
@@ -631,6 +652,55 @@ fn module_sizes() -> Result<(f64, f64, String), String> {
 }
 
 /// Runs the benchmark; `args` are the rvivid node, the vivid node and header lines.
+/// `rvb2-tests --bench-load NODE NAME WHAT SECS`: one workload of the bench, repeated for
+/// about SECS seconds on the driver at NODE (NAME: `rvivid` or `vivid`), for a profiler to
+/// sample (`make bench-profile`): `frames` streams YUYV 1920x1080 at 15 fps (the CPU per frame
+/// figure), `frames-mapped` the same with the buffers mapped, `calls` repeats the per-call rounds without fences (QUERYCAP, QBUF, DQBUF).
+pub fn load(args: &[String]) -> Result<(), String> {
+    let [node, name, what, secs] = args else {
+        return Err(
+            "usage: rvb2-tests --bench-load NODE NAME frames|frames-mapped|calls SECS".into(),
+        );
+    };
+    let secs: f64 = secs.parse().map_err(err("SECS"))?;
+    let d = Drv {
+        name: if name == "rvivid" { "rvivid" } else { "vivid" },
+        dev: Device::open(node).map_err(err(node))?,
+        fences: false,
+    };
+    let t0 = now_ns();
+    let fps15 = v4l2_fract {
+        numerator: 1,
+        denominator: 15,
+    };
+    match what.as_str() {
+        "frames" | "frames-mapped" => {
+            while us(t0, now_ns()) < secs * 1e6 {
+                stream(&d, FULL, fps15, Wait::Dqbuf, what == "frames-mapped")?;
+            }
+        }
+        "calls" => {
+            let tl = Timeline::open()?;
+            set_fmt(&d, SMALL)?;
+            set_interval(
+                &d,
+                v4l2_fract {
+                    numerator: 1,
+                    denominator: 30,
+                },
+            )?;
+            reqbufs(&d, BATCH)?;
+            let mut c = Calls::default();
+            while us(t0, now_ns()) < secs * 1e6 {
+                calls_round(&d, &tl, &mut c)?;
+            }
+            reqbufs(&d, 0)?;
+        }
+        _ => return Err(format!("unknown workload {what}")),
+    }
+    Ok(())
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
     let [rnode, vnode, header @ ..] = args else {
         return Err("usage: rvb2-tests --bench RVIVID_NODE VIVID_NODE [HEADER...]".into());
@@ -700,7 +770,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         for r in 0..STREAM_ROUNDS {
             for k in 0..2 {
                 let k = if r % 2 == 0 { k } else { 1 - k };
-                let s = stream(&drv[k], size, ivals[k], Wait::Dqbuf)?;
+                let s = stream(&drv[k], size, ivals[k], Wait::Dqbuf, false)?;
                 per[k].0.push(s.frames as f64 / s.secs);
                 per[k].1.push(s.dropped as f64);
                 per[k].2 = fps_of(ivals[k]);
@@ -713,14 +783,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
     eprintln!("bench: CPU per frame");
     let mut cpu: [Samples; 2] = Default::default();
     let mut cpu_fps: [Samples; 2] = Default::default();
+    let mut cpu_mapped: [Samples; 2] = Default::default();
     for r in 0..STREAM_ROUNDS {
         let idle = idle_busy_rate()?;
         for k in 0..2 {
             let k = if r % 2 == 0 { k } else { 1 - k };
-            let s = stream(&drv[k], FULL, fps15, Wait::Dqbuf)?;
+            let s = stream(&drv[k], FULL, fps15, Wait::Dqbuf, false)?;
             let busy = s.busy_ns as f64 - idle * s.secs;
             cpu[k].push(busy / 1000.0 / s.frames.max(1) as f64);
             cpu_fps[k].push(s.frames as f64 / s.secs);
+            let s = stream(&drv[k], FULL, fps15, Wait::Dqbuf, true)?;
+            let busy = s.busy_ns as f64 - idle * s.secs;
+            cpu_mapped[k].push(busy / 1000.0 / s.frames.max(1) as f64);
         }
     }
     let memcpy = memcpy_us(FULL.0 as usize * FULL.1 as usize * 2);
@@ -734,13 +808,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
         for k in 0..2 {
             let k = if r % 2 == 0 { k } else { 1 - k };
             if drv[k].fences {
-                let s = stream(&drv[k], SMALL, fps30, Wait::DqbufFenced)?;
+                let s = stream(&drv[k], SMALL, fps30, Wait::DqbufFenced, false)?;
                 lat_dq_ts[k].0.extend(s.lat_ts.0);
                 lat_dq_fence.0.extend(s.lat_fence.0);
-                let s = stream(&drv[k], SMALL, fps30, Wait::OutFence)?;
+                let s = stream(&drv[k], SMALL, fps30, Wait::OutFence, false)?;
                 lat_fence.0.extend(s.lat_fence.0);
             } else {
-                let s = stream(&drv[k], SMALL, fps30, Wait::Dqbuf)?;
+                let s = stream(&drv[k], SMALL, fps30, Wait::Dqbuf, false)?;
                 lat_dq_ts[k].0.extend(s.lat_ts.0);
             }
         }
@@ -823,7 +897,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
          {STREAM_ROUNDS} rounds of {STREAM_SECS} s)"
     )));
     rows.push(row(
-        "CPU per frame",
+        "CPU per frame, not mapped",
         &cpu[0],
         &cpu[1],
         0,
@@ -841,6 +915,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
         &cpu_fps[0],
         &cpu_fps[1],
         1,
+        "",
+    ));
+    rows.push(row(
+        "CPU per frame, buffers mapped",
+        &cpu_mapped[0],
+        &cpu_mapped[1],
+        0,
+        "mmap()ed by the reader: rvivid fills all",
+    ));
+    rows.push(row(
+        "  in memcpys of the frame",
+        &cpu_mapped[0].per(&memcpy),
+        &cpu_mapped[1].per(&memcpy),
+        2,
         "",
     ));
 

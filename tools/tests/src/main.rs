@@ -197,6 +197,13 @@ fn main() {
     if args.len() == 3 && args[1] == "--scan-log" {
         std::process::exit(scan_log(&args[2]));
     }
+    if args.len() >= 2 && args[1] == "--bench-load" {
+        if let Err(e) = bench::load(&args[2..]) {
+            eprintln!("rvb2-tests --bench-load: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.len() >= 2 && args[1] == "--bench" {
         if let Err(e) = bench::run(&args[2..]) {
             eprintln!("rvb2-tests --bench: {e}");

@@ -695,6 +695,71 @@ mod tests {
         );
     }
 
+    /// `fill_over` on a buffer holding frame `prev` gives exactly what `fill` gives, bytes
+    /// past the image and padding included, whatever the format, pattern, size and frames
+    /// (counters of other lengths, boxes far apart, overlapping or wrapping around).
+    #[test]
+    fn fill_over_equals_fill() {
+        let sizes = [
+            (1920, 1080, 0),
+            (640, 480, 0),
+            (650, 246, 6),
+            (176, 144, 0),
+            (48, 32, 2),
+            (30, 22, 0),
+            (16, 16, 0),
+            (1918, 1078, 0),
+        ];
+        let pairs: [(u32, u32); 12] = [
+            (0, 1),
+            (1, 5),
+            (9, 10),
+            (96, 100),
+            (99_999, 100_003),
+            (5, 4),
+            (1234, 1234),
+            (u32::MAX, 3),
+            (3, u32::MAX),
+            (7, 1_000_000),
+            (400, 403),
+            (123, 4_000_000_000),
+        ];
+        let adjusts = [
+            Adjust::default(),
+            Adjust {
+                brightness: 90,
+                contrast: 200,
+                saturation: 30,
+                hue: -70,
+            },
+        ];
+        for pixfmt in ALL_FORMATS {
+            for pattern in ALL_PATTERNS {
+                for (w, h, pad) in sizes {
+                    let mut fmt = format(pixfmt, w, h);
+                    fmt.bytesperline += pad;
+                    for adjust in adjusts {
+                        let tpg = Tpg::new(fmt, pattern, adjust);
+                        let size = fmt.sizeimage() as usize + 7;
+                        let garbage: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
+                        for (prev, frame) in pairs {
+                            let mut want = garbage.clone();
+                            tpg.fill(&mut want[..], frame).unwrap();
+                            let mut got = garbage.clone();
+                            tpg.fill(&mut got[..], prev).unwrap();
+                            tpg.fill_over(&mut got[..], frame, Some(prev)).unwrap();
+                            assert!(
+                                got == want,
+                                "{pixfmt:?} {pattern:?} {w}x{h}+{pad} {adjust:?}: \
+                                 frame {frame} over {prev} differs"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Prints the time to fill 1920x1080 frames (with `-- --nocapture`); asserts nothing.
     #[test]
     fn timing_1080p() {
@@ -710,12 +775,20 @@ mod tests {
                     tpg.fill(&mut buf[..], frame).unwrap();
                 }
                 let us = start.elapsed().as_micros() / u128::from(frames);
+                // Over the frame the buffer held 4 frames before (4 buffers in turn).
+                let start = Instant::now();
+                for frame in 4..frames + 4 {
+                    tpg.fill_over(&mut buf[..], frame, Some(frame - 4)).unwrap();
+                }
+                let over = start.elapsed().as_micros() / u128::from(frames);
                 println!(
-                    "tpg 1920x1080 {:?} {:?}: {}.{:03} ms per frame",
+                    "tpg 1920x1080 {:?} {:?}: {}.{:03} ms per frame, {}.{:03} ms over an earlier one",
                     pixfmt,
                     pattern,
                     us / 1000,
-                    us % 1000
+                    us % 1000,
+                    over / 1000,
+                    over % 1000
                 );
             }
         }
