@@ -75,7 +75,11 @@ fn status(fd: &OwnedFd, what: &str) -> Result<i32, String> {
 fn require_status(fd: &OwnedFd, what: &str, want: i32) -> TestResult {
     let s = status(fd, what)?;
     if s != want {
-        return Err(format!("{what}: {}, want {}", status_str(s), status_str(want)));
+        return Err(format!(
+            "{what}: {}, want {}",
+            status_str(s),
+            status_str(want)
+        ));
     }
     Ok(())
 }
@@ -159,8 +163,16 @@ fn write_fence_export_sync_file(ctx: &mut Ctx) -> TestResult {
     let after = rig.expbuf(0)?;
     let implicit = export_sync_file(before.as_raw_fd())?;
     let implicit_after = export_sync_file(after.as_raw_fd())?;
-    require_status(&implicit, "sync_file of the queued buffer (dma-buf made before)", 0)?;
-    require_status(&implicit_after, "sync_file of the queued buffer (dma-buf made after)", 0)?;
+    require_status(
+        &implicit,
+        "sync_file of the queued buffer (dma-buf made before)",
+        0,
+    )?;
+    require_status(
+        &implicit_after,
+        "sync_file of the queued buffer (dma-buf made after)",
+        0,
+    )?;
     rig.qbuf(1, false)?;
     rig.streamon()?;
     let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
@@ -168,7 +180,11 @@ fn write_fence_export_sync_file(ctx: &mut Ctx) -> TestResult {
         return Err(format!("out-fence of a frame: {}", status_str(s)));
     }
     require_status(&implicit, "sync_file once the frame is done", 1)?;
-    require_status(&implicit_after, "sync_file (dma-buf made after) once done", 1)?;
+    require_status(
+        &implicit_after,
+        "sync_file (dma-buf made after) once done",
+        1,
+    )?;
     rig.streamoff()?;
 
     // A failed buffer: the driver fails the next buffer it completes, buffer 0.
@@ -182,13 +198,13 @@ fn write_fence_export_sync_file(ctx: &mut Ctx) -> TestResult {
     rig.streamon()?;
     let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
     if s != -libc::EIO {
-        return Err(format!("out-fence of a failed buffer: {}, want -EIO", status_str(s)));
+        return Err(format!(
+            "out-fence of a failed buffer: {}, want -EIO",
+            status_str(s)
+        ));
     }
     require_status(&implicit, "sync_file of the failed buffer", -libc::EIO)?;
-    let b = rig
-        .dev
-        .dqbuf()
-        .map_err(|e| format!("VIDIOC_DQBUF: {e}"))?;
+    let b = rig.dev.dqbuf().map_err(|e| format!("VIDIOC_DQBUF: {e}"))?;
     if b.index != 0 || b.flags & V4L2_BUF_FLAG_ERROR == 0 {
         return Err(format!(
             "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR",
@@ -349,7 +365,9 @@ fn pipeline_failed_buffer(ctx: &mut Ctx) -> TestResult {
     let s = run_pipeline(
         ctx,
         "vkms-pipeline-failed-buffer.txt",
-        &["-m", "fenced", "-n", "60", "-b", "3", "-f", "20", "-C", "-v"],
+        &[
+            "-m", "fenced", "-n", "60", "-b", "3", "-f", "20", "-C", "-v",
+        ],
     )?;
     if s.shown != 60 || s.failed != 1 || s.checked != 59 || s.errors != 0 {
         return Err(format!(
@@ -366,13 +384,18 @@ fn pipeline_close_mid_stream(ctx: &mut Ctx) -> TestResult {
     let node = ctx.find_rvivid()?;
     let _vkms = Vkms::load(ctx)?;
     let node = node.to_string_lossy();
-    let args = ["-d", &*node, "-m", "fenced", "-n", "60", "-b", "4", "-q", "30"];
+    let args = [
+        "-d", &*node, "-m", "fenced", "-n", "60", "-b", "4", "-q", "30",
+    ];
     let out = ctx.run(&sample().to_string_lossy(), &args)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     ctx.save_log(
         "vkms-pipeline-close.txt",
-        format!("{stdout}\n--- stderr ---\n{stderr}\n--- {} ---\n", out.status),
+        format!(
+            "{stdout}\n--- stderr ---\n{stderr}\n--- {} ---\n",
+            out.status
+        ),
     )?;
     let last = stdout.lines().last().unwrap_or("");
     let summary = parse_summary(last);

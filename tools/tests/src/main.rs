@@ -15,8 +15,8 @@
 
 mod bench;
 mod clients;
-mod dmabuf;
 mod display;
+mod dmabuf;
 mod faults;
 mod fences;
 mod formats;
