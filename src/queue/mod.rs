@@ -1485,11 +1485,18 @@ impl<O: QueueOps> Queue<O> {
             .then(FenceAllocation::new)
             .transpose()?;
         // Memory the buffer no longer uses, and a CPU access prepared for nothing, are dropped
-        // after `lock` (declared before it).
+        // after `lock` (declared before it); so are, on failure, the memory acquired for the
+        // buffer, its prepared CPU access (ending it takes the dma-buf's reservation lock) and
+        // the write-fence slot.
         let _replaced;
         let _finished;
+        let mem;
+        let acquired;
+        let write_slot;
+        let published;
+        let out_ref: Option<ARef<Fence>>;
         let mut inner = this.lock.lock();
-        let (index, prepared, out, plan, mem) = {
+        let (index, prepared, out, plan) = {
             check_owner(&inner, owner)?;
             check_io(&inner, io)?;
             let index = Self::check_buffer(&inner, index, arg.memory())?;
@@ -1522,10 +1529,10 @@ impl<O: QueueOps> Queue<O> {
                 }
             });
             // The memory whose dma-bufs will carry the out-fence (implicit synchronization).
-            let mem = out
+            mem = out
                 .as_ref()
                 .and_then(|_| inner.bufs.get(index)?.as_ref()?.mem.clone());
-            (index, prepared, out, plan, mem)
+            (index, prepared, out, plan)
         };
         // Nothing to acquire or publish: the buffer keeps memory that needs no preparing (MMAP,
         // the same user range) and no out-fence is asked for. `lock` then stays held, as it
@@ -1536,33 +1543,34 @@ impl<O: QueueOps> Queue<O> {
                 Some(Acquire::Keep(mem)) => !mem.as_ref().is_some_and(BufferMem::needs_prepare),
                 Some(_) => false,
             };
-        let (acquired, published, write_slot, out_ref) = if fast {
-            let kept = plan.map(|_| Acquired {
+        if fast {
+            acquired = plan.map(|_| Acquired {
                 mem: None,
                 user: None,
                 prepared: None,
             });
-            (kept, None, None, None)
+            published = None;
+            write_slot = None;
+            out_ref = None;
         } else {
             drop(inner);
             // USERPTR memory is pinned and a dma-buf imported first, without `lock`; until it
-            // is installed below, a failure only releases it again (after `lock`: declared
-            // before it).
-            let acquired = plan.map(|plan| this.acquire_mem(plan)).transpose()?;
+            // is installed below, a failure only releases it again.
+            acquired = plan.map(|plan| this.acquire_mem(plan)).transpose()?;
             // The write-fence slot of the memory's reservation object, locked and allocated
             // here (it may sleep), held until the QBUF succeeded and the fence is added, and
             // released on failure: no signalling path takes a reservation object, nor waits
             // for this one.
-            let write_slot = mem
+            write_slot = mem
                 .as_ref()
                 .map(BufferMem::reserve_write_fence)
                 .transpose()?
                 .flatten();
-            let out_ref: Option<ARef<Fence>> = out.as_ref().map(|o| o.fence().into());
+            out_ref = out.as_ref().map(|o| o.fence().into());
             // The out-fence is published before anything changes, so that a failure leaves
             // nothing behind; its fd is installed by the caller only after success. Publishing
             // allocates (a sync_file), so `lock` is not held.
-            let published = match (fences.publish, out.as_ref()) {
+            published = match (fences.publish, out.as_ref()) {
                 (Some(publish), Some(fence)) => Some(publish(fence)?),
                 _ => None,
             };
@@ -1570,8 +1578,7 @@ impl<O: QueueOps> Queue<O> {
             if let Some(acquired) = acquired.as_ref() {
                 this.check_acquired(&inner, index, acquired)?;
             }
-            (acquired, published, write_slot, out_ref)
-        };
+        }
         let fenced = out.is_some() || fences.in_fence.is_some();
         let in_fence = fences.in_fence;
         if let Some(fence) = in_fence.as_ref() {
