@@ -34,6 +34,7 @@ pub static DISPLAY_TESTS: &[crate::harness::Test] = &[
         write_fence_export_sync_file,
     ),
     ("vkms_pipeline_fenced_crc", pipeline_fenced),
+    ("vkms_pipeline_import_fenced_crc", pipeline_import_fenced),
     ("vkms_pipeline_implicit_crc", pipeline_implicit),
     ("vkms_pipeline_classic_crc", pipeline_classic),
     ("vkms_pipeline_failed_buffer", pipeline_failed_buffer),
@@ -330,6 +331,19 @@ fn pipeline_fenced(ctx: &mut Ctx) -> TestResult {
         ctx,
         "vkms-pipeline-fenced.txt",
         &["-m", "fenced", "-n", "300", "-b", "3", "-C", "-v"],
+    )?;
+    require_all_checked(&s, 300)
+}
+
+/// The other way round: vkms's dumb buffers, exported as dma-bufs (PRIME), are rvivid's
+/// capture buffers (`V4L2_MEMORY_DMABUF`), with the same fences both ways and the same checks.
+fn pipeline_import_fenced(ctx: &mut Ctx) -> TestResult {
+    let s = run_pipeline(
+        ctx,
+        "vkms-pipeline-import-fenced.txt",
+        &[
+            "-M", "import", "-m", "fenced", "-n", "300", "-b", "3", "-C", "-v",
+        ],
     )?;
     require_all_checked(&s, 300)
 }
