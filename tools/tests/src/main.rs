@@ -358,9 +358,10 @@ fn querycap_fields(ctx: &mut Ctx) -> TestResult {
     })
 }
 
-/// The number of tests `v4l2-compliance -s -f` (v4l-utils 1.32) ran on rvivid when this
-/// test was written: fewer means some stopped running.
-const COMPLIANCE_TESTS: u32 = 95;
+/// The number of tests `v4l2-compliance -e VIVID -s -f` (v4l-utils 1.32) runs on rvivid with
+/// read() I/O and every memory type (DMABUF with vivid as the exporter): fewer means some
+/// stopped running.
+const COMPLIANCE_TESTS: u32 = 111;
 
 /// The streaming tests of `v4l2-compliance -s` that must run and pass (not "OK (Not
 /// Supported)", not "Cannot test"): every memory type, DMABUF with vivid as the exporter.
