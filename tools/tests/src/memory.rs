@@ -143,14 +143,7 @@ pub fn expbuf_dmabuf(ctx: &mut Ctx) -> TestResult {
         }
         ok("VIDIOC_STREAMON", dev.streamon())?;
         for _ in 0..2 {
-            let revents = ok("poll", dev.poll(libc::POLLIN, 5000))?;
-            ensure(revents & libc::POLLIN != 0, || {
-                format!("no frame within 5 s (revents {revents:#x})")
-            })?;
-            let b = ok("VIDIOC_DQBUF", dev.dqbuf())?;
-            ensure(b.flags & V4L2_BUF_FLAG_ERROR == 0, || {
-                format!("buffer {} completed with ERROR", b.index)
-            })?;
+            let b = dqbuf_good(&dev)?;
             let used = b.bytesused as usize;
             let via_dmabuf = if b.index == 0 { &dm0 } else { &dm1 };
             let via_v4l2 = &v4l2_maps[b.index as usize];
@@ -219,6 +212,19 @@ pub fn expbuf_dmabuf(ctx: &mut Ctx) -> TestResult {
     })
 }
 
+/// `VIDIOC_DQBUF` once poll() says a buffer is done (within 5 s); it must not be an ERROR one.
+fn dqbuf_good(dev: &Device) -> Result<v4l2_buffer, String> {
+    let revents = ok("poll", dev.poll(libc::POLLIN, 5000))?;
+    ensure(revents & libc::POLLIN != 0, || {
+        format!("no frame within 5 s (revents {revents:#x})")
+    })?;
+    let b = ok("VIDIOC_DQBUF", dev.dqbuf())?;
+    ensure(b.flags & V4L2_BUF_FLAG_ERROR == 0, || {
+        format!("buffer {} completed with ERROR", b.index)
+    })?;
+    Ok(b)
+}
+
 /// The `/dev` node of the first video4linux device whose name is `name`.
 pub fn find_node(name: &str) -> Result<String, String> {
     let dir = std::fs::read_dir("/sys/class/video4linux")
@@ -272,35 +278,7 @@ impl Drop for Vivid<'_> {
 /// DMABUF buffers of vivid's capture queue, which attaches, maps and vmaps them to write its
 /// colour bars. The frames, read back through the dma-bufs, must be whole and show the bars.
 pub fn vivid_imports_expbuf(ctx: &mut Ctx) -> TestResult {
-    const FRAMES: u64 = 8;
-    let vivid_mod = Vivid::load(ctx)?;
-    let vivid = vivid_mod.capture_node()?;
-    let rvivid = ctx.find_rvivid()?.to_string_lossy().into_owned();
-    let fmt = FrameFormat::packed(V4L2_PIX_FMT_YUYV, 640, 480).ok_or("no YUYV 640x480")?;
-    let set_fmt = "--set-fmt-video=width=640,height=480,pixelformat=YUYV";
-    // Both at the same format; vivid without its text overlay (osd_text_mode 2: none).
-    ctx.run_ok("v4l2-ctl", &["-d", &rvivid, set_fmt])?;
-    ctx.run_ok(
-        "v4l2-ctl",
-        &["-d", &vivid, set_fmt, "-c", "osd_text_mode=2"],
-    )?;
-    let (file_s, data) = v4l2_ctl_stream_to_file(
-        ctx,
-        "rvb2-vivid-dmabuf.raw",
-        &["-d", &vivid, "--stream-dmabuf", "--export-device", &rvivid],
-        FRAMES,
-    )?;
-    let size = u64::from(fmt.sizeimage);
-    ensure(data.len() as u64 == FRAMES * size, || {
-        format!(
-            "{file_s} has {} bytes, want {FRAMES} frames of {size}",
-            data.len()
-        )
-    })?;
-    for (i, frame) in data.chunks_exact(size as usize).enumerate() {
-        check_color_bars(frame, &fmt).map_err(|e| format!("vivid's frame {i}: {e}"))?;
-    }
-    Ok(())
+    stream_dmabuf_with_vivid(ctx, Importer::Vivid)
 }
 
 /// rvivid captures into vivid's buffers: `v4l2-ctl -d RVIVID --stream-dmabuf --export-device
@@ -308,24 +286,45 @@ pub fn vivid_imports_expbuf(ctx: &mut Ctx) -> TestResult {
 /// which imports them (attach, map, vmap) and writes its colour bars into them. The frames,
 /// read back through vivid's mappings, must be whole and show the bars.
 pub fn v4l2_ctl_stream_dmabuf_from_vivid(ctx: &mut Ctx) -> TestResult {
+    stream_dmabuf_with_vivid(ctx, Importer::Rvivid)
+}
+
+/// Which of the two drivers imports the other's buffers in [`stream_dmabuf_with_vivid`].
+#[derive(Clone, Copy, PartialEq)]
+enum Importer {
+    Vivid,
+    Rvivid,
+}
+
+/// vivid loaded beside rvivid, both at YUYV 640x480 (vivid without its text overlay,
+/// osd_text_mode 2), `importer` capturing 8 frames with `v4l2-ctl --stream-dmabuf` into
+/// buffers the other exports; every frame must be whole and show the colour bars.
+fn stream_dmabuf_with_vivid(ctx: &mut Ctx, importer: Importer) -> TestResult {
     const FRAMES: u64 = 8;
     let vivid_mod = Vivid::load(ctx)?;
     let vivid = vivid_mod.capture_node()?;
     let rvivid = ctx.find_rvivid()?.to_string_lossy().into_owned();
     let fmt = FrameFormat::packed(V4L2_PIX_FMT_YUYV, 640, 480).ok_or("no YUYV 640x480")?;
+    // The exporter's buffers must be large enough for the importer's format.
     let set_fmt = "--set-fmt-video=width=640,height=480,pixelformat=YUYV";
-    // The exporter's buffers must be large enough for rvivid's format.
-    ctx.run_ok("v4l2-ctl", &["-d", &vivid, set_fmt])?;
+    ctx.run_ok("v4l2-ctl", &["-d", &rvivid, set_fmt])?;
+    ctx.run_ok(
+        "v4l2-ctl",
+        &["-d", &vivid, set_fmt, "-c", "osd_text_mode=2"],
+    )?;
+    let (capture, exporter, file, who) = match importer {
+        Importer::Vivid => (&vivid, &rvivid, "rvb2-vivid-dmabuf.raw", "vivid"),
+        Importer::Rvivid => (&rvivid, &vivid, "rvb2-rvivid-imports.raw", "rvivid"),
+    };
     let (file_s, data) = v4l2_ctl_stream_to_file(
         ctx,
-        "rvb2-rvivid-imports.raw",
+        file,
         &[
             "-d",
-            &rvivid,
-            set_fmt,
+            capture,
             "--stream-dmabuf",
             "--export-device",
-            &vivid,
+            exporter,
         ],
         FRAMES,
     )?;
@@ -337,7 +336,7 @@ pub fn v4l2_ctl_stream_dmabuf_from_vivid(ctx: &mut Ctx) -> TestResult {
         )
     })?;
     for (i, frame) in data.chunks_exact(size as usize).enumerate() {
-        check_color_bars(frame, &fmt).map_err(|e| format!("rvivid's frame {i}: {e}"))?;
+        check_color_bars(frame, &fmt).map_err(|e| format!("{who}'s frame {i}: {e}"))?;
     }
     Ok(())
 }
@@ -473,14 +472,7 @@ pub fn userptr_capture(ctx: &mut Ctx) -> TestResult {
     let mut requeued = false;
     let mut seen = 0;
     while seen < 6 {
-        let revents = ok("poll", dev.poll(libc::POLLIN, 5000))?;
-        ensure(revents & libc::POLLIN != 0, || {
-            format!("no frame within 5 s (revents {revents:#x})")
-        })?;
-        let b = ok("VIDIOC_DQBUF", dev.dqbuf())?;
-        ensure(b.flags & V4L2_BUF_FLAG_ERROR == 0, || {
-            format!("buffer {} completed with ERROR", b.index)
-        })?;
+        let b = dqbuf_good(&dev)?;
         let i = b.index as usize;
         // Buffer 0 goes to the fifth memory after its first frame.
         let mem = if b.index == 0 && requeued { 4 } else { i };
