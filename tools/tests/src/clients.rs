@@ -68,9 +68,10 @@ pub static IO_MODES: &[IoMode] = &[
     IoMode {
         name: "userptr",
         advertised: |d| buf_cap(d, V4L2_MEMORY_USERPTR, V4L2_BUF_CAP_SUPPORTS_USERPTR),
-        // v4l2src's io-mode=userptr only imports into a buffer pool a downstream element
-        // offers ("No downstream pool to import from"), which no headless sink does: v4l2-ctl
-        // and the suite's own userptr tests cover the mode.
+        // v4l2src's io-mode=userptr only imports into a buffer pool the element after it
+        // proposes ("No downstream pool to import from"), which no headless sink does:
+        // gst_v4l2src_imports_into_v4l2sink runs it (and io-mode=dmabuf-import) into
+        // v4l2sink on vivid's output.
         gst: None,
         v4l2_ctl: Some("--stream-user"),
         driver_timestamps: true,
@@ -781,6 +782,290 @@ pub fn gst_reports_held_frames_as_lost(ctx: &mut Ctx) -> TestResult {
     result
 }
 
+/// The frames `identity dump=true` printed (`gst_util_dump_mem()`: 16 bytes a line, "OFFSET
+/// (POINTER): HEX... ASCII"), in order: a line at offset 0 starts a frame, and every line must
+/// continue its frame where the previous one stopped. Other lines are ignored.
+fn gst_dumped_frames(stdout: &str) -> Result<Vec<Vec<u8>>, String> {
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    for line in stdout.lines() {
+        let Some((head, rest)) = line.split_once("): ") else {
+            continue;
+        };
+        let Some((offset, ptr)) = head.split_once(" (") else {
+            continue;
+        };
+        if offset.len() != 8 || !ptr.starts_with("0x") {
+            continue;
+        }
+        let Ok(offset) = usize::from_str_radix(offset, 16) else {
+            continue;
+        };
+        // The hex column is 48 characters wide ("xx " for each of up to 16 bytes).
+        let hex = rest.get(..48.min(rest.len())).unwrap_or(rest);
+        let bytes = hex
+            .split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|e| format!("identity's dump line {line:?}: {e}"))?;
+        if offset == 0 {
+            frames.push(Vec::new());
+        }
+        let n = frames.len();
+        let frame = frames
+            .last_mut()
+            .ok_or_else(|| format!("identity's dump starts at offset {offset:#x}"))?;
+        ensure(frame.len() == offset, || {
+            format!(
+                "identity's dump of frame {}: line at offset {offset:#x} after {:#x} bytes",
+                n - 1,
+                frame.len()
+            )
+        })?;
+        frame.extend_from_slice(&bytes);
+    }
+    Ok(frames)
+}
+
+/// The lines of a `GST_DEBUG` log that `object` (a name in the object's path, as
+/// "<v4l2src0:pool0:src:allocator>") logged and that contain `text`.
+fn gst_log_lines<'a>(stderr: &'a str, object: &str, text: &str) -> Vec<&'a str> {
+    let object = format!(":{object}:");
+    stderr
+        .lines()
+        .filter(|l| l.contains(text))
+        .filter(|l| {
+            l.split_once(":<")
+                .and_then(|(_, o)| o.split_once('>'))
+                .is_some_and(|(o, _)| format!(":{o}:").contains(&object))
+        })
+        .collect()
+}
+
+/// The index, in `v4l2-ctl --list-dv-timings` output, of VESA's 800x600 timings that are not
+/// CE video (no "CE-video" flag). vivid's HDMI output takes sRGB, rvivid's colorimetry, only at
+/// such timings (`vivid_try_fmt_vid_out()`); at CE timings, 720p60 by default, it turns the
+/// colorimetry v4l2sink asks for into BT.709 with default encoding and transfer function, and
+/// v4l2sink fails ("does not support 2:4:7:1 colorimetry"). (Its DVI-D transmit mode would
+/// also take sRGB, but vivid creates that control without operations: setting it changes
+/// nothing.)
+fn monitor_timings(list: &str) -> Option<u32> {
+    let mut index = None;
+    let (mut width, mut height) = (0, 0);
+    for line in list.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("Index: ") {
+            index = v.trim().parse().ok();
+            (width, height) = (0, 0);
+        } else if let Some(v) = line.strip_prefix("Active width: ") {
+            width = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("Active height: ") {
+            height = v.trim().parse().unwrap_or(0);
+        } else if let Some(flags) = line.strip_prefix("Flags:") {
+            if (width, height) == (800, 600) && !flags.contains("CE-video") {
+                return index;
+            }
+        }
+    }
+    None
+}
+
+/// One way `v4l2src` imports memory from the pool of the element after it: its `io-mode`,
+/// the `io-mode` of the `v4l2sink` whose pool it is, and what GStreamer's V4L2 allocator logs
+/// for each buffer v4l2src queues, and for each buffer v4l2sink's pool makes.
+struct ImportMode {
+    src: &'static str,
+    sink: &'static str,
+    /// Logged by v4l2src's allocator when it queues a buffer with the downstream memory.
+    imported: &'static str,
+    /// Logged by v4l2sink's allocator for each buffer of its pool, if anything.
+    exported: Option<&'static str>,
+}
+
+/// The two import modes: USERPTR into v4l2sink's mmap()ed MMAP buffers, DMABUF of v4l2sink's
+/// buffers exported with VIDIOC_EXPBUF.
+const IMPORT_MODES: [ImportMode; 2] = [
+    ImportMode {
+        src: "userptr",
+        sink: "mmap",
+        imported: "imported USERPTR",
+        exported: None,
+    },
+    ImportMode {
+        src: "dmabuf-import",
+        sink: "dmabuf",
+        imported: "imported DMABUF",
+        exported: Some("exported DMABUF"),
+    },
+];
+
+/// Camera to output device, rvivid capturing into the output device's buffers:
+/// `gst-launch-1.0 -v v4l2src io-mode=userptr|dmabuf-import num-buffers=8 !
+/// video/x-raw,format=YUY2,width=160,height=120,framerate=30/1 ! identity silent=false
+/// dump=true ! v4l2sink device=VIVID-OUT io-mode=mmap|dmabuf sync=false` with vivid (loaded
+/// for the test) set to its HDMI output at a monitor's timings ([`monitor_timings`]). v4l2src imports only from a pool the element after it proposes
+/// (`gst_v4l2_object_decide_allocation()`: "No downstream pool to import from" otherwise);
+/// v4l2sink proposes its own pool of vivid's output buffers in io-mode mmap and dmabuf
+/// (`gst_v4l2_object_propose_allocation()`), and `identity` passes the query through. So
+/// rvivid's USERPTR buffers are vivid's mmap()ed output buffers, and its DMABUF buffers
+/// vivid's output buffers exported as dma-bufs; v4l2sink queues each frame, untouched, to
+/// vivid's output. Checked: exit 0; the caps; `identity`'s 8 buffers, all of the size of
+/// vivid's buffers (at least a frame), with sequence numbers and timestamps that agree and
+/// v4l2src's lost-frame warnings matching the gaps ([`check_gst_stream`]: identity's dump
+/// makes frames late under TCG, so rvivid drops some); every buffer's bytes (identity's dump,
+/// read through GStreamer's mapping of vivid's buffer) show the colour bars; and GStreamer's
+/// V4L2 allocator log (`GST_DEBUG=v4l2allocator:6`) shows v4l2src's allocator making at least
+/// 8 QBUFs, each of memory it imported (USERPTR or DMABUF), and, with dmabuf, v4l2sink's pool
+/// exporting its buffers.
+pub fn gst_v4l2src_imports_into_v4l2sink(ctx: &mut Ctx) -> TestResult {
+    const FRAMES: usize = 8;
+    let _restore = RestoreDefaults::new(ctx)?;
+    let node = node(ctx)?;
+    let vivid = crate::memory::Vivid::load(ctx)?;
+    let out_node = crate::memory::find_node("vivid-000-vid-out")?;
+    let fmt = FrameFormat::packed(V4L2_PIX_FMT_YUYV, 160, 120).ok_or("no YUYV 160x120")?;
+    let mut log = String::new();
+    let result = (|| {
+        // vivid's output 1 is HDMI (output 0, S-Video, is interlaced), at a computer
+        // monitor's timings (see `monitor_timings`).
+        log.push_str(&ctx.run_ok("v4l2-ctl", &["-d", &out_node, "--set-output=1"])?);
+        let list = ctx.run_ok("v4l2-ctl", &["-d", &out_node, "--list-dv-timings"])?;
+        let index = monitor_timings(&list).ok_or_else(|| {
+            format!(
+                "vivid's output offers no 800x600 timings that are not CE video: {}",
+                first_lines(&list, 20)
+            )
+        })?;
+        let set = format!("--set-dv-bt-timings=index={index}");
+        log.push_str(&ctx.run_ok("v4l2-ctl", &["-d", &out_node, &set])?);
+        for mode in &IMPORT_MODES {
+            let what = format!(
+                "v4l2src io-mode={} into v4l2sink io-mode={}",
+                mode.src, mode.sink
+            );
+            let (device, count) = (format!("device={node}"), format!("num-buffers={FRAMES}"));
+            let (src_io, sink_dev, sink_io) = (
+                format!("io-mode={}", mode.src),
+                format!("device={out_node}"),
+                format!("io-mode={}", mode.sink),
+            );
+            let args = [
+                "-v",
+                "v4l2src",
+                &*device,
+                &*count,
+                &*src_io,
+                "!",
+                "video/x-raw,format=YUY2,width=160,height=120,framerate=30/1",
+                "!",
+                "identity",
+                "silent=false",
+                "dump=true",
+                "!",
+                "v4l2sink",
+                &*sink_dev,
+                &*sink_io,
+                // Every frame goes to vivid's output, however late identity's dump made it.
+                "sync=false",
+            ];
+            let env = [
+                ("GST_DEBUG", "v4l2src:2,v4l2allocator:6"),
+                ("GST_DEBUG_NO_COLOR", "1"),
+            ];
+            let run = run_client("gst-launch-1.0", &args, &env)?;
+            let (stdout, stderr) = (run.stdout(), run.stderr());
+            log.push_str(&format!(
+                "$ {}\n{}\n--- stderr: v4l2src's and v4l2sink's allocators ---\n{}\n\n",
+                run.line,
+                run.out.status,
+                first_lines(
+                    &stderr
+                        .lines()
+                        .filter(|l| l.contains("imported")
+                            || l.contains("exported")
+                            || l.contains("WARN")
+                            || l.contains("ERROR"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    80
+                )
+            ));
+            run.success()?;
+            check_caps(
+                &what,
+                gst_src_caps(&stdout),
+                &[
+                    "format=(string)YUY2".to_string(),
+                    "width=(int)160".to_string(),
+                    "height=(int)120".to_string(),
+                ],
+            )?;
+            // The buffers are vivid's output buffers, whose size vivid chooses: at least a
+            // frame's.
+            let bufs = gst_buffers(&stdout);
+            let size = bufs.first().map_or(0, |b| b.size);
+            ensure(size >= u64::from(fmt.sizeimage), || {
+                format!(
+                    "{what}: identity's first buffer has {size} bytes, less than a frame ({})",
+                    fmt.sizeimage
+                )
+            })?;
+            let dropped = check_gst_stream(
+                &what,
+                &bufs,
+                FRAMES,
+                size,
+                Some(1_000_000_000 / 30),
+                &gst_lost_frames(&stderr),
+            )?;
+            let frames = gst_dumped_frames(&stdout)?;
+            ensure(frames.len() == FRAMES, || {
+                format!(
+                    "{what}: identity dumped {} buffers, want {FRAMES}",
+                    frames.len()
+                )
+            })?;
+            for (n, frame) in frames.iter().enumerate() {
+                ensure(frame.len() as u64 == size, || {
+                    format!(
+                        "{what}: identity dumped {} bytes of buffer {n}, want {size}",
+                        frame.len()
+                    )
+                })?;
+                check_color_bars(frame, &fmt).map_err(|e| format!("{what}: buffer {n}: {e}"))?;
+            }
+            let queued = gst_log_lines(&stderr, "v4l2src0", "queued buffer");
+            ensure(queued.len() >= FRAMES, || {
+                format!(
+                    "{what}: v4l2src's allocator logged {} QBUFs, want at least {FRAMES}",
+                    queued.len()
+                )
+            })?;
+            let imported = gst_log_lines(&stderr, "v4l2src0", mode.imported);
+            ensure(imported.len() >= FRAMES, || {
+                format!(
+                    "{what}: v4l2src's allocator logged {:?} {} times, want at least {FRAMES} \
+                     (one per buffer it queued)",
+                    mode.imported,
+                    imported.len()
+                )
+            })?;
+            if let Some(exported) = mode.exported {
+                let lines = gst_log_lines(&stderr, "v4l2sink0", exported);
+                ensure(!lines.is_empty(), || {
+                    format!("{what}: v4l2sink's allocator never logged {exported:?}")
+                })?;
+            }
+            log.push_str(&format!(
+                "{what}: ok, {} imports, {dropped} frames dropped\n\n",
+                imported.len()
+            ));
+        }
+        Ok(())
+    })();
+    drop(vivid);
+    ctx.save_log("gst-import.txt", &log)?;
+    result
+}
+
 // ---------------------------------------------------------------------------------------------
 // ffmpeg, ffprobe
 // ---------------------------------------------------------------------------------------------
@@ -988,6 +1273,52 @@ pub fn v4l2_ctl_each_memory_type(ctx: &mut Ctx) -> TestResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_identity_dumps() {
+        let out = "00000000 (0x7f00aa000000): 10 80 10 80 00 01 02 03 04 05 06 07 08 09 0a 0b  \
+                   ................\n\
+                   /GstPipeline:pipeline0/GstIdentity:identity0: last-message = chain\n\
+                   00000010 (0x7f00aa000010): 41 42 43                                         \
+                   ABC\n\
+                   00000000 (0x7f00bb000000): ff                                               \
+                   .\n";
+        let frames = gst_dumped_frames(out).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].len(), 19);
+        assert_eq!(&frames[0][..4], &[0x10, 0x80, 0x10, 0x80]);
+        assert_eq!(&frames[0][16..], b"ABC");
+        assert_eq!(frames[1], [0xff]);
+        // A line that does not continue its frame is an error.
+        assert!(gst_dumped_frames("00000000 (0x1): 00 01\n00000020 (0x21): 02\n").is_err());
+        assert!(gst_dumped_frames("00000010 (0x1): 00\n").is_err());
+    }
+
+    #[test]
+    fn finds_monitor_timings() {
+        let list = "ioctl: VIDIOC_ENUM_DV_TIMINGS\n\tIndex: 0\n\tActive width: 640\n\t\
+                    Active height: 480\n\tFlags: has CTA-861 VIC\n\n\tIndex: 7\n\t\
+                    Active width: 800\n\tActive height: 600\n\tFlags: CE-video\n\n\t\
+                    Index: 21\n\tActive width: 800\n\tActive height: 600\n\t\
+                    Pixelclock: 36000000 Hz (56.25 frames per second)\n\tFlags: \n\n\t\
+                    Index: 22\n\tActive width: 800\n\tActive height: 600\n\tFlags: \n";
+        assert_eq!(monitor_timings(list), Some(21));
+        assert_eq!(monitor_timings("\tIndex: 0\n\tActive width: 800\n"), None);
+    }
+
+    #[test]
+    fn picks_an_objects_log_lines() {
+        let err = "0:00:01.1 77 0x5 LOG v4l2allocator gstv4l2allocator.c:1194:\
+                   gst_v4l2_allocator_import_userptr:<v4l2src0:pool0:src:allocator> [0] imported \
+                   USERPTR 0x7f plane 0 size 38400\n\
+                   0:00:01.2 77 0x5 LOG v4l2allocator gstv4l2allocator.c:919:\
+                   gst_v4l2_allocator_alloc_dmabuf:<v4l2sink0:pool0:sink:allocator> exported \
+                   DMABUF as fd 9 plane 0\n";
+        assert_eq!(gst_log_lines(err, "v4l2src0", "imported USERPTR").len(), 1);
+        assert_eq!(gst_log_lines(err, "v4l2sink0", "imported USERPTR").len(), 0);
+        assert_eq!(gst_log_lines(err, "v4l2sink0", "exported DMABUF").len(), 1);
+        assert_eq!(gst_log_lines(err, "v4l2src", "imported USERPTR").len(), 0);
+    }
 
     #[test]
     fn parses_fakesink_lines() {

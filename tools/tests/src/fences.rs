@@ -342,66 +342,211 @@ fn raw_qbuf(dev: &Device, b: &mut v4l2_buffer) -> Result<(), Errno> {
     dev.ioctl(VIDIOC_QBUF, b)
 }
 
-/// The dma-bufs the `_dmabuf` variants of the core cases queue (one per buffer index, from
-/// the system heap), and their length.
-struct DmabufMode {
-    fds: Vec<OwnedFd>,
-    length: u32,
+/// The memory the `_dmabuf` and `_userptr` variants of the core cases queue (one per buffer
+/// index), and its length (sizeimage).
+enum MemMode {
+    /// DMABUF: dma-bufs from the system heap.
+    Dmabuf { fds: Vec<OwnedFd>, length: u32 },
+    /// USERPTR: page-aligned user memory of this process.
+    Userptr { mems: Vec<PinProbe>, length: u32 },
 }
 
 thread_local! {
-    /// Set while a `_dmabuf` variant runs: the [`Rig`] then allocates DMABUF buffers and every
-    /// buffer descriptor imports the dma-buf of its index.
-    static DMABUF_MODE: std::cell::RefCell<Option<DmabufMode>> =
+    /// Set while a `_dmabuf` or `_userptr` variant runs: the [`Rig`] then allocates DMABUF or
+    /// USERPTR buffers and every buffer descriptor brings the memory of its index.
+    static MEM_MODE: std::cell::RefCell<Option<MemMode>> =
         const { std::cell::RefCell::new(None) };
 }
 
 /// The memory type of the buffers the tests use.
 fn memory() -> u32 {
-    DMABUF_MODE.with(|m| {
-        if m.borrow().is_some() {
-            V4L2_MEMORY_DMABUF
-        } else {
-            V4L2_MEMORY_MMAP
-        }
+    MEM_MODE.with(|m| match *m.borrow() {
+        Some(MemMode::Dmabuf { .. }) => V4L2_MEMORY_DMABUF,
+        Some(MemMode::Userptr { .. }) => V4L2_MEMORY_USERPTR,
+        None => V4L2_MEMORY_MMAP,
     })
+}
+
+/// The sizeimage of rvivid's current format.
+fn current_sizeimage(ctx: &Ctx) -> Result<u32, String> {
+    let dev = Rig::open(ctx)?;
+    let mut f = v4l2_format::new(V4L2_BUF_TYPE_VIDEO_CAPTURE);
+    dev.dev()?
+        .ioctl(VIDIOC_G_FMT, &mut f)
+        .map_err(|e| format!("VIDIOC_G_FMT: {e}"))?;
+    Ok(f.pix().sizeimage)
 }
 
 /// Runs the fence test `case` on DMABUF buffers: 32 dma-bufs of sizeimage from the system
 /// heap, buffer `i` importing dma-buf `i`. Afterwards (the case's [`Rig`] dropped: REQBUFS(0),
 /// close) each dma-buf must be ours alone, with no attachment left.
 fn on_dmabuf(ctx: &mut Ctx, case: fn(&mut Ctx) -> TestResult) -> TestResult {
-    let length = {
-        let dev = Rig::open(ctx)?;
-        let mut f = v4l2_format::new(V4L2_BUF_TYPE_VIDEO_CAPTURE);
-        dev.dev()?
-            .ioctl(VIDIOC_G_FMT, &mut f)
-            .map_err(|e| format!("VIDIOC_G_FMT: {e}"))?;
-        f.pix().sizeimage
-    };
+    let length = current_sizeimage(ctx)?;
     let fds = (0..32)
         .map(|_| crate::dmabuf::heap_alloc(length as usize))
         .collect::<Result<Vec<_>, _>>()?;
-    DMABUF_MODE.with(|m| *m.borrow_mut() = Some(DmabufMode { fds, length }));
+    MEM_MODE.with(|m| *m.borrow_mut() = Some(MemMode::Dmabuf { fds, length }));
     let r = case(ctx);
-    let mode = DMABUF_MODE.with(|m| m.borrow_mut().take());
+    let mode = MEM_MODE.with(|m| m.borrow_mut().take());
     r?;
-    for (i, fd) in mode.iter().flat_map(|m| m.fds.iter()).enumerate() {
-        crate::dmabuf::expect_released(&format!("dma-buf {i} after the case"), fd, 1)?;
+    if let Some(MemMode::Dmabuf { fds, .. }) = mode {
+        for (i, fd) in fds.iter().enumerate() {
+            crate::dmabuf::expect_released(&format!("dma-buf {i} after the case"), fd, 1)?;
+        }
     }
     Ok(())
 }
 
-/// A capture buffer descriptor with `flags` and fence fd: MMAP, or DMABUF importing the
-/// dma-buf of its index in a `_dmabuf` variant.
+/// Runs the fence test `case` on USERPTR buffers: 32 page-aligned ranges of sizeimage bytes
+/// of this process's memory (shared mappings of memfds, see [`PinProbe`]), buffer `i` at
+/// range `i`. Afterwards (the case's [`Rig`] dropped: REQBUFS(0), close) no page of any range
+/// may still be pinned.
+fn on_userptr(ctx: &mut Ctx, case: fn(&mut Ctx) -> TestResult) -> TestResult {
+    let length = current_sizeimage(ctx)?;
+    let mems = (0..32)
+        .map(|i| PinProbe::new(length as usize, &format!("rvb2-userptr-{i}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    MEM_MODE.with(|m| *m.borrow_mut() = Some(MemMode::Userptr { mems, length }));
+    let r = case(ctx);
+    let mode = MEM_MODE.with(|m| m.borrow_mut().take());
+    r?;
+    if let Some(MemMode::Userptr { mut mems, .. }) = mode {
+        for (i, mem) in mems.iter_mut().enumerate() {
+            mem.unmap();
+            mem.expect_unpinned(&format!("user memory {i} after the case"))?;
+        }
+    }
+    Ok(())
+}
+
+/// User memory for USERPTR buffers whose pins can be observed: a shared mapping of a memfd
+/// (`MFD_ALLOW_SEALING`). Once the mapping is gone, `F_ADD_SEALS(F_SEAL_WRITE)` fails with
+/// EBUSY while a page of the memfd has references besides the page cache's (a pin by
+/// `pin_user_pages()`: the kernel's `memfd_wait_for_pins()`, which waits up to about 150 ms
+/// for them to go), and succeeds once none has.
+struct PinProbe {
+    memfd: OwnedFd,
+    /// The mapping, until [`PinProbe::unmap`].
+    ptr: Option<*mut u8>,
+    /// The mapping's length (whole pages).
+    len: usize,
+}
+
+impl PinProbe {
+    /// A memfd of `len` bytes rounded up to whole pages, mapped shared (page-aligned, zeroed).
+    fn new(len: usize, name: &str) -> Result<Self, String> {
+        let len = len.next_multiple_of(crate::v4l2::page_size());
+        let cname = CString::new(name).map_err(|e| format!("memfd name {name:?}: {e}"))?;
+        // SAFETY: a valid NUL-terminated name; checked below.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_ALLOW_SEALING) };
+        let memfd = owned(fd, "memfd_create")?;
+        // SAFETY: plain system call on our fd.
+        if unsafe { libc::ftruncate(memfd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(format!("ftruncate of a memfd to {len}: {}", Errno::last()));
+        }
+        // SAFETY: a fresh shared mapping of our memfd chosen by the kernel; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap of a memfd of {len} bytes: {}", Errno::last()));
+        }
+        Ok(PinProbe {
+            memfd,
+            ptr: Some(p.cast()),
+            len,
+        })
+    }
+
+    /// The user address of the memory (0 once unmapped).
+    fn addr(&self) -> libc::c_ulong {
+        self.ptr.map_or(0, |p| p as libc::c_ulong)
+    }
+
+    /// The memory's first `len` bytes, while mapped.
+    fn bytes(&self, len: usize) -> Result<&[u8], String> {
+        let p = self.ptr.ok_or("the user memory is unmapped")?;
+        // SAFETY: `p..p + self.len` stays mapped while `self.ptr` is set; u8 has no invalid
+        // values (what the device writes meanwhile is only read as bytes).
+        Ok(unsafe { std::slice::from_raw_parts(p, len.min(self.len)) })
+    }
+
+    /// Unmaps the memory (the memfd keeps the pages, and pins keep them pinned).
+    fn unmap(&mut self) {
+        if let Some(p) = self.ptr.take() {
+            // SAFETY: our own mapping, unmapped once.
+            unsafe { libc::munmap(p.cast(), self.len) };
+        }
+    }
+
+    /// `F_ADD_SEALS(F_SEAL_WRITE)` on the unmapped memfd: `Ok` once no page is pinned (the
+    /// seal is then set, and setting it again is a no-op), EBUSY while one is.
+    fn seal_write(&self) -> Result<(), Errno> {
+        // SAFETY: plain system call on our fd.
+        if unsafe {
+            libc::fcntl(
+                self.memfd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_WRITE,
+            )
+        } == 0
+        {
+            Ok(())
+        } else {
+            Err(Errno::last())
+        }
+    }
+
+    /// Fails unless no page of the (unmapped) memory is pinned.
+    fn expect_unpinned(&self, what: &str) -> TestResult {
+        self.seal_write()
+            .map_err(|e| format!("{what}: F_ADD_SEALS(F_SEAL_WRITE): {e}: a page is still pinned"))
+    }
+
+    /// Fails unless a page of the (unmapped) memory is pinned.
+    fn expect_pinned(&self, what: &str) -> TestResult {
+        match self.seal_write() {
+            Err(e) if e.0 == libc::EBUSY => Ok(()),
+            Err(e) => Err(format!(
+                "{what}: F_ADD_SEALS(F_SEAL_WRITE): {e}, want EBUSY"
+            )),
+            Ok(()) => Err(format!(
+                "{what}: F_ADD_SEALS(F_SEAL_WRITE) succeeded: no page of the memory is pinned"
+            )),
+        }
+    }
+}
+
+impl Drop for PinProbe {
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}
+
+/// A capture buffer descriptor with `flags` and fence fd: MMAP, or in a `_dmabuf` variant
+/// DMABUF importing the dma-buf of its index, or in a `_userptr` variant USERPTR at the user
+/// memory of its index.
 fn buffer(index: u32, flags: u32, fd: i32) -> v4l2_buffer {
     let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, index);
-    DMABUF_MODE.with(|m| {
-        if let Some(mode) = m.borrow().as_ref() {
+    MEM_MODE.with(|m| match m.borrow().as_ref() {
+        Some(MemMode::Dmabuf { fds, length }) => {
             b.memory = V4L2_MEMORY_DMABUF;
-            b.m.fd = mode.fds.get(index as usize).map_or(-1, |f| f.as_raw_fd());
-            b.length = mode.length;
+            b.m.fd = fds.get(index as usize).map_or(-1, |f| f.as_raw_fd());
+            b.length = *length;
         }
+        Some(MemMode::Userptr { mems, length }) => {
+            b.memory = V4L2_MEMORY_USERPTR;
+            b.m.userptr = mems.get(index as usize).map_or(0, |m| m.addr());
+            b.length = *length;
+        }
+        None => {}
     });
     b.flags = flags;
     b.reserved2 = fd as u32;
@@ -659,7 +804,23 @@ impl Rig {
             .reqbufs_raw(count)
             .map_err(|e| format!("VIDIOC_REQBUFS({count}): {e}"))?;
         self.count = r.count;
+        if r.count > 0 {
+            self.expect_memory(0, "after REQBUFS")?;
+        }
         Ok(r)
+    }
+
+    /// Fails unless the queue reports buffer `index` with the memory type of the variant
+    /// that runs (QUERYBUF), so that a case runs on the memory it claims to.
+    fn expect_memory(&self, index: u32, why: &str) -> TestResult {
+        let q = self.querybuf(index)?;
+        check(q.memory == memory(), || {
+            format!(
+                "{why}: QUERYBUF({index}) reports memory {}, want {}",
+                q.memory,
+                memory()
+            )
+        })
     }
 
     /// CREATE_BUFS(count) with the current format.
@@ -675,18 +836,25 @@ impl Rig {
         dev.ioctl(VIDIOC_CREATE_BUFS, &mut c)
             .map_err(|e| format!("VIDIOC_CREATE_BUFS({count}): {e}"))?;
         self.count = self.count.max(c.index + c.count);
+        if c.count > 0 {
+            self.expect_memory(c.index, "after CREATE_BUFS")?;
+        }
         Ok(c)
     }
 
     /// Maps every buffer (as a legacy application would; in a `_dmabuf` variant, the
-    /// dma-bufs).
+    /// dma-bufs; in a `_userptr` variant nothing: the memory is this process's own).
     fn map_all(&mut self) -> TestResult {
+        if memory() == V4L2_MEMORY_USERPTR {
+            return Ok(());
+        }
         for i in 0..self.count {
             let b = self.querybuf(i)?;
-            let dmabuf = DMABUF_MODE.with(|m| {
-                m.borrow()
-                    .as_ref()
-                    .and_then(|m| m.fds.get(i as usize).map(|f| (f.as_raw_fd(), m.length)))
+            let dmabuf = MEM_MODE.with(|m| match m.borrow().as_ref() {
+                Some(MemMode::Dmabuf { fds, length }) => {
+                    fds.get(i as usize).map(|f| (f.as_raw_fd(), *length))
+                }
+                _ => None,
             });
             if let Some((fd, length)) = dmabuf {
                 // SAFETY: mapping a dma-buf we allocated; unmapped only by `unmap_all`.
@@ -903,6 +1071,13 @@ impl Rig {
                 format!("DQBUF of buffer {index}: bytesused 0 on a good buffer")
             })?;
         }
+        check(b.memory == memory(), || {
+            format!(
+                "DQBUF of buffer {index}: memory {}, want {}",
+                b.memory,
+                memory()
+            )
+        })?;
         Ok(b)
     }
 
@@ -1092,6 +1267,40 @@ pub static FENCE_TESTS: &[Test] = &[
     }),
     ("fence_dmabuf_stale_token_keeps_replaced_import", |ctx| {
         on_dmabuf(ctx, stale_token_keeps_replaced_import)
+    }),
+    // The core cases again on user memory (USERPTR).
+    ("fence_userptr_out_fence_signals_after_dqbuf", |ctx| {
+        on_userptr(ctx, fence_out_fence_signals_after_dqbuf)
+    }),
+    ("fence_userptr_in_fence_signalled_later_ok", |ctx| {
+        on_userptr(ctx, fence_in_fence_signalled_later_ok)
+    }),
+    ("fence_userptr_in_fence_signalled_later_error", |ctx| {
+        on_userptr(ctx, fence_in_fence_signalled_later_error)
+    }),
+    ("fence_userptr_mixed_fenced_unfenced", |ctx| {
+        on_userptr(ctx, fence_mixed_fenced_unfenced)
+    }),
+    ("fence_userptr_driver_error_out_fence_eio", |ctx| {
+        on_userptr(ctx, fence_driver_error_out_fence_eio)
+    }),
+    ("fence_userptr_never_signalled_streamoff", |ctx| {
+        on_userptr(ctx, fence_never_signalled_streamoff)
+    }),
+    ("fence_userptr_never_signalled_close", |ctx| {
+        on_userptr(ctx, fence_never_signalled_close)
+    }),
+    ("fence_userptr_streamoff_while_in_driver", |ctx| {
+        on_userptr(ctx, fence_streamoff_while_in_driver)
+    }),
+    ("fence_userptr_deadline_in_driver", |ctx| {
+        on_userptr(ctx, fence_deadline_in_driver)
+    }),
+    ("fence_userptr_requeue_same_index_new_out_fence", |ctx| {
+        on_userptr(ctx, fence_requeue_same_index_new_out_fence)
+    }),
+    ("fence_userptr_stale_token_keeps_replaced_pins", |ctx| {
+        on_userptr(ctx, stale_token_keeps_replaced_pins)
     }),
     ("fence_cap_reqbufs", fence_cap_reqbufs),
     ("fence_cap_create_bufs", fence_cap_create_bufs),
@@ -3217,14 +3426,13 @@ impl Drop for Bound {
 /// passes without the guard too.)
 fn stale_token_keeps_replaced_import(ctx: &mut Ctx) -> TestResult {
     const BOUND: u32 = 300;
-    let (first, second) = DMABUF_MODE
-        .with(|m| {
-            m.borrow()
-                .as_ref()
-                .map(|m| (m.fds[1].as_raw_fd(), m.fds[2].as_raw_fd()))
+    let (first, second) = MEM_MODE
+        .with(|m| match m.borrow().as_ref() {
+            Some(MemMode::Dmabuf { fds, .. }) => Some((fds[1].as_raw_fd(), fds[2].as_raw_fd())),
+            _ => None,
         })
         .ok_or("not a DMABUF variant")?;
-    // SAFETY: the fd stays open while the test runs (DMABUF_MODE owns it).
+    // SAFETY: the fd stays open while the test runs (MEM_MODE owns it).
     let first_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(first) };
     let rig = Rig::new(ctx, 2)?;
     rig.set_ctrl(RVIVID_CID_HOLD_MS, 5000)?;
@@ -3257,6 +3465,81 @@ fn stale_token_keeps_replaced_import(ctx: &mut Ctx) -> TestResult {
     let b = rig.dq_expect(1, false)?;
     check(b.fd() == second, || {
         format!("DQBUF 1: fd {}, want dma-buf 2's {second}", b.fd())
+    })
+}
+
+/// (USERPTR only.) The same with user memory: rvivid holds every buffer after its first for
+/// 5 s; the deadline takes buffer 1 back meanwhile. Buffer 1 is then queued at another user
+/// address (user memory 2) while the driver still holds the stale token, which keeps the
+/// pages of the first address pinned (observed: with our mapping of user memory 1 gone, its
+/// memfd cannot be sealed for writing, see [`PinProbe`]). When the driver gives the token back,
+/// that last reference is dropped by the fence work, outside `lock` and any signalling section
+/// (unpinning locks the pages and may sleep: lockdep and the log are checked), and the pages
+/// are unpinned (observed: the seal succeeds); only then does buffer 1 go to the driver again
+/// and come back with a frame, the colour bars, at the new address.
+fn stale_token_keeps_replaced_pins(ctx: &mut Ctx) -> TestResult {
+    const BOUND: u32 = 300;
+    let fmt = {
+        let dev = Rig::open(ctx)?;
+        let mut f = v4l2_format::new(V4L2_BUF_TYPE_VIDEO_CAPTURE);
+        dev.dev()?
+            .ioctl(VIDIOC_G_FMT, &mut f)
+            .map_err(|e| format!("VIDIOC_G_FMT: {e}"))?;
+        crate::frame::FrameFormat::from_pix(f.pix())
+    };
+    let second = MEM_MODE
+        .with(|m| match m.borrow().as_ref() {
+            Some(MemMode::Userptr { mems, .. }) => Some(mems[2].addr()),
+            _ => None,
+        })
+        .ok_or("not a USERPTR variant")?;
+    let rig = Rig::new(ctx, 2)?;
+    rig.set_ctrl(RVIVID_CID_HOLD_MS, 5000)?;
+    let bound = Bound::set(BOUND)?;
+    rig.q_plain(0)?;
+    let out = rig.q_out(1)?;
+    rig.streamon()?;
+    expect_timed_out(&out, BOUND, "out-fence of buffer 1, held in the driver")?;
+    rig.dq_expect(0, false)?;
+    rig.dq_expect(1, true)?;
+    drop(bound);
+    // The driver holds buffer 1's stale token for seconds more: queue it at user memory 2.
+    let mut b = buffer(1, 0, 0);
+    b.m.userptr = second;
+    raw_qbuf(rig.dev()?, &mut b).map_err(|e| format!("QBUF 1 at user memory 2: {e}"))?;
+    // Our mapping of user memory 1 goes; the stale token's pins keep its pages.
+    MEM_MODE.with(|m| {
+        if let Some(MemMode::Userptr { mems, .. }) = m.borrow_mut().as_mut() {
+            mems[1].unmap();
+        }
+    });
+    let probe = |f: &dyn Fn(&PinProbe) -> TestResult| {
+        MEM_MODE.with(|m| match m.borrow().as_ref() {
+            Some(MemMode::Userptr { mems, .. }) => f(&mems[1]),
+            _ => Err("not a USERPTR variant".into()),
+        })
+    };
+    probe(&|p| p.expect_pinned("user memory 1 while the stale token holds it"))?;
+    rig.set_ctrl(RVIVID_CID_HOLD_MS, 0)?;
+    let released = crate::harness::wait_until(Duration::from_secs(15), || {
+        probe(&|p| p.seal_write().map_err(|e| e.to_string())).is_ok()
+    });
+    check(released, || {
+        "user memory 1 still pinned 15 s after its buffer was queued at another address".into()
+    })?;
+    let b = rig.dq_expect(1, false)?;
+    check(b.userptr() == second, || {
+        format!(
+            "DQBUF 1: userptr {:#x}, want user memory 2's {second:#x}",
+            b.userptr()
+        )
+    })?;
+    MEM_MODE.with(|m| match m.borrow().as_ref() {
+        Some(MemMode::Userptr { mems, .. }) => {
+            crate::frame::check_color_bars(mems[2].bytes(b.bytesused as usize)?, &fmt)
+                .map_err(|e| format!("the frame of buffer 1 in user memory 2: {e}"))
+        }
+        _ => Err("not a USERPTR variant".into()),
     })
 }
 

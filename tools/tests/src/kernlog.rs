@@ -131,6 +131,66 @@ const BENIGN: &[&str] = &[
 /// the outcome.
 const ALLOWED_ANYWHERE: &[&str] = &["rvb2: kunit-test-queue: "];
 
+/// A report accepted as a whole wherever it appears, because it is a known bug of another
+/// driver the tests drive, harmless, and not rvb2's: vivid's video threads
+/// (`drivers/media/test-drivers/vivid/vivid-kthread-cap.c`, `vivid-kthread-out.c`) check that
+/// the next frame is still ahead (`time_is_after_jiffies(cur_jiffies + wait_jiffies)`) and
+/// then read `jiffies` again to compute the timeout they pass to
+/// `wait_event_interruptible_timeout()`; when the guest's CPU stalls between the two (QEMU TCG
+/// on a loaded host), jiffies has moved past the deadline and the timeout is negative, which
+/// `schedule_timeout()` reports ("schedule_timeout: wrong timeout value ..." and a stack dump)
+/// and treats as 0. The whole report (its first line up to the dump's `</TASK>`) is accepted
+/// only if its stack is one of those threads'; any other line in it, or another stack, is
+/// judged as usual.
+struct KnownReport {
+    /// The first line of the report.
+    first: &'static str,
+    /// A function one of whose frames must be in the stack dump.
+    frames: &'static [&'static str],
+}
+
+/// The reports accepted as a whole (see [`KnownReport`]).
+const KNOWN_REPORTS: &[KnownReport] = &[KnownReport {
+    first: "schedule_timeout: wrong timeout value ",
+    frames: &["vivid_thread_vid_out+", "vivid_thread_vid_cap+"],
+}];
+
+/// The lines a stack dump that follows a report's first line may have (up to `</TASK>`).
+fn in_stack_dump(msg: &str) -> bool {
+    let m = msg.trim_start();
+    m.starts_with("CPU: ")
+        || m.starts_with("Tainted: ")
+        || m.starts_with("Hardware name: ")
+        || m == "Call Trace:"
+        || m == "<TASK>"
+        || m == "</TASK>"
+        || m.starts_with("? ")
+        || m.split(['+', ' ']).next().is_some_and(|f| {
+            !f.is_empty()
+                && f.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        }) && m.contains("+0x")
+}
+
+/// Whether `msgs` (from a report's first line on) is a whole [`KnownReport`]: its first line,
+/// then only stack-dump lines up to `</TASK>`, with a frame of one of its functions. Returns
+/// the number of messages it spans.
+fn known_report(msgs: &[&str]) -> Option<usize> {
+    let first = msgs.first()?;
+    let report = KNOWN_REPORTS.iter().find(|r| first.contains(r.first))?;
+    let mut framed = false;
+    for (i, m) in msgs.iter().enumerate().skip(1) {
+        if !in_stack_dump(m) {
+            return None;
+        }
+        framed |= report.frames.iter().any(|f| m.contains(f));
+        if m.trim() == "</TASK>" {
+            return framed.then_some(i + 1);
+        }
+    }
+    None
+}
+
 /// Kernel messages a test provokes on purpose, by test name: accepted in that test's window
 /// only. Each entry says why the test provokes it.
 pub const ALLOWED: &[(&str, &[&str])] = &[];
@@ -218,9 +278,19 @@ impl std::fmt::Display for Problem {
 /// Scans kernel messages in order, following the test windows the markers open and close,
 /// and returns the problems not allowed in the window they are in.
 pub fn scan<'a>(messages: impl IntoIterator<Item = &'a str>) -> Vec<Problem> {
+    let messages: Vec<&str> = messages.into_iter().collect();
     let mut window: Option<&str> = None;
     let mut problems = Vec::new();
-    for msg in messages {
+    let mut skip = 0;
+    for (i, &msg) in messages.iter().enumerate() {
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
+        if let Some(n) = known_report(&messages[i..]) {
+            skip = n - 1;
+            continue;
+        }
         if let Some(i) = msg.find(BEGIN) {
             window = Some(msg[i + BEGIN.len()..].trim());
             continue;
@@ -290,6 +360,47 @@ mod tests {
         ] {
             assert!(!is_bad(ok), "{ok}");
         }
+    }
+
+    #[test]
+    fn known_reports_whole_only() {
+        let vivid = [
+            "schedule_timeout: wrong timeout value fffffffffffffffc",
+            "CPU: 0 UID: 0 PID: 140 Comm: vivid-000-vid-o Tainted: G           O     N  7.2.13 #1 PREEMPTLAZY  ",
+            "Tainted: [O]=OOT_MODULE, [N]=TEST",
+            "Call Trace:",
+            " <TASK>",
+            " dump_stack_lvl+0x67/0x90",
+            " schedule_timeout+0x111/0x1c0",
+            " vivid_thread_vid_out+0x1051/0x17f0 [vivid]",
+            " ? wake_bit_function+0x120/0x120",
+            " kthread+0x308/0x3e0",
+            " ret_from_fork_asm+0x11/0x20",
+            " </TASK>",
+        ];
+        assert_eq!(known_report(&vivid), Some(vivid.len()));
+        let mut after = vivid.to_vec();
+        after.push("Call Trace:");
+        assert_eq!(scan(after.iter().copied()).len(), 1);
+        assert!(scan(vivid.iter().copied()).is_empty());
+        // Another thread's stack, a report cut short, or another line inside: judged as usual.
+        let other: Vec<&str> = vivid
+            .iter()
+            .map(|l| {
+                if l.contains("vivid_thread") {
+                    " foo_thread+0x1/0x2"
+                } else {
+                    l
+                }
+            })
+            .collect();
+        assert_eq!(known_report(&other), None);
+        assert_eq!(scan(other.iter().copied()).len(), 1);
+        assert_eq!(known_report(&vivid[..vivid.len() - 1]), None);
+        let mut inside = vivid.to_vec();
+        inside.insert(5, "BUG: KASAN: use-after-free in foo+0x1/0x2");
+        assert_eq!(known_report(&inside), None);
+        assert_eq!(scan(inside.iter().copied()).len(), 2);
     }
 
     #[test]

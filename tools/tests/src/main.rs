@@ -177,6 +177,10 @@ static TESTS: &[Test] = &[
         "gst_reports_held_frames_as_lost",
         clients::gst_reports_held_frames_as_lost,
     ),
+    (
+        "gst_v4l2src_imports_into_v4l2sink",
+        clients::gst_v4l2src_imports_into_v4l2sink,
+    ),
     ("ffmpeg_list_formats", clients::ffmpeg_list_formats),
     ("ffmpeg_raw_frames", clients::ffmpeg_raw_frames),
     (
@@ -225,6 +229,7 @@ static RUN_CONFIG: harness::RunConfig = harness::RunConfig {
         ("gst_caps_negotiation", 300),
         ("gst_pngenc_color_bars", 300),
         ("gst_reports_held_frames_as_lost", 300),
+        ("gst_v4l2src_imports_into_v4l2sink", 300),
         ("ffmpeg_list_formats", 300),
         ("ffmpeg_raw_frames", 900),
         ("v4l2_ctl_each_memory_type", 300),
