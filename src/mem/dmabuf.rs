@@ -25,6 +25,7 @@
 //!
 //! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h).
 
+use super::export::ResvFenceSlot;
 use crate::bindings;
 use core::{
     ptr::NonNull,
@@ -327,6 +328,20 @@ impl Import {
     /// Whether the driver writes the memory (a capture queue's).
     pub(super) fn writable(&self) -> bool {
         self.cpu_dir != bindings::dma_data_direction_DMA_FROM_DEVICE
+    }
+
+    /// Locks the dma-buf's reservation object (`dma_buf.resv`, the exporter's, which every
+    /// importer sees) and reserves a slot in it for the out-fence of the buffer, as
+    /// [`Resv::reserve`](super::export::Resv::reserve) does for MMAP memory (`EINTR`, `ENOMEM`).
+    pub(super) fn reserve_fence(&self, dir: DataDir) -> Result<ResvFenceSlot<'_>> {
+        // SAFETY: The dma-buf is live (we hold a reference) and its `resv` never changes.
+        let resv = unsafe { (*self.dmabuf.ptr.as_ptr()).resv };
+        let resv = NonNull::new(resv).ok_or(EINVAL)?;
+        // SAFETY: `resv` is the dma-buf's reservation object, initialised by
+        // `dma_buf_export()` and finalised (if it is the dma-buf's own) only when the dma-buf is
+        // released, after the last reference, of which `self.dmabuf` holds one while `self` is
+        // borrowed; an exporter's own object outlives its dma-bufs.
+        unsafe { ResvFenceSlot::reserve(resv, dir) }
     }
 
     /// Begins the driver's CPU access (`dma_buf_begin_cpu_access()`, which waits,

@@ -66,7 +66,7 @@ pub(crate) use dmabuf::{
 };
 pub(crate) use export::{
     DmaBuf,
-    ResvWriteSlot, //
+    ResvFenceSlot, //
 };
 use kernel::{
     mm::virt::VmaNew,
@@ -191,16 +191,18 @@ impl BufferMem {
         }
     }
 
-    /// Locks the reservation object of MMAP memory (the one its dma-bufs share) and reserves
-    /// a slot for a write fence in it, for [`ResvWriteSlot::add_write_fence`]; `None` for
-    /// memory that has none (USERPTR) and for imported dma-bufs (their exporter's reservation
-    /// object does not carry rvb2's fences yet). It allocates and may sleep: process context, with no
-    /// lock a signalling path takes held (`EINTR` if a signal came while it waited for the lock,
+    /// Locks the reservation object that implicit synchronization sees for this memory and
+    /// reserves a slot in it for the out-fence of the buffer, for [`ResvFenceSlot::add_fence`]
+    /// (a write fence if the device writes the memory, `dir`): for MMAP memory the one its
+    /// dma-bufs share, for an imported dma-buf the dma-buf's own (the exporter's); `None` for
+    /// USERPTR memory, which has none. It allocates and may sleep: process context, with no lock
+    /// a signalling path takes held (`EINTR` if a signal came while it waited for the lock,
     /// `ENOMEM`).
-    pub(crate) fn reserve_write_fence(&self) -> Result<Option<ResvWriteSlot<'_>>> {
+    pub(crate) fn reserve_fence(&self, dir: DataDir) -> Result<Option<ResvFenceSlot<'_>>> {
         match &self.backing {
-            Backing::Vmalloc(v) => v.resv.reserve_write().map(Some),
-            Backing::User(_) | Backing::Import(_) => Ok(None),
+            Backing::Vmalloc(v) => v.resv.reserve(dir).map(Some),
+            Backing::Import(i) => i.reserve_fence(dir).map(Some),
+            Backing::User(_) => Ok(None),
         }
     }
 

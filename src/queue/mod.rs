@@ -1487,16 +1487,17 @@ impl<O: QueueOps> Queue<O> {
         // Memory the buffer no longer uses, and a CPU access prepared for nothing, are dropped
         // after `lock` (declared before it); so are, on failure, the memory acquired for the
         // buffer, its prepared CPU access (ending it takes the dma-buf's reservation lock) and
-        // the write-fence slot.
+        // the out-fence's reservation slot (which holds a reservation lock: released after
+        // `lock`, before anything else that takes one).
         let _replaced;
         let _finished;
         let mem;
         let acquired;
-        let write_slot;
+        let fence_slot;
         let published;
         let out_ref: Option<ARef<Fence>>;
         let mut inner = this.lock.lock();
-        let (index, prepared, out, plan) = {
+        let (index, prepared, out, plan, current) = {
             check_owner(&inner, owner)?;
             check_io(&inner, io)?;
             let index = Self::check_buffer(&inner, index, arg.memory())?;
@@ -1528,11 +1529,12 @@ impl<O: QueueOps> Queue<O> {
                     inner.fence_context.new_fence(storage)
                 }
             });
-            // The memory whose dma-bufs will carry the out-fence (implicit synchronization).
-            mem = out
+            // The buffer's memory now: unless the QBUF brings other memory, the one whose
+            // reservation object will carry the out-fence (implicit synchronization).
+            let current = out
                 .as_ref()
                 .and_then(|_| inner.bufs.get(index)?.as_ref()?.mem.clone());
-            (index, prepared, out, plan)
+            (index, prepared, out, plan, current)
         };
         // Nothing to acquire or publish: the buffer keeps memory that needs no preparing (MMAP,
         // the same user range) and no out-fence is asked for. `lock` then stays held, as it
@@ -1550,20 +1552,25 @@ impl<O: QueueOps> Queue<O> {
                 prepared: None,
             });
             published = None;
-            write_slot = None;
+            fence_slot = None;
             out_ref = None;
         } else {
             drop(inner);
             // USERPTR memory is pinned and a dma-buf imported first, without `lock`; until it
             // is installed below, a failure only releases it again.
             acquired = plan.map(|plan| this.acquire_mem(plan)).transpose()?;
-            // The write-fence slot of the memory's reservation object, locked and allocated
-            // here (it may sleep), held until the QBUF succeeded and the fence is added, and
-            // released on failure: no signalling path takes a reservation object, nor waits
-            // for this one.
-            write_slot = mem
+            // The memory the buffer will have: what the QBUF brings, or what it has.
+            mem = out
                 .as_ref()
-                .map(BufferMem::reserve_write_fence)
+                .and(acquired.as_ref().and_then(|a| a.mem.clone()).or(current));
+            // The out-fence's slot in the reservation object implicit synchronization sees
+            // for that memory (MMAP memory's own, shared by its dma-bufs; an imported
+            // dma-buf's), locked and allocated here (it may sleep), held until the QBUF
+            // succeeded and the fence is added, and released on failure: no signalling path
+            // takes a reservation object, nor waits for this one.
+            fence_slot = mem
+                .as_ref()
+                .map(|m| m.reserve_fence(this.data_dir()))
                 .transpose()?
                 .flatten();
             out_ref = out.as_ref().map(|o| o.fence().into());
@@ -1645,8 +1652,8 @@ impl<O: QueueOps> Queue<O> {
         }
         drop(st);
         drop(inner);
-        if let (Some(slot), Some(fence)) = (write_slot, out_ref.as_ref()) {
-            slot.add_write_fence(fence);
+        if let (Some(slot), Some(fence)) = (fence_slot, out_ref.as_ref()) {
+            slot.add_fence(fence);
         }
         Ok((info, published))
     }

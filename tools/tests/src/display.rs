@@ -13,11 +13,12 @@
 //! the fenced path). Sequence gaps (frames rvivid dropped for want of a released buffer) are
 //! allowed and logged: they are not repeats.
 //!
-//! The implicit-synchronization bridge is tested alone too (`expbuf_write_fence_*`): a buffer
-//! queued with an out-fence carries it as the write fence of its dma-bufs' reservation object,
-//! so `DMA_BUF_IOCTL_EXPORT_SYNC_FILE` returns a fence that waits for the frame, and with the
-//! display (`vkms_pipeline_implicit_crc`: no `IN_FENCE_FD`, KMS finds the fence in the
-//! reservation object).
+//! The implicit-synchronization bridge is tested alone too (`expbuf_write_fence_*` for MMAP
+//! buffers, `dmabuf_write_fence_*` for imported dma-bufs): a buffer queued with an out-fence
+//! carries it as the write fence of its dma-bufs' reservation object (an imported dma-buf's is
+//! its exporter's), so `DMA_BUF_IOCTL_EXPORT_SYNC_FILE` returns a fence that waits for the
+//! frame, and with the display (`vkms_pipeline_implicit_crc`, `vkms_pipeline_import_implicit_crc`:
+//! no `IN_FENCE_FD`, KMS finds the fence in the reservation object).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -33,9 +34,17 @@ pub static DISPLAY_TESTS: &[crate::harness::Test] = &[
         "expbuf_write_fence_export_sync_file",
         write_fence_export_sync_file,
     ),
+    (
+        "dmabuf_write_fence_export_sync_file",
+        imported_write_fence_export_sync_file,
+    ),
     ("vkms_pipeline_fenced_crc", pipeline_fenced),
     ("vkms_pipeline_import_fenced_crc", pipeline_import_fenced),
     ("vkms_pipeline_implicit_crc", pipeline_implicit),
+    (
+        "vkms_pipeline_import_implicit_crc",
+        pipeline_import_implicit,
+    ),
     ("vkms_pipeline_classic_crc", pipeline_classic),
     ("vkms_pipeline_failed_buffer", pipeline_failed_buffer),
     ("vkms_pipeline_close_mid_stream", pipeline_close_mid_stream),
@@ -85,9 +94,12 @@ fn require_status(fd: &OwnedFd, what: &str, want: i32) -> TestResult {
     Ok(())
 }
 
-/// rvivid with two MMAP buffers; gives them back, and clears the error injection, when dropped.
+/// rvivid with two buffers, MMAP or DMABUF (buffer `i` importing `dmabufs[i]`); gives them
+/// back, and clears the error injection, when dropped.
 struct Rig {
     dev: Device,
+    /// The dma-bufs the buffers import (none: MMAP buffers).
+    dmabufs: Vec<RawFd>,
 }
 
 impl Rig {
@@ -96,7 +108,39 @@ impl Rig {
         let dev = Device::open(&node).map_err(|e| format!("open {}: {e}", node.display()))?;
         dev.reqbufs(2)
             .map_err(|e| format!("VIDIOC_REQBUFS(2): {e}"))?;
-        Ok(Rig { dev })
+        Ok(Rig {
+            dev,
+            dmabufs: Vec::new(),
+        })
+    }
+
+    /// Two DMABUF buffers, importing `dmabufs` (each at least a frame long).
+    fn importing(ctx: &Ctx, dmabufs: [RawFd; 2]) -> Result<Self, String> {
+        let node = ctx.find_rvivid()?;
+        let dev = Device::open(&node).map_err(|e| format!("open {}: {e}", node.display()))?;
+        dev.reqbufs_with(2, V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_DMABUF)
+            .map_err(|e| format!("VIDIOC_REQBUFS(2) DMABUF: {e}"))?;
+        Ok(Rig {
+            dev,
+            dmabufs: dmabufs.to_vec(),
+        })
+    }
+
+    fn memory(&self) -> u32 {
+        if self.dmabufs.is_empty() {
+            V4L2_MEMORY_MMAP
+        } else {
+            V4L2_MEMORY_DMABUF
+        }
+    }
+
+    /// `VIDIOC_DQBUF` (blocking).
+    fn dqbuf(&self) -> Result<v4l2_buffer, String> {
+        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, self.memory(), 0);
+        self.dev
+            .ioctl(VIDIOC_DQBUF, &mut b)
+            .map_err(|e| format!("VIDIOC_DQBUF: {e}"))?;
+        Ok(b)
     }
 
     fn expbuf(&self, index: u32) -> Result<OwnedFd, String> {
@@ -113,7 +157,11 @@ impl Rig {
 
     /// Queues `index`, with an out-fence (returned) if `out`.
     fn qbuf(&self, index: u32, out: bool) -> Result<Option<OwnedFd>, String> {
-        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, index);
+        let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, self.memory(), index);
+        if let Some(&fd) = self.dmabufs.get(index as usize) {
+            // Length 0: the whole dma-buf.
+            b.m.fd = fd;
+        }
         if out {
             b.flags = FLAG_OUT_FENCE;
         }
@@ -141,7 +189,9 @@ impl Drop for Rig {
     fn drop(&mut self) {
         let _ = self.dev.streamoff();
         let _ = self.dev.s_ctrl(RVIVID_CID_FAIL_NEXT_BUFFERS, 0);
-        let _ = self.dev.reqbufs(0);
+        let _ = self
+            .dev
+            .reqbufs_with(0, V4L2_BUF_TYPE_VIDEO_CAPTURE, self.memory());
     }
 }
 
@@ -205,7 +255,7 @@ fn write_fence_export_sync_file(ctx: &mut Ctx) -> TestResult {
         ));
     }
     require_status(&implicit, "sync_file of the failed buffer", -libc::EIO)?;
-    let b = rig.dev.dqbuf().map_err(|e| format!("VIDIOC_DQBUF: {e}"))?;
+    let b = rig.dqbuf()?;
     if b.index != 0 || b.flags & V4L2_BUF_FLAG_ERROR == 0 {
         return Err(format!(
             "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR",
@@ -228,6 +278,133 @@ fn write_fence_export_sync_file(ctx: &mut Ctx) -> TestResult {
         "a new sync_file after STREAMOFF",
         1,
     )
+}
+
+/// `poll()` of dma-buf `fd` for `POLLIN` without waiting: whether its write fences (those a
+/// reader waits for) have all signalled.
+fn dmabuf_readable(fd: RawFd, what: &str) -> Result<bool, String> {
+    let rev = syncfile::poll_fd(fd, libc::POLLIN, 0).map_err(|e| format!("poll({what}): {e}"))?;
+    Ok(rev & libc::POLLIN != 0)
+}
+
+/// Requires dma-buf `fd` to be readable (`want`) or not, now.
+fn require_readable(fd: RawFd, what: &str, want: bool) -> TestResult {
+    let got = dmabuf_readable(fd, what)?;
+    if got != want {
+        return Err(format!(
+            "poll({what}): {}, want {}",
+            if got { "POLLIN" } else { "not readable" },
+            if want { "POLLIN" } else { "not readable" }
+        ));
+    }
+    Ok(())
+}
+
+/// The bridge on imported buffers (`V4L2_MEMORY_DMABUF`), for a dma-buf of the system heap
+/// and a udmabuf: after `VIDIOC_QBUF` with an out-fence, the out-fence is the write fence of
+/// the imported dma-buf's own reservation object (the exporter's), so the sync_file
+/// `DMA_BUF_IOCTL_EXPORT_SYNC_FILE` exports from it is pending, and `poll()` on the dma-buf does
+/// not report it readable, until the frame is done; then the sync_file has the out-fence's
+/// status: 1 for a frame, -EIO for a buffer the driver failed, -ECANCELED for one STREAMOFF
+/// took back; no fence is left pending in the dma-buf, and nothing of rvivid's (reference,
+/// attachment) once the buffers are freed.
+fn imported_write_fence_export_sync_file(ctx: &mut Ctx) -> TestResult {
+    let size = {
+        let node = ctx.find_rvivid()?;
+        let dev = Device::open(&node).map_err(|e| format!("open {}: {e}", node.display()))?;
+        let f = dev.g_fmt().map_err(|e| format!("VIDIOC_G_FMT: {e}"))?;
+        f.pix().sizeimage as usize
+    };
+    let len = size.next_multiple_of(page_size());
+    let (_memfd0, udmabuf0) = crate::dmabuf::udmabuf_alloc(len)?;
+    let (_memfd1, udmabuf1) = crate::dmabuf::udmabuf_alloc(len)?;
+    let kinds = [
+        (
+            "system heap",
+            crate::dmabuf::heap_alloc(len)?,
+            crate::dmabuf::heap_alloc(len)?,
+        ),
+        ("udmabuf", udmabuf0, udmabuf1),
+    ];
+    for (kind, a, b) in &kinds {
+        imported_write_fence_case(ctx, a, b).map_err(|e| format!("{kind} dma-bufs: {e}"))?;
+        crate::dmabuf::expect_released(&format!("{kind} dma-buf 0 after the case"), a, 1)?;
+        crate::dmabuf::expect_released(&format!("{kind} dma-buf 1 after the case"), b, 1)?;
+    }
+    Ok(())
+}
+
+/// [`imported_write_fence_export_sync_file`] with buffer 0 importing `a`, buffer 1 `b`.
+fn imported_write_fence_case(ctx: &Ctx, a: &OwnedFd, b: &OwnedFd) -> TestResult {
+    let a = a.as_raw_fd();
+    let rig = Rig::importing(ctx, [a, b.as_raw_fd()])?;
+    require_status(
+        &export_sync_file(a)?,
+        "sync_file of a dma-buf never queued",
+        1,
+    )?;
+    require_readable(a, "the dma-buf never queued", true)?;
+
+    // A frame.
+    let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
+    let implicit = export_sync_file(a)?;
+    require_status(&implicit, "sync_file of the queued buffer's dma-buf", 0)?;
+    require_status(&out, "out-fence before STREAMON", 0)?;
+    require_readable(a, "the queued buffer's dma-buf", false)?;
+    rig.qbuf(1, false)?;
+    rig.streamon()?;
+    let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
+    if s != 1 {
+        return Err(format!("out-fence of a frame: {}", status_str(s)));
+    }
+    require_status(&implicit, "sync_file once the frame is done", 1)?;
+    require_readable(a, "the dma-buf once the frame is done", true)?;
+    let got = rig.dqbuf()?;
+    if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR != 0 || got.bytesused == 0 {
+        return Err(format!(
+            "DQBUF: buffer {} flags {:#x} bytesused {}, want buffer 0 with a frame",
+            got.index, got.flags, got.bytesused
+        ));
+    }
+    rig.streamoff()?;
+
+    // A failed buffer: the driver fails the next buffer it completes, buffer 0.
+    rig.dev
+        .s_ctrl(RVIVID_CID_FAIL_NEXT_BUFFERS, 1)
+        .map_err(|e| format!("VIDIOC_S_CTRL Fail Next Buffers: {e}"))?;
+    let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
+    let implicit = export_sync_file(a)?;
+    require_status(&implicit, "sync_file of the buffer to fail", 0)?;
+    rig.qbuf(1, false)?;
+    rig.streamon()?;
+    let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
+    if s != -libc::EIO {
+        return Err(format!(
+            "out-fence of a failed buffer: {}, want -EIO",
+            status_str(s)
+        ));
+    }
+    require_status(&implicit, "sync_file of the failed buffer", -libc::EIO)?;
+    let got = rig.dqbuf()?;
+    if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
+        return Err(format!(
+            "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR",
+            got.index, got.flags
+        ));
+    }
+    rig.streamoff()?;
+    rig.dev
+        .s_ctrl(RVIVID_CID_FAIL_NEXT_BUFFERS, 0)
+        .map_err(|e| format!("VIDIOC_S_CTRL Fail Next Buffers: {e}"))?;
+
+    // Taken back: STREAMOFF (not streaming) cancels it at once; nothing stays pending.
+    let _out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
+    let implicit = export_sync_file(a)?;
+    require_status(&implicit, "sync_file of a queued buffer", 0)?;
+    rig.streamoff()?;
+    require_status(&implicit, "sync_file after STREAMOFF", -libc::ECANCELED)?;
+    require_status(&export_sync_file(a)?, "a new sync_file after STREAMOFF", 1)?;
+    require_readable(a, "the dma-buf after STREAMOFF", true)
 }
 
 /// Unloads vkms when dropped.
@@ -357,6 +534,22 @@ fn pipeline_implicit(ctx: &mut Ctx) -> TestResult {
         ctx,
         "vkms-pipeline-implicit.txt",
         &["-m", "implicit", "-n", "120", "-b", "3", "-C", "-v"],
+    )?;
+    require_all_checked(&s, 120)
+}
+
+/// The bridge with a display, the other way round: vkms's dumb buffers imported as rvivid's
+/// capture buffers (`V4L2_MEMORY_DMABUF`), no IN_FENCE_FD on the plane; KMS waits for the write
+/// fence rvivid put into the dumb buffer's own reservation object (its GEM object's), which is
+/// the buffer's out-fence. Every vblank is CRC-checked: without that fence KMS would show the
+/// buffer before (or while) rvivid wrote it.
+fn pipeline_import_implicit(ctx: &mut Ctx) -> TestResult {
+    let s = run_pipeline(
+        ctx,
+        "vkms-pipeline-import-implicit.txt",
+        &[
+            "-M", "import", "-m", "implicit", "-n", "120", "-b", "3", "-C", "-v",
+        ],
     )?;
     require_all_checked(&s, 120)
 }
