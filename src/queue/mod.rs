@@ -55,7 +55,8 @@
 //!
 //! # The fence deadline
 //!
-//! A buffer queued with a fence (in or out) gets a deadline: its QBUF time plus
+//! A buffer queued with a fence (in or out), or waiting for implicit fences, gets a deadline:
+//! its QBUF time plus
 //! [`QueueOps::fence_timeout_ms`]. One delayed work per queue, `deadline_work`, is armed for the
 //! earliest deadline of the buffers not yet completed. When it passes, the buffer and every
 //! buffer queued before it that is not completed yet fail (`Error`), in QBUF order, whatever
