@@ -2,12 +2,14 @@
 /*
  * C helpers for what Rust cannot call directly: static inline functions and macros of the
  * kernel headers rvb2 uses. Each one only forwards to what it is named after (the
- * rust/helpers/ convention of the kernel tree).
+ * rust/helpers/ convention of the kernel tree), but rvb2_dma_resv_get_pending(), which is
+ * dma_resv_get_singleton() with a filter.
  */
 #ifndef RVB2_HELPERS_H
 #define RVB2_HELPERS_H
 
 #include <linux/types.h>
+#include <linux/dma-resv.h>
 
 struct lock_class_key;
 struct dma_fence;
@@ -49,5 +51,13 @@ void rvb2_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int le
 struct scatterlist *rvb2_sg_next(struct scatterlist *sg);
 void rvb2_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt, int dir);
 int rvb2_dma_coerce_mask_and_coherent(struct device *dev, unsigned int bits);
+void rvb2_dma_sync_sgtable_for_cpu(struct device *dev, struct sg_table *sgt, int dir);
+void rvb2_dma_sync_sgtable_for_device(struct device *dev, struct sg_table *sgt, int dir);
+void rvb2_invalidate_kernel_vmap_range(void *vaddr, int size);
+void rvb2_flush_kernel_vmap_range(void *vaddr, int size);
+
+struct dma_fence *rvb2_dma_fence_unwrap_merge2(struct dma_fence *a, struct dma_fence *b);
+int rvb2_dma_resv_get_pending(struct dma_resv *obj, enum dma_resv_usage usage, const u64 *skip,
+			      unsigned int nskip, struct dma_fence **fence);
 
 #endif /* RVB2_HELPERS_H */

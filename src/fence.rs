@@ -104,9 +104,22 @@ impl Fence {
     /// # Safety
     ///
     /// `ptr` is a live fence, and the caller owns a reference on it, which it gives up.
-    unsafe fn from_raw_ref(ptr: NonNull<bindings::dma_fence>) -> ARef<Self> {
+    pub(crate) unsafe fn from_raw_ref(ptr: NonNull<bindings::dma_fence>) -> ARef<Self> {
         // SAFETY: `Fence` is a transparent wrapper of the fence; the reference is the caller's.
         unsafe { ARef::from_raw(ptr.cast()) }
+    }
+
+    /// A fence that signals once both `self` and `other` did, with the error of either
+    /// (`dma_fence_unwrap_merge()`: the components of containers are flattened, duplicates and
+    /// signalled ones left out; a signalled stub fence if none is left). It allocates
+    /// (`ENOMEM`): not on a signalling path.
+    pub(crate) fn merge(&self, other: &Fence) -> Result<ARef<Self>> {
+        // SAFETY: Both fences are live (type invariant); the merge takes its own references
+        // and returns a new reference, or null on failure.
+        let ptr = unsafe { bindings::rvb2_dma_fence_unwrap_merge2(self.as_raw(), other.as_raw()) };
+        let ptr = NonNull::new(ptr).ok_or(ENOMEM)?;
+        // SAFETY: A non-null result is a live fence carrying a reference for us.
+        Ok(unsafe { Self::from_raw_ref(ptr) })
     }
 
     /// Returns the raw pointer.

@@ -5,12 +5,16 @@
  */
 #include <linux/compat.h>
 #include <linux/dma-fence.h>
+#include <linux/dma-fence-array.h>
+#include <linux/dma-fence-unwrap.h>
 #include <linux/dma-mapping.h>
 #include <linux/dma-resv.h>
 #include <linux/error-injection.h>
+#include <linux/highmem.h>
 #include <linux/mm.h>
 #include <linux/percpu.h>
 #include <linux/scatterlist.h>
+#include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/sync_file.h>
 #include <linux/vmalloc.h>
@@ -174,4 +178,75 @@ void rvb2_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt, int dir)
 int rvb2_dma_coerce_mask_and_coherent(struct device *dev, unsigned int bits)
 {
 	return dma_coerce_mask_and_coherent(dev, DMA_BIT_MASK(bits));
+}
+
+void rvb2_dma_sync_sgtable_for_cpu(struct device *dev, struct sg_table *sgt, int dir)
+{
+	dma_sync_sgtable_for_cpu(dev, sgt, dir);
+}
+
+void rvb2_dma_sync_sgtable_for_device(struct device *dev, struct sg_table *sgt, int dir)
+{
+	dma_sync_sgtable_for_device(dev, sgt, dir);
+}
+
+void rvb2_invalidate_kernel_vmap_range(void *vaddr, int size)
+{
+	invalidate_kernel_vmap_range(vaddr, size);
+}
+
+void rvb2_flush_kernel_vmap_range(void *vaddr, int size)
+{
+	flush_kernel_vmap_range(vaddr, size);
+}
+
+/* dma_fence_unwrap_merge() of two fences (NULL on ENOMEM). */
+struct dma_fence *rvb2_dma_fence_unwrap_merge2(struct dma_fence *a, struct dma_fence *b)
+{
+	return dma_fence_unwrap_merge(a, b);
+}
+
+/*
+ * dma_resv_get_singleton() without the fences that signalled already and those of the @nskip
+ * fence contexts in @skip (the caller's own): one reference in *@fence to the only fence left,
+ * or to a dma_fence_array of those left, or NULL if none is. 0, or -ENOMEM. Not for a
+ * signalling path: it allocates.
+ */
+int rvb2_dma_resv_get_pending(struct dma_resv *obj, enum dma_resv_usage usage, const u64 *skip,
+			      unsigned int nskip, struct dma_fence **fence)
+{
+	struct dma_fence_array *array;
+	struct dma_fence **fences;
+	unsigned int count, i, j, k;
+	int r;
+
+	*fence = NULL;
+	r = dma_resv_get_fences(obj, usage, &count, &fences);
+	if (r)
+		return r;
+	for (i = 0, j = 0; i < count; i++) {
+		bool ours = false;
+
+		for (k = 0; k < nskip; k++)
+			ours |= fences[i]->context == skip[k];
+		if (ours || dma_fence_is_signaled(fences[i]))
+			dma_fence_put(fences[i]);
+		else
+			fences[j++] = fences[i];
+	}
+	if (j <= 1) {
+		if (j == 1)
+			*fence = fences[0];
+		kfree(fences);
+		return 0;
+	}
+	array = dma_fence_array_create(j, fences, dma_fence_context_alloc(1), 1);
+	if (!array) {
+		while (j--)
+			dma_fence_put(fences[j]);
+		kfree(fences);
+		return -ENOMEM;
+	}
+	*fence = &array->base;
+	return 0;
 }

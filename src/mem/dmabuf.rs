@@ -5,27 +5,37 @@
 //! As videobuf2's `attach_dmabuf`, `map_dmabuf`, `unmap_dmabuf` and `detach_dmabuf`
 //! (videobuf2-dma-sg for the attachment, videobuf2-vmalloc for the kernel mapping): an
 //! [`Import`] holds a reference to the dma-buf (`dma_buf_get()`), an attachment of the queue's
-//! device mapped for its direction (`dma_buf_attach()`, `dma_buf_map_attachment_unlocked()`),
+//! device, mapped `DMA_BIDIRECTIONAL` (`dma_buf_attach()`, `dma_buf_map_attachment_unlocked()`),
 //! so the exporter knows its importer and keeps the memory in place, and a kernel mapping
 //! (`dma_buf_vmap_unlocked()`) through which the driver's CPU writes the frames, with plain
 //! copies ([`super::CpuAccess`]). Each is undone, in reverse, when the last reference to the
 //! [`Import`] goes.
 //!
-//! A [`Prepared`] brackets the driver's CPU access with `dma_buf_begin_cpu_access()` (which
-//! also waits for the implicit fences of the dma-buf's reservation object) and
-//! `dma_buf_end_cpu_access()`, from QBUF (or PREPARE_BUF) until the buffer goes back to
-//! userspace.
+//! # CPU access and implicit fences
+//!
+//! The driver's CPU access to the memory is bracketed by the cache maintenance of our own
+//! mapping, with no lock and no allocation, on the frame path ([`Import::begin_cpu`],
+//! [`Import::end_cpu`]: `dma_sync_sgtable_for_cpu()`, `invalidate_kernel_vmap_range()` before,
+//! `flush_kernel_vmap_range()`, `dma_sync_sgtable_for_device()` after, on an attachment mapped
+//! `DMA_BIDIRECTIONAL`), not by `dma_buf_begin_cpu_access()`/`dma_buf_end_cpu_access()`: those
+//! wait for the dma-buf's implicit fences, and exporters take locks and allocate in them, so
+//! they cannot run where an out-fence depends on them. The implicit fences are waited for
+//! asynchronously instead, as an in-fence: [`Import::pending_fences`] collects them at QBUF.
 //!
 //! # Locking
 //!
-//! Every call here may take the dma-buf's reservation lock, may wait for fences, and
-//! allocates: the queue makes them in process context, outside its signalling paths and
-//! outside any lock they take (see `Documentation/dma-fence-rules.rst`). Only the copies
-//! through the kernel mapping happen on the frame path.
+//! Every other call here may take the dma-buf's reservation lock and allocates: the queue makes
+//! them in process context, outside its signalling paths and outside any lock they take (see
+//! `Documentation/dma-fence-rules.rst`). Only the copies through the kernel mapping and the
+//! cache maintenance around them happen on the frame path.
 //!
 //! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h).
 
-use crate::bindings;
+use super::export::ResvFenceSlot;
+use crate::{
+    bindings,
+    fence::Fence, //
+};
 use core::{
     ptr::NonNull,
     sync::atomic::AtomicBool, //
@@ -37,6 +47,7 @@ use kernel::{
         to_result, //
     },
     faux,
+    ffi::c_int,
     prelude::*,
     sync::{
         aref::ARef,
@@ -47,31 +58,29 @@ use kernel::{
 /// Which way a queue's data goes between its driver and the buffer memory.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum DataDir {
-    /// The driver writes the buffers (a capture queue): the dma-buf is mapped
-    /// `DMA_FROM_DEVICE`, and the driver's CPU reads and writes it (`DMA_BIDIRECTIONAL`).
+    /// The driver writes the buffers (a capture queue).
     DeviceWrites,
-    /// The driver reads the buffers (an output queue): mapped `DMA_TO_DEVICE`, read by the
-    /// CPU (`DMA_FROM_DEVICE`).
+    /// The driver reads the buffers (an output queue).
     DeviceReads,
 }
 
 impl DataDir {
-    /// The direction of the device's mapping.
-    fn dma(self) -> bindings::dma_data_direction {
+    /// The fences of a dma-buf's reservation object the driver must wait for before it
+    /// accesses the memory: a writer waits for every reader and writer
+    /// (`DMA_RESV_USAGE_READ`), a reader for the writers (`DMA_RESV_USAGE_WRITE`).
+    fn wait_usage(self) -> bindings::dma_resv_usage {
         match self {
-            DataDir::DeviceWrites => bindings::dma_data_direction_DMA_FROM_DEVICE,
-            DataDir::DeviceReads => bindings::dma_data_direction_DMA_TO_DEVICE,
-        }
-    }
-
-    /// The direction of the CPU's access, as `DMA_BUF_IOCTL_SYNC` gives it.
-    fn cpu(self) -> bindings::dma_data_direction {
-        match self {
-            DataDir::DeviceWrites => bindings::dma_data_direction_DMA_BIDIRECTIONAL,
-            DataDir::DeviceReads => bindings::dma_data_direction_DMA_FROM_DEVICE,
+            DataDir::DeviceWrites => bindings::dma_resv_usage_DMA_RESV_USAGE_READ,
+            DataDir::DeviceReads => bindings::dma_resv_usage_DMA_RESV_USAGE_WRITE,
         }
     }
 }
+
+/// The direction our attachment is mapped for, whichever way the data goes: the "device" is
+/// the driver's CPU, which reads what it wrote (a capture queue's) or what others wrote (an
+/// output queue's), so its cache maintenance must both invalidate (for the CPU) and write back
+/// (for the device).
+const DMA_DIR: bindings::dma_data_direction = bindings::dma_data_direction_DMA_BIDIRECTIONAL;
 
 /// The device a queue attaches imported dma-bufs to (`vb2_queue.dev`).
 ///
@@ -112,7 +121,8 @@ pub(crate) struct DmaBufRef {
 
 // SAFETY: A dma-buf reference may be used and dropped from any thread.
 unsafe impl Send for DmaBufRef {}
-// SAFETY: Shared access only reads the dma-buf's size and address.
+// SAFETY: Shared access only reads the dma-buf's size, address and reservation object pointer,
+// which never change.
 unsafe impl Sync for DmaBufRef {}
 
 impl DmaBufRef {
@@ -159,14 +169,14 @@ struct Attachment {
     sgt: NonNull<bindings::sg_table>,
     dir: bindings::dma_data_direction,
     /// `attach->dev`, which the dma-buf core does not hold.
-    _dev: ARef<Device>,
+    dev: ARef<Device>,
 }
 
 impl Attachment {
     /// Attaches `dev` to `dmabuf` and maps it for `dir`.
     fn new(dmabuf: &DmaBufRef, dev: &DmaDevice, dir: bindings::dma_data_direction) -> Result<Self> {
         // SAFETY: `dmabuf` is live; `dev` is a live device with a DMA mask (type invariant of
-        // `DmaDevice`), which `_dev` keeps until the detach.
+        // `DmaDevice`), which `dev` keeps until the detach.
         let attach = unsafe { bindings::dma_buf_attach(dmabuf.ptr.as_ptr(), raw_device(&dev.0)) };
         let attach = NonNull::new(from_err_ptr(attach)?).ok_or(ENOMEM)?;
         // SAFETY: `attach` is a new attachment, not mapped; the reservation lock is not held.
@@ -177,7 +187,7 @@ impl Attachment {
                 attach,
                 sgt,
                 dir,
-                _dev: dev.0.clone(),
+                dev: dev.0.clone(),
             }),
             Err(e) => {
                 // SAFETY: The attachment is ours and not mapped.
@@ -185,6 +195,34 @@ impl Attachment {
                 Err(e)
             }
         }
+    }
+}
+
+impl Attachment {
+    /// Gives the memory to the CPU (`dma_sync_sgtable_for_cpu()` of our mapping). No lock, no
+    /// allocation: any context.
+    fn sync_for_cpu(&self) {
+        // SAFETY: `sgt` is the attachment's live mapping for `dir` on `dev` (type invariant).
+        unsafe {
+            bindings::rvb2_dma_sync_sgtable_for_cpu(
+                raw_device(&self.dev),
+                self.sgt.as_ptr(),
+                self.dir as c_int,
+            )
+        };
+    }
+
+    /// Gives the memory back to the device (`dma_sync_sgtable_for_device()`). No lock, no
+    /// allocation: any context.
+    fn sync_for_device(&self) {
+        // SAFETY: As in `sync_for_cpu()`.
+        unsafe {
+            bindings::rvb2_dma_sync_sgtable_for_device(
+                raw_device(&self.dev),
+                self.sgt.as_ptr(),
+                self.dir as c_int,
+            )
+        };
     }
 }
 
@@ -264,10 +302,10 @@ impl Drop for Vmap {
 /// order: the kernel mapping, the attachment, then the dma-buf reference.
 pub(crate) struct Import {
     vmap: Vmap,
-    _attachment: Option<Attachment>,
+    attachment: Option<Attachment>,
     dmabuf: DmaBufRef,
     len: usize,
-    cpu_dir: bindings::dma_data_direction,
+    dir: DataDir,
     /// Claims the contents for the one kernel writer (see [`super::CpuAccess`]).
     pub(super) writer: AtomicBool,
 }
@@ -279,8 +317,9 @@ unsafe impl Send for Import {}
 unsafe impl Sync for Import {}
 
 impl Import {
-    /// Imports the first `len` bytes of `dmabuf` (`EINVAL` if it is smaller, or `len` is 0):
-    /// attaches `dev` (if any) and maps it for `dir`, and maps it in the kernel.
+    /// Imports the first `len` bytes of `dmabuf` (`EINVAL` if it is smaller, or `len` is 0),
+    /// for a driver that writes or reads it (`dir`): attaches `dev` (if any) and maps it
+    /// (`DMA_BIDIRECTIONAL`), and maps it in the kernel.
     pub(super) fn new(
         dmabuf: DmaBufRef,
         len: usize,
@@ -291,7 +330,7 @@ impl Import {
             return Err(EINVAL);
         }
         let attachment = dev
-            .map(|d| Attachment::new(&dmabuf, d, dir.dma()))
+            .map(|d| Attachment::new(&dmabuf, d, DMA_DIR))
             .transpose()?;
         let vmap = Vmap::new(&dmabuf)?;
         // INVARIANT: `vmap` maps the whole dma-buf, which has at least `len` bytes; the fields
@@ -299,10 +338,10 @@ impl Import {
         Ok(Arc::new(
             Self {
                 vmap,
-                _attachment: attachment,
+                attachment,
                 dmabuf,
                 len,
-                cpu_dir: dir.cpu(),
+                dir,
                 writer: AtomicBool::new(false),
             },
             GFP_KERNEL,
@@ -326,43 +365,85 @@ impl Import {
 
     /// Whether the driver writes the memory (a capture queue's).
     pub(super) fn writable(&self) -> bool {
-        self.cpu_dir != bindings::dma_data_direction_DMA_FROM_DEVICE
+        self.dir == DataDir::DeviceWrites
     }
 
-    /// Begins the driver's CPU access (`dma_buf_begin_cpu_access()`, which waits,
-    /// interruptibly, for the implicit fences of the dma-buf); it ends when the returned
-    /// [`Prepared`] is dropped.
-    pub(super) fn begin_cpu_access(this: &Arc<Self>) -> Result<Prepared> {
-        // SAFETY: The dma-buf is live; the reservation lock is not held.
-        to_result(unsafe {
-            bindings::dma_buf_begin_cpu_access(this.dmabuf.ptr.as_ptr(), this.cpu_dir)
-        })?;
-        // INVARIANT: The access was begun above.
-        Ok(Prepared {
-            import: this.clone(),
-        })
-    }
-}
-
-/// The driver's CPU access to an imported dma-buf, begun; ended (`dma_buf_end_cpu_access()`)
-/// on drop, which must happen in process context, with no lock held that a signalling path
-/// takes (it may take the dma-buf's reservation lock).
-///
-/// # Invariants
-///
-/// `dma_buf_begin_cpu_access()` succeeded for `import`'s dma-buf and direction, and this
-/// object ends it once.
-pub(crate) struct Prepared {
-    import: Arc<Import>,
-}
-
-impl Drop for Prepared {
-    fn drop(&mut self) {
-        // SAFETY: The access was begun (type invariant) and is ended once; the reservation
-        // lock is not held. An error (none of the in-tree exporters has one) leaves nothing to
-        // undo.
-        let _ = unsafe {
-            bindings::dma_buf_end_cpu_access(self.import.dmabuf.ptr.as_ptr(), self.import.cpu_dir)
+    /// Begins the driver's CPU access: the cache maintenance that gives the memory to the CPU,
+    /// of our mapping and of the kernel mapping. Lock- and allocation-free (on a signalling
+    /// path). Every fence the access must wait for has signalled: the queue waits for them
+    /// ([`Import::pending_fences`]) before it gives the buffer to the driver.
+    pub(super) fn begin_cpu(&self) {
+        if let Some(a) = self.attachment.as_ref() {
+            a.sync_for_cpu();
+        }
+        // SAFETY: The kernel mapping covers the whole dma-buf (type invariant), of which the
+        // range is a prefix (`vmap_len()`); the call only does cache maintenance on it.
+        unsafe {
+            bindings::rvb2_invalidate_kernel_vmap_range(
+                self.vmap.vaddr.as_ptr().cast(),
+                self.vmap_len(),
+            )
         };
+    }
+
+    /// Ends the driver's CPU access: writes what the CPU wrote back through the kernel mapping
+    /// and our mapping, so that the memory holds it before the out-fence signals. Lock- and
+    /// allocation-free (on a signalling path).
+    pub(super) fn end_cpu(&self) {
+        // SAFETY: As in `begin_cpu()`.
+        unsafe {
+            bindings::rvb2_flush_kernel_vmap_range(self.vmap.vaddr.as_ptr().cast(), self.vmap_len())
+        };
+        if let Some(a) = self.attachment.as_ref() {
+            a.sync_for_device();
+        }
+    }
+
+    /// The length of the kernel mapping's cache maintenance: the dma-buf's size, at most
+    /// `INT_MAX` (the maintenance functions take an `int`; a frame is far smaller).
+    fn vmap_len(&self) -> c_int {
+        c_int::try_from(self.dmabuf.size()).unwrap_or(c_int::MAX)
+    }
+
+    /// The fences of the dma-buf's reservation object (the exporter's) that the driver's
+    /// access must wait for and that have not signalled: a capture queue's writes wait for
+    /// every reader and writer, an output queue's reads for the writers. Those of the fence
+    /// contexts `skip` (the queue's own out-fences, which its order already waits for) are
+    /// left out. One fence (several are combined in a `dma_fence_array`), or `None`. It
+    /// allocates (`ENOMEM`) and takes no lock: process context, before the queue's locks; with
+    /// the reservation object locked (a [`ResvFenceSlot`] of this memory) the set cannot change
+    /// meanwhile.
+    pub(super) fn pending_fences(&self, skip: &[u64]) -> Result<Option<ARef<Fence>>> {
+        // SAFETY: The dma-buf is live (we hold a reference) and its `resv` never changes.
+        let resv = unsafe { (*self.dmabuf.ptr.as_ptr()).resv };
+        let mut fence = core::ptr::null_mut();
+        // SAFETY: `resv` is the live dma-buf's initialised reservation object; `skip` is valid
+        // for `skip.len()` reads; `fence` is ours to fill. The call takes RCU and references,
+        // no lock.
+        to_result(unsafe {
+            bindings::rvb2_dma_resv_get_pending(
+                resv,
+                self.dir.wait_usage(),
+                skip.as_ptr(),
+                skip.len() as u32,
+                &mut fence,
+            )
+        })?;
+        // SAFETY: A non-null result is a live fence carrying a reference for us.
+        Ok(NonNull::new(fence).map(|f| unsafe { Fence::from_raw_ref(f) }))
+    }
+
+    /// Locks the dma-buf's reservation object (`dma_buf.resv`, the exporter's, which every
+    /// importer sees) and reserves a slot in it for the out-fence of the buffer, as
+    /// [`Resv::reserve`](super::export::Resv::reserve) does for MMAP memory (`EINTR`, `ENOMEM`).
+    pub(super) fn reserve_fence(&self, dir: DataDir) -> Result<ResvFenceSlot<'_>> {
+        // SAFETY: The dma-buf is live (we hold a reference) and its `resv` never changes.
+        let resv = unsafe { (*self.dmabuf.ptr.as_ptr()).resv };
+        let resv = NonNull::new(resv).ok_or(EINVAL)?;
+        // SAFETY: `resv` is the dma-buf's reservation object, initialised by
+        // `dma_buf_export()` and finalised (if it is the dma-buf's own) only when the dma-buf is
+        // released, after the last reference, of which `self.dmabuf` holds one while `self` is
+        // borrowed; an exporter's own object outlives its dma-bufs.
+        unsafe { ResvFenceSlot::reserve(resv, dir) }
     }
 }

@@ -24,7 +24,7 @@
 //! importer that synchronizes implicitly (a KMS plane without `IN_FENCE_FD`,
 //! `DMA_BUF_IOCTL_EXPORT_SYNC_FILE`, `poll()` on the dma-buf) waits for the frame. The fence
 //! contract holds: the reservation object is locked and its slot allocated in `VIDIOC_QBUF`, in
-//! process context, before the buffer is queued ([`Resv::reserve_write`]); the fence is added
+//! process context, before the buffer is queued ([`Resv::reserve`]); the fence is added
 //! once the QBUF succeeded, and nothing on a signalling path touches the reservation object.
 //! The out-fence signals within its bound whatever happens, so the reservation object holds
 //! no fence that could stay pending.
@@ -32,7 +32,10 @@
 //! C headers: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h),
 //! [`include/linux/dma-resv.h`](srctree/include/linux/dma-resv.h).
 
-use super::vmalloc::VmallocBuf;
+use super::{
+    vmalloc::VmallocBuf,
+    DataDir, //
+};
 use crate::{
     bindings,
     fence::Fence, //
@@ -134,7 +137,7 @@ impl Drop for DmaBuf {
 /// # Invariants
 ///
 /// `inner` was initialised by `dma_resv_init()`, is finalised once, when this is dropped, and
-/// is not locked then (a [`ResvWriteSlot`] borrows it).
+/// is not locked then (a [`ResvFenceSlot`] borrows it).
 #[pin_data(PinnedDrop)]
 pub(crate) struct Resv {
     #[pin]
@@ -162,21 +165,14 @@ impl Resv {
         self.inner.get()
     }
 
-    /// Locks the object (interruptibly: `EINTR`) and reserves a slot for one fence
-    /// (`ENOMEM`); the returned slot unlocks it when dropped. It may sleep and allocate: process
-    /// context only, outside any signalling section.
-    pub(crate) fn reserve_write(&self) -> Result<ResvWriteSlot<'_>> {
-        // SAFETY: The object is initialised (type invariant); no acquire context is used, so
-        // the lock cannot fail with `EDEADLK` (only `EINTR`).
-        to_result(unsafe { bindings::rvb2_dma_resv_lock_interruptible(self.as_raw()) })?;
-        // INVARIANT: Locked above, by this task; the slot unlocks it.
-        let slot = ResvWriteSlot {
-            resv: self,
-            _not_send: PhantomData,
-        };
-        // SAFETY: The object is locked by this task (above).
-        to_result(unsafe { bindings::dma_resv_reserve_fences(self.as_raw(), 1) })?;
-        Ok(slot)
+    /// Locks the object (interruptibly: `EINTR`) and reserves a slot for one fence of `dir`'s
+    /// usage (`ENOMEM`); the returned slot unlocks it when dropped. It may sleep and allocate:
+    /// process context only, outside any signalling section.
+    pub(crate) fn reserve(&self, dir: DataDir) -> Result<ResvFenceSlot<'_>> {
+        // SAFETY: The pointer is to a field of `self`, so not null; the object is initialised
+        // (type invariant) and lives, not finalised, as long as `self` is borrowed, which the
+        // slot's lifetime ties it to.
+        unsafe { ResvFenceSlot::reserve(NonNull::new_unchecked(self.as_raw()), dir) }
     }
 }
 
@@ -189,39 +185,68 @@ impl PinnedDrop for Resv {
     }
 }
 
-/// A locked reservation object with one fence slot reserved; unlocks it when dropped.
+/// A locked reservation object with one fence slot reserved, for the out-fence of a buffer
+/// whose memory it covers; unlocks it when dropped.
 ///
 /// # Invariants
 ///
-/// `resv` is locked by the task that made this (which it stays on: it is not `Send`), with at
-/// least one fence slot reserved until [`ResvWriteSlot::add_write_fence`] uses it.
-pub(crate) struct ResvWriteSlot<'a> {
-    resv: &'a Resv,
+/// `resv` is an initialised reservation object, live and not finalised for `'a`, locked by the
+/// task that made this (which it stays on: it is not `Send`), with at least one fence slot
+/// reserved until [`ResvFenceSlot::add_fence`] uses it. `usage` is `DMA_RESV_USAGE_WRITE` or
+/// `DMA_RESV_USAGE_READ`.
+pub(crate) struct ResvFenceSlot<'a> {
+    resv: NonNull<bindings::dma_resv>,
+    usage: bindings::dma_resv_usage,
+    _resv: PhantomData<&'a ()>,
     _not_send: PhantomData<*mut ()>,
 }
 
-impl ResvWriteSlot<'_> {
-    /// Adds `fence` as the object's write fence (`DMA_RESV_USAGE_WRITE`): it replaces a fence
-    /// of the same context that is not later, or one that signalled; the object holds its own
-    /// reference. `fence` must not be a container (`dma_fence_array`, `dma_fence_chain`), which
-    /// `dma_resv_add_fence()` warns about: rvb2's out-fences never are.
-    pub(crate) fn add_write_fence(self, fence: &Fence) {
+impl ResvFenceSlot<'_> {
+    /// Locks `resv` (interruptibly: `EINTR`) and reserves a slot for one fence (`ENOMEM`),
+    /// which [`ResvFenceSlot::add_fence`] adds with the usage of `dir`: a write fence if the
+    /// device writes the memory (a capture queue), a read fence if it reads it. It may sleep
+    /// and allocate: process context only, outside any signalling section.
+    ///
+    /// # Safety
+    ///
+    /// `resv` is an initialised reservation object that stays live, and is not finalised, for
+    /// the lifetime of the returned slot.
+    pub(super) unsafe fn reserve(resv: NonNull<bindings::dma_resv>, dir: DataDir) -> Result<Self> {
+        // SAFETY: `resv` is initialised and live (the caller's promise); no acquire context is
+        // used, so the lock cannot fail with `EDEADLK` (only `EINTR`).
+        to_result(unsafe { bindings::rvb2_dma_resv_lock_interruptible(resv.as_ptr()) })?;
+        // INVARIANT: Locked above, by this task, live for the lifetime (the caller's promise);
+        // the slot unlocks it, and its reservation follows.
+        let slot = ResvFenceSlot {
+            resv,
+            usage: match dir {
+                DataDir::DeviceWrites => bindings::dma_resv_usage_DMA_RESV_USAGE_WRITE,
+                DataDir::DeviceReads => bindings::dma_resv_usage_DMA_RESV_USAGE_READ,
+            },
+            _resv: PhantomData,
+            _not_send: PhantomData,
+        };
+        // SAFETY: The object is locked by this task (above).
+        to_result(unsafe { bindings::dma_resv_reserve_fences(resv.as_ptr(), 1) })?;
+        Ok(slot)
+    }
+
+    /// Adds `fence` to the object, as its write fence (`DMA_RESV_USAGE_WRITE`) or a read fence:
+    /// it replaces a fence of the same context that is not later, or one that signalled; the
+    /// object holds its own reference. `fence` must not be a container (`dma_fence_array`,
+    /// `dma_fence_chain`), which `dma_resv_add_fence()` warns about: rvb2's out-fences never
+    /// are.
+    pub(crate) fn add_fence(self, fence: &Fence) {
         // SAFETY: The object is locked with a slot reserved (type invariant), used once (this
         // consumes the slot); the fence is live and referenced again by the object.
-        unsafe {
-            bindings::dma_resv_add_fence(
-                self.resv.as_raw(),
-                fence.as_raw(),
-                bindings::dma_resv_usage_DMA_RESV_USAGE_WRITE,
-            )
-        };
+        unsafe { bindings::dma_resv_add_fence(self.resv.as_ptr(), fence.as_raw(), self.usage) };
     }
 }
 
-impl Drop for ResvWriteSlot<'_> {
+impl Drop for ResvFenceSlot<'_> {
     fn drop(&mut self) {
-        // SAFETY: Locked by this task (type invariant), unlocked once here.
-        unsafe { bindings::rvb2_dma_resv_unlock(self.resv.as_raw()) };
+        // SAFETY: Live and locked by this task (type invariant), unlocked once here.
+        unsafe { bindings::rvb2_dma_resv_unlock(self.resv.as_ptr()) };
     }
 }
 

@@ -9,20 +9,22 @@
 //! ([`MemAccount`], [`vmalloc`]), which can be exported as a dma-buf ([`export`]); USERPTR memory, user pages pinned at QBUF ([`userptr`]); and
 //! DMABUF memory, dma-bufs of other exporters imported at QBUF ([`dmabuf`]).
 //!
-//! # Preparing and finishing
+//! # Implicit fences and cache maintenance
 //!
-//! As videobuf2's `prepare` and `finish` memory operations: before the driver gets a buffer
-//! (QBUF, PREPARE_BUF), the queue prepares its memory for the driver's CPU access
-//! ([`BufferMem::prepare`]), and finishes it when the buffer goes back to userspace (DQBUF,
-//! STREAMOFF, freeing) by dropping the [`Prepared`] it got. Only imported dma-bufs need it
-//! (`dma_buf_begin_cpu_access()`, `dma_buf_end_cpu_access()`).
+//! An imported dma-buf may carry fences of other users in its reservation object (a reader's,
+//! added with `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`): at QBUF the queue collects those its driver
+//! must wait for ([`BufferMem::implicit_fences`]) and waits for them as for an in-fence, so
+//! QBUF never blocks on them. The driver's CPU access to such memory is bracketed by the cache
+//! maintenance of the import's own mapping when the [`CpuAccess`] is made and dropped
+//! (lock- and allocation-free, on the frame path), not by `dma_buf_begin_cpu_access()` and
+//! `dma_buf_end_cpu_access()`, which wait for those fences, take locks and allocate.
 //!
 //! # Where memory is released
 //!
 //! Releasing memory may sleep, unpin pages, or take a dma-buf's reservation lock (which is
-//! held while waiting for fences): the last reference to a [`BufferMem`], and every
-//! [`Prepared`], must be dropped in process context with no lock held that a signalling path
-//! takes, and outside signalling sections. The queue core arranges that.
+//! held while waiting for fences): the last reference to a [`BufferMem`] must be dropped in
+//! process context with no lock held that a signalling path takes, and outside signalling
+//! sections. The queue core arranges that.
 //!
 //! # CPU access
 //!
@@ -48,6 +50,7 @@ mod export;
 mod userptr;
 mod vmalloc;
 
+use crate::fence::Fence;
 use core::{
     marker::PhantomData,
     ptr::NonNull,
@@ -61,17 +64,19 @@ use dmabuf::Import;
 pub(crate) use dmabuf::{
     DataDir,
     DmaBufRef,
-    DmaDevice,
-    Prepared, //
+    DmaDevice, //
 };
 pub(crate) use export::{
     DmaBuf,
-    ResvWriteSlot, //
+    ResvFenceSlot, //
 };
 use kernel::{
     mm::virt::VmaNew,
     prelude::*,
-    sync::Arc,
+    sync::{
+        aref::ARef,
+        Arc, //
+    },
     uaccess::UserPtr, //
 };
 use userptr::UserPages;
@@ -147,20 +152,19 @@ impl BufferMem {
         }
     }
 
-    /// Whether [`BufferMem::prepare`] has anything to do (an imported dma-buf).
-    pub(crate) fn needs_prepare(&self) -> bool {
+    /// Whether the memory is an imported dma-buf, whose reservation object may hold fences of
+    /// others ([`BufferMem::implicit_fences`]).
+    pub(crate) fn is_import(&self) -> bool {
         matches!(self.backing, Backing::Import(_))
     }
 
-    /// Prepares the memory for the driver's CPU access, until the returned [`Prepared`] (if
-    /// any) is dropped: only an imported dma-buf needs it (`dma_buf_begin_cpu_access()`, which
-    /// waits, interruptibly, for its implicit fences: `ERESTARTSYS`).
-    pub(crate) fn prepare(&self) -> Result<Option<Prepared>> {
-        if !self.needs_prepare() {
-            return Ok(None);
-        }
+    /// The fences of others that the driver's access to an imported dma-buf must wait for and
+    /// that have not signalled, as one fence (see `Import::pending_fences`), leaving out
+    /// those of the fence contexts `skip`; `None` for other memory. It allocates (`ENOMEM`):
+    /// process context, no lock a signalling path takes held.
+    pub(crate) fn implicit_fences(&self, skip: &[u64]) -> Result<Option<ARef<Fence>>> {
         match &self.backing {
-            Backing::Import(i) => Import::begin_cpu_access(i).map(Some),
+            Backing::Import(i) => i.pending_fences(skip),
             _ => Ok(None),
         }
     }
@@ -191,30 +195,49 @@ impl BufferMem {
         }
     }
 
-    /// Locks the reservation object of MMAP memory (the one its dma-bufs share) and reserves
-    /// a slot for a write fence in it, for [`ResvWriteSlot::add_write_fence`]; `None` for
-    /// memory that has none (USERPTR) and for imported dma-bufs (their exporter's reservation
-    /// object does not carry rvb2's fences yet). It allocates and may sleep: process context, with no
-    /// lock a signalling path takes held (`EINTR` if a signal came while it waited for the lock,
+    /// Locks the reservation object that implicit synchronization sees for this memory and
+    /// reserves a slot in it for the out-fence of the buffer, for [`ResvFenceSlot::add_fence`]
+    /// (a write fence if the device writes the memory, `dir`): for MMAP memory the one its
+    /// dma-bufs share, for an imported dma-buf the dma-buf's own (the exporter's); `None` for
+    /// USERPTR memory, which has none. It allocates and may sleep: process context, with no lock
+    /// a signalling path takes held (`EINTR` if a signal came while it waited for the lock,
     /// `ENOMEM`).
-    pub(crate) fn reserve_write_fence(&self) -> Result<Option<ResvWriteSlot<'_>>> {
+    pub(crate) fn reserve_fence(&self, dir: DataDir) -> Result<Option<ResvFenceSlot<'_>>> {
         match &self.backing {
-            Backing::Vmalloc(v) => v.resv.reserve_write().map(Some),
-            Backing::User(_) | Backing::Import(_) => Ok(None),
+            Backing::Vmalloc(v) => v.resv.reserve(dir).map(Some),
+            Backing::Import(i) => i.reserve_fence(dir).map(Some),
+            Backing::User(_) => Ok(None),
         }
     }
 
     /// CPU access to the first `len` bytes of the memory (at most its size), or `None` while
     /// another [`CpuAccess`] to it exists.
     pub(crate) fn cpu_access(&self, len: usize) -> Option<CpuAccess<'_>> {
-        let (ptr, size, writer, writable, content) = match &self.backing {
-            Backing::Vmalloc(v) => (v.as_ptr(), v.size(), &v.writer, true, Some(&v.content)),
-            Backing::User(u) => (u.as_ptr(), u.size(), &u.writer, u.writable(), None),
-            Backing::Import(i) => (i.as_ptr(), i.size(), &i.writer, i.writable(), None),
+        let (ptr, size, writer, writable, content, import) = match &self.backing {
+            Backing::Vmalloc(v) => (
+                v.as_ptr(),
+                v.size(),
+                &v.writer,
+                true,
+                Some(&v.content),
+                None,
+            ),
+            Backing::User(u) => (u.as_ptr(), u.size(), &u.writer, u.writable(), None, None),
+            Backing::Import(i) => (
+                i.as_ptr(),
+                i.size(),
+                &i.writer,
+                i.writable(),
+                None,
+                Some(&**i),
+            ),
         };
         writer
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
+        if let Some(i) = import {
+            i.begin_cpu();
+        }
         // INVARIANT: `ptr` is valid for `size` bytes while `self` lives, which the lifetime
         // ties the access to; `writer` was clear and is set until the access is dropped.
         Some(CpuAccess {
@@ -223,6 +246,7 @@ impl BufferMem {
             writable,
             writer,
             content,
+            import,
             _mem: PhantomData,
         })
     }
@@ -280,6 +304,8 @@ impl ContentTag {
 /// - `writer` was set when this was created and is cleared when it is dropped: no other
 ///   `CpuAccess` to the memory exists meanwhile.
 /// - The kernel makes no reference to those bytes.
+/// - If `import` is set, its CPU access was begun (`Import::begin_cpu()`) when this was
+///   created, and is ended (`Import::end_cpu()`) when it is dropped.
 pub(crate) struct CpuAccess<'a> {
     ptr: NonNull<u8>,
     len: usize,
@@ -287,6 +313,8 @@ pub(crate) struct CpuAccess<'a> {
     writer: &'a AtomicBool,
     /// The memory's content tag (none for USERPTR memory).
     content: Option<&'a ContentTag>,
+    /// An imported dma-buf, whose CPU access is bracketed by cache maintenance.
+    import: Option<&'a Import>,
     _mem: PhantomData<&'a BufferMem>,
 }
 
@@ -415,6 +443,10 @@ impl CpuAccess<'_> {
 
 impl Drop for CpuAccess<'_> {
     fn drop(&mut self) {
+        // What the CPU wrote reaches the memory before the buffer is completed.
+        if let Some(i) = self.import {
+            i.end_cpu();
+        }
         // Publishes the writes to the next access.
         self.writer.store(false, Ordering::Release);
     }

@@ -31,6 +31,13 @@
 //! sequence order) or one per fence (unordered queues), and every path that takes a buffer
 //! back signals them. See `Documentation/design.rst`.
 //!
+//! A buffer of an imported dma-buf also waits for the fences of others in the dma-buf's
+//! reservation object (implicit synchronization: a reader's fence, added with
+//! `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`): QBUF collects those that have not signalled and merges
+//! them into the buffer's in-fence, so it waits for them as for an explicit in-fence
+//! (asynchronously, within the deadline, failing the buffer if one fails), and QBUF itself
+//! never waits.
+//!
 //! # Sequence numbers and timestamps
 //!
 //! As in videobuf2, the driver owns them: before [`ActiveBuffer::done`] or
@@ -48,7 +55,8 @@
 //!
 //! # The fence deadline
 //!
-//! A buffer queued with a fence (in or out) gets a deadline: its QBUF time plus
+//! A buffer queued with a fence (in or out), or waiting for implicit fences, gets a deadline:
+//! its QBUF time plus
 //! [`QueueOps::fence_timeout_ms`]. One delayed work per queue, `deadline_work`, is armed for the
 //! earliest deadline of the buffers not yet completed. When it passes, the buffer and every
 //! buffer queued before it that is not completed yet fail (`Error`), in QBUF order, whatever
@@ -70,7 +78,7 @@
 //!   or sequence numbers (the ioctls but DQBUF and QUERYBUF, `release()`, the changes of
 //!   [`Queue::with_idle`]). They allocate memory (buffers, out-fences and their sync_files,
 //!   dma-bufs), pin user pages (taking the process's `mmap_lock`) and import dma-bufs (taking
-//!   their reservation locks, waiting for their implicit fences) with only this one held. No
+//!   their reservation locks, collecting their implicit fences) with only this one held. No
 //!   signalling path takes it, and `mmap()`, which runs under `mmap_lock`, does not either.
 //! - `lock`, a mutex, protects the buffers' memory and the streaming state; the operations
 //!   above, DQBUF, `mmap()` (under the process's `mmap_lock`) and the fence work take it. Driver callbacks ([`QueueOps`]) run under it,
@@ -82,10 +90,10 @@
 //!   from any context (a timer, a work item) with only this lock, and the deadline work takes
 //!   only this one. Nothing that sleeps runs under it.
 //!
-//! Buffer memory ([`BufferMem`]) and the CPU access prepared for it ([`Prepared`]) are released
-//! with none of these held but `ioctl`, in process context, outside signalling sections:
-//! releasing may unpin pages or take a dma-buf's reservation lock, which is held while waiting
-//! for fences. A token's memory reference is parked in its slot for that (see `Slot::parked`).
+//! Buffer memory ([`BufferMem`]) is released with none of these held but `ioctl`, in process
+//! context, outside signalling sections: releasing may unpin pages or take a dma-buf's
+//! reservation lock, which is held while waiting for fences. A token's memory reference is
+//! parked in its slot for that (see `Slot::parked`).
 //!
 //! Two more locks nest inside: a waiter's registration lock (inside `state`, around the
 //! fence's lock; see [`FenceWaiter`]) and the token counter's (taken by a token when it is made
@@ -148,8 +156,7 @@ use crate::{
         DmaBuf,
         DmaBufRef,
         DmaDevice,
-        MemAccount,
-        Prepared, //
+        MemAccount, //
     },
     sync::{
         new_irq_spinlock,
@@ -309,8 +316,8 @@ impl MemArg {
 /// What a QBUF or PREPARE_BUF acquires for its buffer's memory, with `ioctl` held but not
 /// `lock` (from [`Queue::check_mem`]).
 enum Acquire {
-    /// The buffer keeps its memory (MMAP, the same user range), prepared again.
-    Keep(Option<BufferMem>),
+    /// The buffer keeps its memory (MMAP, the same user range).
+    Keep,
     /// Pin `length` bytes at user address `addr`.
     Pin { addr: usize, length: u32 },
     /// Import the dma-buf of `fd` (`length`: as in [`MemArg::Dmabuf`]), unless it is the one
@@ -329,8 +336,6 @@ struct Acquired {
     /// What the buffer records of userspace's memory (USERPTR, DMABUF): its length, user
     /// address and dma-buf fd.
     user: Option<(u32, usize, i32)>,
-    /// The CPU access prepared for the driver.
-    prepared: Option<Prepared>,
 }
 
 /// What [`Queue::install_mem`] replaced: dropped by the caller once `lock` is released.
@@ -338,7 +343,6 @@ struct Acquired {
 struct Replaced {
     _mem: Option<BufferMem>,
     _parked: Option<BufferMem>,
-    _prepared: Option<Prepared>,
 }
 
 /// The state of a buffer.
@@ -509,9 +513,6 @@ struct Buffer {
     userptr: usize,
     /// The fd of DMABUF memory, as userspace gave it.
     fd: i32,
-    /// The driver's CPU access to the memory, prepared at QBUF or PREPARE_BUF, until the
-    /// buffer goes back to userspace (DQBUF, STREAMOFF, freeing).
-    prepared: Option<Prepared>,
 }
 
 /// The per-buffer state kept under the state spinlock.
@@ -1082,7 +1083,6 @@ impl<O: QueueOps> Queue<O> {
                 min_length: size,
                 userptr: 0,
                 fd: 0,
-                prepared: None,
             });
             installed += 1;
         }
@@ -1113,14 +1113,13 @@ impl<O: QueueOps> Queue<O> {
                 return Err(EBUSY);
             }
             if inner.num_buffers > 0 || count == 0 {
-                let finished = self.cancel(&mut inner);
+                self.cancel(&mut inner);
                 let freed = self.free_range(&mut inner, 0, MAX_BUFFERS);
                 if count == 0 {
                     inner.owner = None;
                     inner.reading = None;
                 }
                 drop(inner);
-                drop(finished);
                 drop(freed);
                 if count == 0 {
                     return Ok(0);
@@ -1259,7 +1258,7 @@ impl<O: QueueOps> Queue<O> {
         match arg {
             MemArg::Mmap => {
                 self.ops.buf_prepare(buf.length)?;
-                Ok(Acquire::Keep(buf.mem.clone()))
+                Ok(Acquire::Keep)
             }
             MemArg::Userptr { addr, length } => {
                 self.check_length(buf, length)?;
@@ -1268,7 +1267,7 @@ impl<O: QueueOps> Queue<O> {
                     .as_ref()
                     .is_some_and(|m| m.is_user(addr, length as usize));
                 Ok(if same {
-                    Acquire::Keep(buf.mem.clone())
+                    Acquire::Keep
                 } else {
                     Acquire::Pin { addr, length }
                 })
@@ -1292,21 +1291,15 @@ impl<O: QueueOps> Queue<O> {
     }
 
     /// Acquires what `plan` (from [`Queue::check_mem`]) says: pins user pages or imports a
-    /// dma-buf (unless it is the buffer's already), and prepares the driver's CPU access.
-    /// Called with `ioctl` held but not `lock`: pinning takes the process's `mmap_lock`,
-    /// importing a dma-buf its reservation lock, and preparing it waits for its implicit
-    /// fences; all allocate.
+    /// dma-buf (unless it is the buffer's already). Called with `ioctl` held but not `lock`:
+    /// pinning takes the process's `mmap_lock`, importing a dma-buf its reservation lock; both
+    /// allocate.
     fn acquire_mem(&self, plan: Acquire) -> Result<Acquired> {
         let (mem, user) = match plan {
-            Acquire::Keep(mem) => {
-                let prepared = match mem.as_ref() {
-                    Some(m) => m.prepare()?,
-                    None => None,
-                };
+            Acquire::Keep => {
                 return Ok(Acquired {
                     mem: None,
                     user: None,
-                    prepared,
                 });
             }
             Acquire::Pin { addr, length } => (
@@ -1331,13 +1324,9 @@ impl<O: QueueOps> Queue<O> {
                     return Err(EINVAL);
                 }
                 let user = Some((length, 0, fd));
-                if let Some(current) = current.filter(|m| m.imports(&dmabuf, length as usize)) {
+                if current.is_some_and(|m| m.imports(&dmabuf, length as usize)) {
                     // The same dma-buf again: its attachment and mapping are kept.
-                    return Ok(Acquired {
-                        mem: None,
-                        user,
-                        prepared: current.prepare()?,
-                    });
+                    return Ok(Acquired { mem: None, user });
                 }
                 let mem = BufferMem::import(
                     dmabuf,
@@ -1348,11 +1337,9 @@ impl<O: QueueOps> Queue<O> {
                 (mem, (length, 0, fd))
             }
         };
-        let prepared = mem.prepare()?;
         Ok(Acquired {
             mem: Some(mem),
             user: Some(user),
-            prepared,
         })
     }
 
@@ -1383,7 +1370,6 @@ impl<O: QueueOps> Queue<O> {
             return Replaced {
                 _mem: acquired.mem,
                 _parked: None,
-                _prepared: acquired.prepared,
             };
         };
         if let Some((length, userptr, fd)) = acquired.user {
@@ -1391,12 +1377,10 @@ impl<O: QueueOps> Queue<O> {
             buf.userptr = userptr;
             buf.fd = fd;
         }
-        let prepared = core::mem::replace(&mut buf.prepared, acquired.prepared);
         let Some(mem) = acquired.mem else {
             return Replaced {
                 _mem: None,
                 _parked: None,
-                _prepared: prepared,
             };
         };
         let replaced = buf.mem.replace(mem);
@@ -1415,7 +1399,6 @@ impl<O: QueueOps> Queue<O> {
         Replaced {
             _mem: replaced,
             _parked: parked,
-            _prepared: prepared,
         }
     }
 
@@ -1484,19 +1467,20 @@ impl<O: QueueOps> Queue<O> {
             .is_some()
             .then(FenceAllocation::new)
             .transpose()?;
-        // Memory the buffer no longer uses, and a CPU access prepared for nothing, are dropped
-        // after `lock` (declared before it); so are, on failure, the memory acquired for the
-        // buffer, its prepared CPU access (ending it takes the dma-buf's reservation lock) and
-        // the write-fence slot.
+        // Memory the buffer no longer uses is dropped after `lock` (declared before it); so
+        // are, on failure, the memory acquired for the buffer (dropping an import takes the
+        // dma-buf's reservation lock) and the out-fence's reservation slot (which holds a
+        // reservation lock: released after `lock`, before anything else that takes one).
         let _replaced;
-        let _finished;
         let mem;
         let acquired;
-        let write_slot;
+        let fence_slot;
         let published;
+        let in_fence: Option<ARef<Fence>>;
         let out_ref: Option<ARef<Fence>>;
+        let explicit_in_fence = fences.in_fence.is_some();
         let mut inner = this.lock.lock();
-        let (index, prepared, out, plan) = {
+        let (index, prepared, out, plan, current) = {
             check_owner(&inner, owner)?;
             check_io(&inner, io)?;
             let index = Self::check_buffer(&inner, index, arg.memory())?;
@@ -1508,8 +1492,8 @@ impl<O: QueueOps> Queue<O> {
                 }
                 slot.prepared
             };
-            // A prepared buffer keeps the memory PREPARE_BUF gave it, and its prepared CPU
-            // access, as in videobuf2 (whatever `arg` says).
+            // A prepared buffer keeps the memory PREPARE_BUF gave it, as in videobuf2
+            // (whatever `arg` says).
             let plan = if prepared {
                 None
             } else {
@@ -1528,44 +1512,65 @@ impl<O: QueueOps> Queue<O> {
                     inner.fence_context.new_fence(storage)
                 }
             });
-            // The memory whose dma-bufs will carry the out-fence (implicit synchronization).
-            mem = out
-                .as_ref()
-                .and_then(|_| inner.bufs.get(index)?.as_ref()?.mem.clone());
-            (index, prepared, out, plan)
+            // The buffer's memory now: unless the QBUF brings other memory, the one whose
+            // reservation object will carry the out-fence and may hold fences of others
+            // (implicit synchronization).
+            let current = inner.bufs.get(index).and_then(|b| b.as_ref()?.mem.clone());
+            (index, prepared, out, plan, current)
         };
-        // Nothing to acquire or publish: the buffer keeps memory that needs no preparing (MMAP,
-        // the same user range) and no out-fence is asked for. `lock` then stays held, as it
-        // could have been released and taken again at once.
+        // Nothing to acquire, collect or publish: the buffer keeps memory that is no imported
+        // dma-buf (MMAP, the same user range) and no out-fence is asked for. `lock` then stays
+        // held, as it could have been released and taken again at once.
         let fast = fences.publish.is_none()
-            && match plan.as_ref() {
-                None => true,
-                Some(Acquire::Keep(mem)) => !mem.as_ref().is_some_and(BufferMem::needs_prepare),
-                Some(_) => false,
-            };
+            && matches!(plan, None | Some(Acquire::Keep))
+            && !current.as_ref().is_some_and(BufferMem::is_import);
         if fast {
             acquired = plan.map(|_| Acquired {
                 mem: None,
                 user: None,
-                prepared: None,
             });
             published = None;
-            write_slot = None;
+            // Not the last reference to the memory: the buffer keeps it.
+            drop(current);
+            fence_slot = None;
+            in_fence = fences.in_fence;
             out_ref = None;
         } else {
             drop(inner);
             // USERPTR memory is pinned and a dma-buf imported first, without `lock`; until it
             // is installed below, a failure only releases it again.
             acquired = plan.map(|plan| this.acquire_mem(plan)).transpose()?;
-            // The write-fence slot of the memory's reservation object, locked and allocated
-            // here (it may sleep), held until the QBUF succeeded and the fence is added, and
-            // released on failure: no signalling path takes a reservation object, nor waits
-            // for this one.
-            write_slot = mem
-                .as_ref()
-                .map(BufferMem::reserve_write_fence)
-                .transpose()?
-                .flatten();
+            // The memory the buffer will have: what the QBUF brings, or what it has.
+            mem = acquired.as_ref().and_then(|a| a.mem.clone()).or(current);
+            // The out-fence's slot in the reservation object implicit synchronization sees
+            // for that memory (MMAP memory's own, shared by its dma-bufs; an imported
+            // dma-buf's), locked and allocated here (it may sleep), held until the QBUF
+            // succeeded and the fence is added, and released on failure: no signalling path
+            // takes a reservation object, nor waits for this one.
+            fence_slot = match (out.as_ref(), mem.as_ref()) {
+                (Some(_), Some(m)) => m.reserve_fence(this.data_dir())?,
+                _ => None,
+            };
+            // The fences of others the driver must wait for before it touches an imported
+            // dma-buf (the writers', and on a capture queue the readers', such as a read fence
+            // a consumer added with DMA_BUF_IOCTL_IMPORT_SYNC_FILE), collected under the
+            // reservation lock if the slot holds it, so that none is added in between: the
+            // buffer waits for them with its in-fence, asynchronously, never in this ioctl.
+            // This queue's own out-fences are left out (its order already waits for them, and
+            // waiting for them would be waiting for itself); only this QBUF makes out-fences,
+            // and `ioctl` is held, so the set read here stays the same until the buffer is
+            // queued.
+            let implicit = match mem.as_ref() {
+                Some(m) => {
+                    let (ours, n) = this.pending_out_contexts();
+                    m.implicit_fences(&ours[..n])?
+                }
+                None => None,
+            };
+            in_fence = match (fences.in_fence, implicit) {
+                (Some(explicit), Some(implicit)) => Some(explicit.merge(&implicit)?),
+                (explicit, implicit) => explicit.or(implicit),
+            };
             out_ref = out.as_ref().map(|o| o.fence().into());
             // The out-fence is published before anything changes, so that a failure leaves
             // nothing behind; its fd is installed by the caller only after success. Publishing
@@ -1579,8 +1584,10 @@ impl<O: QueueOps> Queue<O> {
                 this.check_acquired(&inner, index, acquired)?;
             }
         }
-        let fenced = out.is_some() || fences.in_fence.is_some();
-        let in_fence = fences.in_fence;
+        // Fenced by userspace (reported as such); a buffer that only waits for implicit fences
+        // gets a deadline too.
+        let fenced = out.is_some() || explicit_in_fence;
+        let bounded = fenced || in_fence.is_some();
         if let Some(fence) = in_fence.as_ref() {
             // The waiter kicks `fence_work`, which settles the fence; an already signalled
             // fence is settled by `advance()` below. It is registered before the buffer is
@@ -1591,7 +1598,7 @@ impl<O: QueueOps> Queue<O> {
             this.waiters[index].register(fence, this)?;
         }
         _replaced = acquired.map(|acquired| this.install_mem(&mut inner, index, acquired));
-        let deadline_ns = fenced.then(|| {
+        let deadline_ns = bounded.then(|| {
             // A driver's own bound is held to the range the module parameter allows.
             let bound_ms = this
                 .ops
@@ -1622,12 +1629,8 @@ impl<O: QueueOps> Queue<O> {
         // Buffers may go to the driver, and failed ones complete: out-fences need this.
         let signalling = SignallingSection::begin();
         if let Err(e) = Self::advance(this, &mut inner) {
-            // `start_streaming()` failed: as in videobuf2, this buffer was not queued. Unless it
-            // was prepared, it goes back to userspace unprepared.
+            // `start_streaming()` failed: as in videobuf2, this buffer was not queued.
             Self::unqueue(this, index, prepared);
-            if !prepared {
-                _finished = inner.bufs[index].as_mut().and_then(|b| b.prepared.take());
-            }
             return Err(e);
         }
         drop(signalling);
@@ -1645,8 +1648,8 @@ impl<O: QueueOps> Queue<O> {
         }
         drop(st);
         drop(inner);
-        if let (Some(slot), Some(fence)) = (write_slot, out_ref.as_ref()) {
-            slot.add_write_fence(fence);
+        if let (Some(slot), Some(fence)) = (fence_slot, out_ref.as_ref()) {
+            slot.add_fence(fence);
         }
         Ok((info, published))
     }
@@ -1986,21 +1989,29 @@ impl<O: QueueOps> Queue<O> {
         true
     }
 
+    /// The fence contexts of this queue's out-fences that have not signalled (the first `n` of
+    /// the array): one per buffer allocation on an ordered queue, one per fence on an unordered
+    /// one. No out-fence appears while `ioctl` is held (only QBUF makes them).
+    fn pending_out_contexts(&self) -> ([u64; MAX_BUFFERS], usize) {
+        let mut ours = [0u64; MAX_BUFFERS];
+        let mut n = 0;
+        let st = self.state.lock();
+        for out in st.slots.iter().filter_map(|s| s.out_fence.as_ref()) {
+            if !ours[..n].contains(&out.fence().context()) {
+                ours[n] = out.fence().context();
+                n += 1;
+            }
+        }
+        (ours, n)
+    }
+
     /// Fails with `EDEADLK` if `fence` is, or contains, an out-fence of this queue that has not
     /// signalled: the buffer would wait for the queue itself (a buffer queued before it, which
     /// may itself wait for this one to start streaming). Called with `lock` held, so no new
     /// out-fence appears meanwhile; out-fences that signal meanwhile only make the answer
     /// conservative.
     fn check_self_dependency(&self, fence: &Fence) -> Result {
-        let mut ours = [0u64; MAX_BUFFERS];
-        let mut n = 0;
-        {
-            let st = self.state.lock();
-            for out in st.slots.iter().filter_map(|s| s.out_fence.as_ref()) {
-                ours[n] = out.fence().context();
-                n += 1;
-            }
-        }
+        let (ours, n) = self.pending_out_contexts();
         let mut dependent = false;
         fence.for_each_pending_context(|context| dependent |= ours[..n].contains(&context));
         if dependent {
@@ -2068,11 +2079,7 @@ impl<O: QueueOps> Queue<O> {
 
     /// Stops the driver and takes every buffer back to the dequeued state: pending in-fence
     /// callbacks are removed, and out-fences not yet signalled signal with `-ECANCELED`.
-    ///
-    /// Returns the CPU accesses prepared for the buffers, finished when the caller drops them
-    /// once it released `lock`.
-    #[must_use = "drop the prepared accesses after releasing `lock`"]
-    fn cancel(&self, inner: &mut Inner) -> [Option<Prepared>; MAX_BUFFERS] {
+    fn cancel(&self, inner: &mut Inner) {
         // The driver gives its buffers back, and the rest are signalled here.
         let _signalling = SignallingSection::begin();
         if inner.start_streaming_called {
@@ -2128,11 +2135,6 @@ impl<O: QueueOps> Queue<O> {
             }
         }
         self.done_wq.notify_all();
-        let mut finished = [const { None }; MAX_BUFFERS];
-        for (f, buf) in finished.iter_mut().zip(inner.bufs.iter_mut()) {
-            *f = buf.as_mut().and_then(|b| b.prepared.take());
-        }
-        finished
     }
 
     /// `VIDIOC_STREAMON`.
@@ -2169,9 +2171,7 @@ impl<O: QueueOps> Queue<O> {
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
         check_io(&inner, Io::Streaming)?;
-        let finished = self.cancel(&mut inner);
-        drop(inner);
-        drop(finished);
+        self.cancel(&mut inner);
         Ok(())
     }
 
@@ -2183,8 +2183,6 @@ impl<O: QueueOps> Queue<O> {
 
     /// [`Queue::dqbuf`] for `io`.
     fn dqbuf_as(&self, owner: FileId, nonblocking: bool, io: Io) -> Result<BufferInfo> {
-        // The buffer's prepared CPU access is finished after `lock` (declared before it).
-        let _finished;
         let mut inner = self.lock.lock();
         check_owner(&inner, owner)?;
         check_io(&inner, io)?;
@@ -2208,8 +2206,6 @@ impl<O: QueueOps> Queue<O> {
                 slot.prepared = false;
                 let last = slot.last;
                 st.last_buffer_dequeued = last;
-                drop(st);
-                _finished = inner.bufs[index].as_mut().and_then(|b| b.prepared.take());
                 return info;
             }
             if nonblocking {
@@ -2279,12 +2275,11 @@ impl<O: QueueOps> Queue<O> {
         if inner.owner != Some(file) {
             return;
         }
-        let finished = self.cancel(&mut inner);
+        self.cancel(&mut inner);
         let freed = self.free_range(&mut inner, 0, MAX_BUFFERS);
         inner.owner = None;
         inner.reading = None;
         drop(inner);
-        drop(finished);
         drop(freed);
         // A fence work still queued finds nothing to do; `shutdown()` stops it for good.
     }

@@ -72,7 +72,7 @@ pub fn heap_alloc(len: usize) -> Result<OwnedFd, String> {
 }
 
 /// A memfd of `len` bytes (whole pages) and a udmabuf of its pages: (memfd, dma-buf).
-fn udmabuf_alloc(len: usize) -> Result<(OwnedFd, OwnedFd), String> {
+pub fn udmabuf_alloc(len: usize) -> Result<(OwnedFd, OwnedFd), String> {
     let len = len.next_multiple_of(page_size());
     // SAFETY: a NUL-terminated name and valid flags.
     let memfd = unsafe {

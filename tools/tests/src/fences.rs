@@ -3389,12 +3389,12 @@ fn write_bound(value: &str) -> std::io::Result<()> {
 }
 
 /// Sets the bound while alive, and puts back the value it found.
-struct Bound {
+pub struct Bound {
     old: u32,
 }
 
 impl Bound {
-    fn set(ms: u32) -> Result<Self, String> {
+    pub fn set(ms: u32) -> Result<Self, String> {
         let old = read_bound()?;
         let bound = Bound { old };
         bound.change(ms)?;
@@ -3545,7 +3545,7 @@ fn stale_token_keeps_replaced_pins(ctx: &mut Ctx) -> TestResult {
 
 /// How long an out-fence whose bound is `bound_ms` may take to signal once its deadline is
 /// near: a few times the bound, plus a second for a loaded guest.
-fn expiry_limit(bound_ms: u32) -> Duration {
+pub fn expiry_limit(bound_ms: u32) -> Duration {
     Duration::from_millis(u64::from(bound_ms) * 4 + 1000)
 }
 
