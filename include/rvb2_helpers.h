@@ -51,7 +51,6 @@ void rvb2_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int le
 struct scatterlist *rvb2_sg_next(struct scatterlist *sg);
 void rvb2_dma_unmap_sgtable(struct device *dev, struct sg_table *sgt, int dir);
 int rvb2_dma_coerce_mask_and_coherent(struct device *dev, unsigned int bits);
-void rvb2_dma_sync_sgtable_for_cpu(struct device *dev, struct sg_table *sgt, int dir);
 void rvb2_dma_sync_sgtable_for_device(struct device *dev, struct sg_table *sgt, int dir);
 void rvb2_invalidate_kernel_vmap_range(void *vaddr, int size);
 void rvb2_flush_kernel_vmap_range(void *vaddr, int size);

@@ -119,7 +119,16 @@ impl Fence {
         let ptr = unsafe { bindings::rvb2_dma_fence_unwrap_merge2(self.as_raw(), other.as_raw()) };
         let ptr = NonNull::new(ptr).ok_or(ENOMEM)?;
         // SAFETY: A non-null result is a live fence carrying a reference for us.
-        Ok(unsafe { Self::from_raw_ref(ptr) })
+        let merged = unsafe { Self::from_raw_ref(ptr) };
+        // The merge leaves out components that signalled, with an error too, and its stub has
+        // none: a fence that failed by now is the answer alone, so that its error is kept. (One
+        // that fails later was pending in the merge, whose array then fails with it.)
+        for fence in [self, other] {
+            if fence.status() < 0 {
+                return Ok(fence.into());
+            }
+        }
+        Ok(merged)
     }
 
     /// Returns the raw pointer.

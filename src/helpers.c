@@ -180,11 +180,6 @@ int rvb2_dma_coerce_mask_and_coherent(struct device *dev, unsigned int bits)
 	return dma_coerce_mask_and_coherent(dev, DMA_BIT_MASK(bits));
 }
 
-void rvb2_dma_sync_sgtable_for_cpu(struct device *dev, struct sg_table *sgt, int dir)
-{
-	dma_sync_sgtable_for_cpu(dev, sgt, dir);
-}
-
 void rvb2_dma_sync_sgtable_for_device(struct device *dev, struct sg_table *sgt, int dir)
 {
 	dma_sync_sgtable_for_device(dev, sgt, dir);

@@ -5,7 +5,7 @@
 //! As videobuf2's `attach_dmabuf`, `map_dmabuf`, `unmap_dmabuf` and `detach_dmabuf`
 //! (videobuf2-dma-sg for the attachment, videobuf2-vmalloc for the kernel mapping): an
 //! [`Import`] holds a reference to the dma-buf (`dma_buf_get()`), an attachment of the queue's
-//! device, mapped `DMA_BIDIRECTIONAL` (`dma_buf_attach()`, `dma_buf_map_attachment_unlocked()`),
+//! device, mapped `DMA_TO_DEVICE` (`dma_buf_attach()`, `dma_buf_map_attachment_unlocked()`),
 //! so the exporter knows its importer and keeps the memory in place, and a kernel mapping
 //! (`dma_buf_vmap_unlocked()`) through which the driver's CPU writes the frames, with plain
 //! copies ([`super::CpuAccess`]). Each is undone, in reverse, when the last reference to the
@@ -13,14 +13,24 @@
 //!
 //! # CPU access and implicit fences
 //!
-//! The driver's CPU access to the memory is bracketed by the cache maintenance of our own
-//! mapping, with no lock and no allocation, on the frame path ([`Import::begin_cpu`],
-//! [`Import::end_cpu`]: `dma_sync_sgtable_for_cpu()`, `invalidate_kernel_vmap_range()` before,
-//! `flush_kernel_vmap_range()`, `dma_sync_sgtable_for_device()` after, on an attachment mapped
-//! `DMA_BIDIRECTIONAL`), not by `dma_buf_begin_cpu_access()`/`dma_buf_end_cpu_access()`: those
-//! wait for the dma-buf's implicit fences, and exporters take locks and allocate in them, so
-//! they cannot run where an out-fence depends on them. The implicit fences are waited for
-//! asynchronously instead, as an in-fence: [`Import::pending_fences`] collects them at QBUF.
+//! The driver's CPU access to the memory is bracketed by cache maintenance with no lock and no
+//! allocation, on the frame path ([`Import::begin_cpu`], [`Import::end_cpu`]):
+//! `invalidate_kernel_vmap_range()` before, `flush_kernel_vmap_range()` and
+//! `dma_sync_sgtable_for_device()` of our own attachment after, so that what the CPU wrote is in
+//! memory before the out-fence signals; not by `dma_buf_begin_cpu_access()`/
+//! `dma_buf_end_cpu_access()`: those wait for the dma-buf's implicit fences, and exporters take
+//! locks and allocate in them, so they cannot run where an out-fence depends on them. The
+//! implicit fences are waited for asynchronously instead, as an in-fence:
+//! [`Import::pending_fences`] collects them at QBUF.
+//!
+//! Our attachment's device never accesses the memory (the CPU does, through the kernel
+//! mapping), so it is mapped `DMA_TO_DEVICE` whichever way the data goes: the DMA API then
+//! never copies or invalidates towards the CPU, which a bouncing mapping (swiotlb) would do with
+//! a stale copy of the exporter's pages, at a sync for the CPU or at unmap. The price: on a
+//! system whose DMA is not cache-coherent, an output queue's CPU reads are not preceded by an
+//! invalidation of the CPU caches (rvivid has no output queue). Exporters whose memory needs
+//! more than cache maintenance for a CPU access (a GPU's memory domains) are not served: that is
+//! what `dma_buf_begin_cpu_access()` is for. See `Documentation/display.rst`.
 //!
 //! # Locking
 //!
@@ -76,11 +86,10 @@ impl DataDir {
     }
 }
 
-/// The direction our attachment is mapped for, whichever way the data goes: the "device" is
-/// the driver's CPU, which reads what it wrote (a capture queue's) or what others wrote (an
-/// output queue's), so its cache maintenance must both invalidate (for the CPU) and write back
-/// (for the device).
-const DMA_DIR: bindings::dma_data_direction = bindings::dma_data_direction_DMA_BIDIRECTIONAL;
+/// The direction our attachment is mapped for: the "device" never accesses the memory (see the
+/// module documentation), and `DMA_TO_DEVICE` is the one direction in which the DMA API never
+/// copies a bounce buffer over the exporter's pages.
+const DMA_DIR: bindings::dma_data_direction = bindings::dma_data_direction_DMA_TO_DEVICE;
 
 /// The device a queue attaches imported dma-bufs to (`vb2_queue.dev`).
 ///
@@ -199,23 +208,10 @@ impl Attachment {
 }
 
 impl Attachment {
-    /// Gives the memory to the CPU (`dma_sync_sgtable_for_cpu()` of our mapping). No lock, no
-    /// allocation: any context.
-    fn sync_for_cpu(&self) {
-        // SAFETY: `sgt` is the attachment's live mapping for `dir` on `dev` (type invariant).
-        unsafe {
-            bindings::rvb2_dma_sync_sgtable_for_cpu(
-                raw_device(&self.dev),
-                self.sgt.as_ptr(),
-                self.dir as c_int,
-            )
-        };
-    }
-
-    /// Gives the memory back to the device (`dma_sync_sgtable_for_device()`). No lock, no
-    /// allocation: any context.
+    /// Writes what the CPU wrote back to memory for the device (`dma_sync_sgtable_for_device()`
+    /// of our mapping). No lock, no allocation: any context.
     fn sync_for_device(&self) {
-        // SAFETY: As in `sync_for_cpu()`.
+        // SAFETY: `sgt` is the attachment's live mapping for `dir` on `dev` (type invariant).
         unsafe {
             bindings::rvb2_dma_sync_sgtable_for_device(
                 raw_device(&self.dev),
@@ -319,7 +315,7 @@ unsafe impl Sync for Import {}
 impl Import {
     /// Imports the first `len` bytes of `dmabuf` (`EINVAL` if it is smaller, or `len` is 0),
     /// for a driver that writes or reads it (`dir`): attaches `dev` (if any) and maps it
-    /// (`DMA_BIDIRECTIONAL`), and maps it in the kernel.
+    /// (`DMA_TO_DEVICE`), and maps it in the kernel.
     pub(super) fn new(
         dmabuf: DmaBufRef,
         len: usize,
@@ -368,14 +364,10 @@ impl Import {
         self.dir == DataDir::DeviceWrites
     }
 
-    /// Begins the driver's CPU access: the cache maintenance that gives the memory to the CPU,
-    /// of our mapping and of the kernel mapping. Lock- and allocation-free (on a signalling
-    /// path). Every fence the access must wait for has signalled: the queue waits for them
+    /// Begins the driver's CPU access: the cache maintenance of the kernel mapping that gives
+    /// the memory to the CPU. Lock- and allocation-free (on a signalling path). Every fence the access must wait for has signalled: the queue waits for them
     /// ([`Import::pending_fences`]) before it gives the buffer to the driver.
     pub(super) fn begin_cpu(&self) {
-        if let Some(a) = self.attachment.as_ref() {
-            a.sync_for_cpu();
-        }
         // SAFETY: The kernel mapping covers the whole dma-buf (type invariant), of which the
         // range is a prefix (`vmap_len()`); the call only does cache maintenance on it.
         unsafe {
