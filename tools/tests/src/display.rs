@@ -528,6 +528,8 @@ fn require_held(
 /// - a read fence that signals an error (its timeline closed: -ENOENT) fails the buffer as a
 ///   failed in-fence does: `V4L2_BUF_FLAG_ERROR`, out-fence -EIO; the buffer after it gets
 ///   its frame;
+/// - an explicit in-fence that failed before the QBUF, with a read fence pending: the buffer
+///   fails at once (`V4L2_BUF_FLAG_ERROR`, out-fence -EIO), unwritten, the reader untouched;
 /// - a read fence that never signals, on a buffer queued with no fence flag at all: the
 ///   fence deadline bounds it (`V4L2_BUF_FLAG_ERROR` within the bound), the buffer after it
 ///   gets its frame.
@@ -680,6 +682,63 @@ fn imported_read_fence_gates_capture(ctx: &mut Ctx) -> TestResult {
                 got.index, got.flags
             ));
         }
+        rig.streamoff()?;
+
+        // An explicit in-fence that failed before the QBUF, with a read fence pending: the
+        // buffer fails at once, unwritten, without waiting for the reader (the merge of the
+        // two keeps the failed fence's error, which dma_fence_unwrap_merge() alone drops).
+        map.bytes_mut().fill(0x22);
+        let failed = syncfile::Timeline::open()?;
+        let in_fence = failed.create_fence(1)?;
+        failed.close();
+        require_status(
+            &in_fence,
+            "the in-fence of a closed timeline",
+            -libc::ENOENT,
+        )?;
+        let read = readers.create_fence(3)?;
+        import_read_fence(a.as_raw_fd(), &read)?;
+        let mut qb = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_DMABUF, 0);
+        qb.m.fd = a.as_raw_fd();
+        qb.flags = FLAG_IN_FENCE | FLAG_OUT_FENCE;
+        qb.reserved2 = in_fence.as_raw_fd() as u32;
+        rig.dev
+            .ioctl(VIDIOC_QBUF, &mut qb)
+            .map_err(|e| format!("VIDIOC_QBUF 0 with a failed in-fence: {e}"))?;
+        // SAFETY: with OUT_FENCE, QBUF installed a new fd that nothing else owns.
+        let out = unsafe { OwnedFd::from_raw_fd(qb.reserved2 as i32) };
+        rig.qbuf(1, false)?;
+        rig.qbuf(2, false)?;
+        rig.streamon()?;
+        let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
+        if s != -libc::EIO {
+            return Err(format!(
+                "out-fence behind a failed in-fence and a pending read fence: {}, want -EIO",
+                status_str(s)
+            ));
+        }
+        let got = rig.dqbuf()?;
+        if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
+            return Err(format!(
+                "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR \
+                 (its in-fence failed)",
+                got.index, got.flags
+            ));
+        }
+        require_status(&read, "the read fence, still held by its reader", 0)?;
+        if let Some(i) = map.bytes().iter().position(|&x| x != 0x22) {
+            return Err(format!(
+                "the buffer whose in-fence failed was written (byte {i})"
+            ));
+        }
+        let got = rig.dqbuf()?;
+        if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
+            return Err(format!(
+                "DQBUF: buffer {} flags {:#x}, want buffer 1 with a frame",
+                got.index, got.flags
+            ));
+        }
+        readers.inc(1)?;
         rig.streamoff()?;
 
         // A read fence that never signals, on a buffer queued with no fence flag.
