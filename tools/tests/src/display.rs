@@ -254,12 +254,24 @@ fn write_fence_export_sync_file(ctx: &mut Ctx) -> TestResult {
     )?;
     rig.streamoff()?;
 
+    failed_and_taken_back(&rig, before.as_raw_fd())?;
+    require_status(
+        &export_sync_file(after.as_raw_fd())?,
+        "a new sync_file after STREAMOFF",
+        1,
+    )
+}
+
+/// The write fence of buffer 0's dma-buf `dmabuf` for a buffer the driver fails (error
+/// injection: -EIO) and for one STREAMOFF takes back before streaming (-ECANCELED), as
+/// `DMA_BUF_IOCTL_EXPORT_SYNC_FILE` exports it; buffer 1 is the other buffer of `rig`.
+fn failed_and_taken_back(rig: &Rig, dmabuf: RawFd) -> TestResult {
     // A failed buffer: the driver fails the next buffer it completes, buffer 0.
     rig.dev
         .s_ctrl(RVIVID_CID_FAIL_NEXT_BUFFERS, 1)
         .map_err(|e| format!("VIDIOC_S_CTRL Fail Next Buffers: {e}"))?;
     let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
-    let implicit = export_sync_file(before.as_raw_fd())?;
+    let implicit = export_sync_file(dmabuf)?;
     require_status(&implicit, "sync_file of the buffer to fail", 0)?;
     rig.qbuf(1, false)?;
     rig.streamon()?;
@@ -271,11 +283,11 @@ fn write_fence_export_sync_file(ctx: &mut Ctx) -> TestResult {
         ));
     }
     require_status(&implicit, "sync_file of the failed buffer", -libc::EIO)?;
-    let b = rig.dqbuf()?;
-    if b.index != 0 || b.flags & V4L2_BUF_FLAG_ERROR == 0 {
+    let got = rig.dqbuf()?;
+    if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
         return Err(format!(
             "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR",
-            b.index, b.flags
+            got.index, got.flags
         ));
     }
     rig.streamoff()?;
@@ -285,15 +297,11 @@ fn write_fence_export_sync_file(ctx: &mut Ctx) -> TestResult {
 
     // Taken back: STREAMOFF (not streaming) cancels it at once; nothing stays pending.
     let _out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
-    let implicit = export_sync_file(before.as_raw_fd())?;
+    let implicit = export_sync_file(dmabuf)?;
     require_status(&implicit, "sync_file of a queued buffer", 0)?;
     rig.streamoff()?;
     require_status(&implicit, "sync_file after STREAMOFF", -libc::ECANCELED)?;
-    require_status(
-        &export_sync_file(after.as_raw_fd())?,
-        "a new sync_file after STREAMOFF",
-        1,
-    )
+    Ok(())
 }
 
 /// `poll()` of dma-buf `fd` for `POLLIN` without waiting: whether its write fences (those a
@@ -384,41 +392,7 @@ fn imported_write_fence_case(ctx: &Ctx, a: &OwnedFd, b: &OwnedFd) -> TestResult 
     }
     rig.streamoff()?;
 
-    // A failed buffer: the driver fails the next buffer it completes, buffer 0.
-    rig.dev
-        .s_ctrl(RVIVID_CID_FAIL_NEXT_BUFFERS, 1)
-        .map_err(|e| format!("VIDIOC_S_CTRL Fail Next Buffers: {e}"))?;
-    let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
-    let implicit = export_sync_file(a)?;
-    require_status(&implicit, "sync_file of the buffer to fail", 0)?;
-    rig.qbuf(1, false)?;
-    rig.streamon()?;
-    let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
-    if s != -libc::EIO {
-        return Err(format!(
-            "out-fence of a failed buffer: {}, want -EIO",
-            status_str(s)
-        ));
-    }
-    require_status(&implicit, "sync_file of the failed buffer", -libc::EIO)?;
-    let got = rig.dqbuf()?;
-    if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
-        return Err(format!(
-            "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR",
-            got.index, got.flags
-        ));
-    }
-    rig.streamoff()?;
-    rig.dev
-        .s_ctrl(RVIVID_CID_FAIL_NEXT_BUFFERS, 0)
-        .map_err(|e| format!("VIDIOC_S_CTRL Fail Next Buffers: {e}"))?;
-
-    // Taken back: STREAMOFF (not streaming) cancels it at once; nothing stays pending.
-    let _out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
-    let implicit = export_sync_file(a)?;
-    require_status(&implicit, "sync_file of a queued buffer", 0)?;
-    rig.streamoff()?;
-    require_status(&implicit, "sync_file after STREAMOFF", -libc::ECANCELED)?;
+    failed_and_taken_back(&rig, a)?;
     require_status(&export_sync_file(a)?, "a new sync_file after STREAMOFF", 1)?;
     require_readable(a, "the dma-buf after STREAMOFF", true)
 }
@@ -889,28 +863,34 @@ fn require_all_checked(s: &Summary, frames: u64) -> TestResult {
     Ok(())
 }
 
+/// Runs the pipeline with `args` (logged to `log`); every one of its `frames` frames must have
+/// been shown and checked, none failed, no error.
+fn checked_pipeline(ctx: &Ctx, log: &str, args: &[&str], frames: u64) -> TestResult {
+    require_all_checked(&run_pipeline(ctx, log, args)?, frames)
+}
+
 /// 300 frames with fences both ways: capture out-fence as the plane's IN_FENCE_FD, the CRTC's
 /// out-fence as the in-fence of the buffer it released; no wait between capture and display.
 fn pipeline_fenced(ctx: &mut Ctx) -> TestResult {
-    let s = run_pipeline(
+    checked_pipeline(
         ctx,
         "vkms-pipeline-fenced.txt",
         &["-m", "fenced", "-n", "300", "-b", "3", "-C", "-v"],
-    )?;
-    require_all_checked(&s, 300)
+        300,
+    )
 }
 
 /// The other way round: vkms's dumb buffers, exported as dma-bufs (PRIME), are rvivid's
 /// capture buffers (`V4L2_MEMORY_DMABUF`), with the same fences both ways and the same checks.
 fn pipeline_import_fenced(ctx: &mut Ctx) -> TestResult {
-    let s = run_pipeline(
+    checked_pipeline(
         ctx,
         "vkms-pipeline-import-fenced.txt",
         &[
             "-M", "import", "-m", "fenced", "-n", "300", "-b", "3", "-C", "-v",
         ],
-    )?;
-    require_all_checked(&s, 300)
+        300,
+    )
 }
 
 /// The implicit-synchronization bridge with a display: no IN_FENCE_FD on the plane; KMS
@@ -919,14 +899,14 @@ fn pipeline_import_fenced(ctx: &mut Ctx) -> TestResult {
 /// rvivid runs at 15 fps, so that the commits come before their frames are captured (see
 /// [`pipeline_import_implicit`]).
 fn pipeline_implicit(ctx: &mut Ctx) -> TestResult {
-    let s = run_pipeline(
+    checked_pipeline(
         ctx,
         "vkms-pipeline-implicit.txt",
         &[
             "-m", "implicit", "-r", "15", "-n", "120", "-b", "3", "-C", "-v",
         ],
-    )?;
-    require_all_checked(&s, 120)
+        120,
+    )
 }
 
 /// The bridge with a display, the other way round: vkms's dumb buffers imported as rvivid's
@@ -939,25 +919,25 @@ fn pipeline_implicit(ctx: &mut Ctx) -> TestResult {
 /// guest's pipeline is slower than the capture, the frames are mostly written before their
 /// commits, and the test passed without the fence too.
 fn pipeline_import_implicit(ctx: &mut Ctx) -> TestResult {
-    let s = run_pipeline(
+    checked_pipeline(
         ctx,
         "vkms-pipeline-import-implicit.txt",
         &[
             "-M", "import", "-m", "implicit", "-r", "15", "-n", "120", "-b", "3", "-C", "-v",
         ],
-    )?;
-    require_all_checked(&s, 120)
+        120,
+    )
 }
 
 /// The classic CPU path (DQBUF, commit, wait for the flip, QBUF) through the same checks: the
 /// reference the fenced pipeline is compared with.
 fn pipeline_classic(ctx: &mut Ctx) -> TestResult {
-    let s = run_pipeline(
+    checked_pipeline(
         ctx,
         "vkms-pipeline-classic.txt",
         &["-m", "classic", "-n", "60", "-b", "3", "-C", "-v"],
-    )?;
-    require_all_checked(&s, 60)
+        60,
+    )
 }
 
 /// A capture buffer that fails (rvivid's error injection at frame 20): its out-fence signals

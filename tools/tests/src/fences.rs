@@ -3434,16 +3434,7 @@ fn stale_token_keeps_replaced_import(ctx: &mut Ctx) -> TestResult {
         .ok_or("not a DMABUF variant")?;
     // SAFETY: the fd stays open while the test runs (MEM_MODE owns it).
     let first_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(first) };
-    let rig = Rig::new(ctx, 2)?;
-    rig.set_ctrl(RVIVID_CID_HOLD_MS, 5000)?;
-    let bound = Bound::set(BOUND)?;
-    rig.q_plain(0)?;
-    let out = rig.q_out(1)?;
-    rig.streamon()?;
-    expect_timed_out(&out, BOUND, "out-fence of buffer 1, held in the driver")?;
-    rig.dq_expect(0, false)?;
-    rig.dq_expect(1, true)?;
-    drop(bound);
+    let rig = stale_token_rig(ctx, BOUND)?;
     // The driver holds buffer 1's stale token for seconds more: queue it with dma-buf 2.
     let mut b = buffer(1, 0, 0);
     b.m.fd = second;
@@ -3466,6 +3457,23 @@ fn stale_token_keeps_replaced_import(ctx: &mut Ctx) -> TestResult {
     check(b.fd() == second, || {
         format!("DQBUF 1: fd {}, want dma-buf 2's {second}", b.fd())
     })
+}
+
+/// Two buffers streaming, rvivid holding every buffer after its first for 5 s, and a fence
+/// deadline of `bound` ms that takes buffer 1 (queued with an out-fence) back from the driver
+/// meanwhile: both are dequeued, buffer 1 failed, and the driver still holds its stale token.
+fn stale_token_rig(ctx: &mut Ctx, bound: u32) -> Result<Rig, String> {
+    let rig = Rig::new(ctx, 2)?;
+    rig.set_ctrl(RVIVID_CID_HOLD_MS, 5000)?;
+    let bound_set = Bound::set(bound)?;
+    rig.q_plain(0)?;
+    let out = rig.q_out(1)?;
+    rig.streamon()?;
+    expect_timed_out(&out, bound, "out-fence of buffer 1, held in the driver")?;
+    rig.dq_expect(0, false)?;
+    rig.dq_expect(1, true)?;
+    drop(bound_set);
+    Ok(rig)
 }
 
 /// (USERPTR only.) The same with user memory: rvivid holds every buffer after its first for
@@ -3493,16 +3501,7 @@ fn stale_token_keeps_replaced_pins(ctx: &mut Ctx) -> TestResult {
             _ => None,
         })
         .ok_or("not a USERPTR variant")?;
-    let rig = Rig::new(ctx, 2)?;
-    rig.set_ctrl(RVIVID_CID_HOLD_MS, 5000)?;
-    let bound = Bound::set(BOUND)?;
-    rig.q_plain(0)?;
-    let out = rig.q_out(1)?;
-    rig.streamon()?;
-    expect_timed_out(&out, BOUND, "out-fence of buffer 1, held in the driver")?;
-    rig.dq_expect(0, false)?;
-    rig.dq_expect(1, true)?;
-    drop(bound);
+    let rig = stale_token_rig(ctx, BOUND)?;
     // The driver holds buffer 1's stale token for seconds more: queue it at user memory 2.
     let mut b = buffer(1, 0, 0);
     b.m.userptr = second;
