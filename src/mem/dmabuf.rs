@@ -153,6 +153,13 @@ impl DmaBufRef {
         unsafe { (*self.ptr.as_ptr()).size }
     }
 
+    /// The dma-buf's reservation object (`dma_buf.resv`: the exporter's, or the dma-buf's own),
+    /// initialised by `dma_buf_export()`; it lives at least as long as the dma-buf.
+    fn resv(&self) -> *mut bindings::dma_resv {
+        // SAFETY: The dma-buf is live (type invariant); its `resv` never changes.
+        unsafe { (*self.ptr.as_ptr()).resv }
+    }
+
     /// Whether `self` and `other` are the same dma-buf.
     pub(crate) fn same(&self, other: &DmaBufRef) -> bool {
         self.ptr == other.ptr
@@ -167,35 +174,33 @@ impl Drop for DmaBufRef {
     }
 }
 
-/// An attachment of a device to a dma-buf, mapped for one direction.
+/// An attachment of a device to a dma-buf, mapped for [`DMA_DIR`].
 ///
 /// # Invariants
 ///
 /// `attach` is an attachment of `dev` to a dma-buf that outlives this object (the [`Import`]
-/// drops this first); `sgt` is its mapping for `dir`, unmapped and detached once, here.
+/// drops this first); `sgt` is its mapping for [`DMA_DIR`], unmapped and detached once, here.
 struct Attachment {
     attach: NonNull<bindings::dma_buf_attachment>,
     sgt: NonNull<bindings::sg_table>,
-    dir: bindings::dma_data_direction,
     /// `attach->dev`, which the dma-buf core does not hold.
     dev: ARef<Device>,
 }
 
 impl Attachment {
-    /// Attaches `dev` to `dmabuf` and maps it for `dir`.
-    fn new(dmabuf: &DmaBufRef, dev: &DmaDevice, dir: bindings::dma_data_direction) -> Result<Self> {
+    /// Attaches `dev` to `dmabuf` and maps it for [`DMA_DIR`].
+    fn new(dmabuf: &DmaBufRef, dev: &DmaDevice) -> Result<Self> {
         // SAFETY: `dmabuf` is live; `dev` is a live device with a DMA mask (type invariant of
         // `DmaDevice`), which `dev` keeps until the detach.
         let attach = unsafe { bindings::dma_buf_attach(dmabuf.ptr.as_ptr(), raw_device(&dev.0)) };
         let attach = NonNull::new(from_err_ptr(attach)?).ok_or(ENOMEM)?;
         // SAFETY: `attach` is a new attachment, not mapped; the reservation lock is not held.
-        let sgt = unsafe { bindings::dma_buf_map_attachment_unlocked(attach.as_ptr(), dir) };
+        let sgt = unsafe { bindings::dma_buf_map_attachment_unlocked(attach.as_ptr(), DMA_DIR) };
         match from_err_ptr(sgt).and_then(|s| NonNull::new(s).ok_or(ENOMEM)) {
-            // INVARIANT: Attached and mapped for `dir`.
+            // INVARIANT: Attached and mapped for `DMA_DIR`.
             Ok(sgt) => Ok(Self {
                 attach,
                 sgt,
-                dir,
                 dev: dev.0.clone(),
             }),
             Err(e) => {
@@ -211,12 +216,13 @@ impl Attachment {
     /// Writes what the CPU wrote back to memory for the device (`dma_sync_sgtable_for_device()`
     /// of our mapping). No lock, no allocation: any context.
     fn sync_for_device(&self) {
-        // SAFETY: `sgt` is the attachment's live mapping for `dir` on `dev` (type invariant).
+        // SAFETY: `sgt` is the attachment's live mapping for `DMA_DIR` on `dev` (type
+        // invariant).
         unsafe {
             bindings::rvb2_dma_sync_sgtable_for_device(
                 raw_device(&self.dev),
                 self.sgt.as_ptr(),
-                self.dir as c_int,
+                DMA_DIR as c_int,
             )
         };
     }
@@ -224,13 +230,13 @@ impl Attachment {
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        // SAFETY: `sgt` is the attachment's mapping for `dir` (type invariant), unmapped once;
+        // SAFETY: `sgt` is the attachment's mapping for `DMA_DIR` (type invariant), unmapped once;
         // the reservation lock is not held (the queue drops memory with no lock held).
         unsafe {
             bindings::dma_buf_unmap_attachment_unlocked(
                 self.attach.as_ptr(),
                 self.sgt.as_ptr(),
-                self.dir,
+                DMA_DIR,
             )
         };
         // SAFETY: The attachment is ours and unmapped; its dma-buf is live (type invariant).
@@ -325,9 +331,7 @@ impl Import {
         if len == 0 || len > dmabuf.size() {
             return Err(EINVAL);
         }
-        let attachment = dev
-            .map(|d| Attachment::new(&dmabuf, d, DMA_DIR))
-            .transpose()?;
+        let attachment = dev.map(|d| Attachment::new(&dmabuf, d)).transpose()?;
         let vmap = Vmap::new(&dmabuf)?;
         // INVARIANT: `vmap` maps the whole dma-buf, which has at least `len` bytes; the fields
         // are declared in the order they must be undone.
@@ -406,8 +410,7 @@ impl Import {
     /// the reservation object locked (a [`ResvFenceSlot`] of this memory) the set cannot change
     /// meanwhile.
     pub(super) fn pending_fences(&self, skip: &[u64]) -> Result<Option<ARef<Fence>>> {
-        // SAFETY: The dma-buf is live (we hold a reference) and its `resv` never changes.
-        let resv = unsafe { (*self.dmabuf.ptr.as_ptr()).resv };
+        let resv = self.dmabuf.resv();
         let mut fence = core::ptr::null_mut();
         // SAFETY: `resv` is the live dma-buf's initialised reservation object; `skip` is valid
         // for `skip.len()` reads; `fence` is ours to fill. The call takes RCU and references,
@@ -429,9 +432,7 @@ impl Import {
     /// importer sees) and reserves a slot in it for the out-fence of the buffer, as
     /// [`Resv::reserve`](super::export::Resv::reserve) does for MMAP memory (`EINTR`, `ENOMEM`).
     pub(super) fn reserve_fence(&self, dir: DataDir) -> Result<ResvFenceSlot<'_>> {
-        // SAFETY: The dma-buf is live (we hold a reference) and its `resv` never changes.
-        let resv = unsafe { (*self.dmabuf.ptr.as_ptr()).resv };
-        let resv = NonNull::new(resv).ok_or(EINVAL)?;
+        let resv = NonNull::new(self.dmabuf.resv()).ok_or(EINVAL)?;
         // SAFETY: `resv` is the dma-buf's reservation object, initialised by
         // `dma_buf_export()` and finalised (if it is the dma-buf's own) only when the dma-buf is
         // released, after the last reference, of which `self.dmabuf` holds one while `self` is
