@@ -71,16 +71,11 @@ pub fn heap_alloc(len: usize) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(data.fd as RawFd) })
 }
 
-/// A memfd of `len` bytes (whole pages) and a udmabuf of its pages: (memfd, dma-buf).
-pub fn udmabuf_alloc(len: usize) -> Result<(OwnedFd, OwnedFd), String> {
-    let len = len.next_multiple_of(page_size());
+/// A memfd named `name` that allows sealing, of `len` bytes (`len` a whole number of pages).
+pub fn sealable_memfd(name: &std::ffi::CStr, len: usize) -> Result<OwnedFd, String> {
     // SAFETY: a NUL-terminated name and valid flags.
-    let memfd = unsafe {
-        libc::memfd_create(
-            c"rvb2-udmabuf".as_ptr(),
-            libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC,
-        )
-    };
+    let memfd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC) };
     if memfd < 0 {
         return Err(format!("memfd_create: {}", Errno::last()));
     }
@@ -88,9 +83,16 @@ pub fn udmabuf_alloc(len: usize) -> Result<(OwnedFd, OwnedFd), String> {
     let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
     // SAFETY: plain calls on our fd.
     if unsafe { libc::ftruncate(memfd.as_raw_fd(), len as libc::off_t) } < 0 {
-        return Err(format!("ftruncate of the memfd: {}", Errno::last()));
+        return Err(format!("ftruncate of a memfd to {len}: {}", Errno::last()));
     }
-    // SAFETY: as above.
+    Ok(memfd)
+}
+
+/// A memfd of `len` bytes (whole pages) and a udmabuf of its pages: (memfd, dma-buf).
+pub fn udmabuf_alloc(len: usize) -> Result<(OwnedFd, OwnedFd), String> {
+    let len = len.next_multiple_of(page_size());
+    let memfd = sealable_memfd(c"rvb2-udmabuf", len)?;
+    // SAFETY: a plain call on our fd.
     if unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) } < 0 {
         return Err(format!("F_SEAL_SHRINK on the memfd: {}", Errno::last()));
     }

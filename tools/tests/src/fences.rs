@@ -437,13 +437,7 @@ impl PinProbe {
     fn new(len: usize, name: &str) -> Result<Self, String> {
         let len = len.next_multiple_of(crate::v4l2::page_size());
         let cname = CString::new(name).map_err(|e| format!("memfd name {name:?}: {e}"))?;
-        // SAFETY: a valid NUL-terminated name; checked below.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_ALLOW_SEALING) };
-        let memfd = owned(fd, "memfd_create")?;
-        // SAFETY: plain system call on our fd.
-        if unsafe { libc::ftruncate(memfd.as_raw_fd(), len as libc::off_t) } != 0 {
-            return Err(format!("ftruncate of a memfd to {len}: {}", Errno::last()));
-        }
+        let memfd = crate::dmabuf::sealable_memfd(&cname, len)?;
         // SAFETY: a fresh shared mapping of our memfd chosen by the kernel; checked below.
         let p = unsafe {
             libc::mmap(
