@@ -41,7 +41,10 @@
 //!
 //! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h).
 
-use super::export::ResvFenceSlot;
+use super::export::{
+    self,
+    ResvFenceSlot, //
+};
 use crate::{
     bindings,
     fence::Fence, //
@@ -78,7 +81,7 @@ impl DataDir {
     /// The fences of a dma-buf's reservation object the driver must wait for before it
     /// accesses the memory: a writer waits for every reader and writer
     /// (`DMA_RESV_USAGE_READ`), a reader for the writers (`DMA_RESV_USAGE_WRITE`).
-    fn wait_usage(self) -> bindings::dma_resv_usage {
+    pub(super) fn wait_usage(self) -> bindings::dma_resv_usage {
         match self {
             DataDir::DeviceWrites => bindings::dma_resv_usage_DMA_RESV_USAGE_READ,
             DataDir::DeviceReads => bindings::dma_resv_usage_DMA_RESV_USAGE_WRITE,
@@ -401,31 +404,17 @@ impl Import {
         c_int::try_from(self.dmabuf.size()).unwrap_or(c_int::MAX)
     }
 
-    /// The fences of the dma-buf's reservation object (the exporter's) that the driver's
-    /// access must wait for and that have not signalled: a capture queue's writes wait for
-    /// every reader and writer, an output queue's reads for the writers. Those of the fence
-    /// contexts `skip` (the queue's own out-fences, which its order already waits for) are
-    /// left out. One fence (several are combined in a `dma_fence_array`), or `None`. It
-    /// allocates (`ENOMEM`) and takes no lock: process context, before the queue's locks; with
-    /// the reservation object locked (a [`ResvFenceSlot`] of this memory) the set cannot change
-    /// meanwhile.
-    pub(super) fn pending_fences(&self, skip: &[u64]) -> Result<Option<ARef<Fence>>> {
-        let resv = self.dmabuf.resv();
-        let mut fence = core::ptr::null_mut();
-        // SAFETY: `resv` is the live dma-buf's initialised reservation object; `skip` is valid
-        // for `skip.len()` reads; `fence` is ours to fill. The call takes RCU and references,
-        // no lock.
-        to_result(unsafe {
-            bindings::rvb2_dma_resv_get_pending(
-                resv,
-                self.dir.wait_usage(),
-                skip.as_ptr(),
-                skip.len() as u32,
-                &mut fence,
-            )
-        })?;
-        // SAFETY: A non-null result is a live fence carrying a reference for us.
-        Ok(NonNull::new(fence).map(|f| unsafe { Fence::from_raw_ref(f) }))
+    /// The fences of the dma-buf's reservation object (the exporter's, which every importer
+    /// sees) that the driver's access (`dir`) must wait for and that have not signalled,
+    /// leaving out those of the fence contexts `skip`, as
+    /// [`export::pending_fences`] says (`ENOMEM`).
+    pub(super) fn pending_fences(&self, dir: DataDir, skip: &[u64]) -> Result<Option<ARef<Fence>>> {
+        let resv = NonNull::new(self.dmabuf.resv()).ok_or(EINVAL)?;
+        // SAFETY: `resv` is the dma-buf's reservation object, initialised by `dma_buf_export()`
+        // and finalised (if it is the dma-buf's own) only when the dma-buf is released, after
+        // the last reference, of which `self.dmabuf` holds one for the call; an exporter's own
+        // object outlives its dma-bufs.
+        unsafe { export::pending_fences(resv, dir, skip) }
     }
 
     /// Locks the dma-buf's reservation object (`dma_buf.resv`, the exporter's, which every

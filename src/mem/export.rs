@@ -29,6 +29,12 @@
 //! The out-fence signals within its bound whatever happens, so the reservation object holds
 //! no fence that could stay pending.
 //!
+//! The other direction: once the memory was exported ([`Resv::share`]), a consumer of a dma-buf
+//! may add fences of its own (a read fence with `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`); a QBUF of
+//! the buffer then collects those still pending ([`Resv::pending_fences`], the same function
+//! as for an imported dma-buf's object) and the buffer waits for them as for an in-fence.
+//! Memory never exported holds only rvb2's own fences, and QBUF does not look at it.
+//!
 //! C headers: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h),
 //! [`include/linux/dma-resv.h`](srctree/include/linux/dma-resv.h).
 
@@ -42,7 +48,11 @@ use crate::{
 };
 use core::{
     marker::PhantomData,
-    ptr::NonNull, //
+    ptr::NonNull,
+    sync::atomic::{
+        AtomicBool,
+        Ordering, //
+    },
 };
 use kernel::{
     error::{
@@ -53,6 +63,7 @@ use kernel::{
     page::PAGE_SIZE,
     prelude::*,
     sync::{
+        aref::ARef,
         Arc,
         ArcBorrow, //
     },
@@ -88,7 +99,7 @@ impl DmaBuf {
             ops: &DMA_BUF_OPS,
             size: buf.size().next_multiple_of(PAGE_SIZE),
             flags: flags as c_int,
-            resv: buf.resv.as_raw(),
+            resv: buf.resv.share(),
             priv_: private.cast_mut().cast(),
         };
         // SAFETY: `info` is a complete export description with our operations. Its reservation
@@ -137,11 +148,15 @@ impl Drop for DmaBuf {
 /// # Invariants
 ///
 /// `inner` was initialised by `dma_resv_init()`, is finalised once, when this is dropped, and
-/// is not locked then (a [`ResvFenceSlot`] borrows it).
+/// is not locked then (a [`ResvFenceSlot`] borrows it). While `shared` is clear, no dma-buf
+/// was ever given `inner`: it holds only the fences rvb2 added ([`ResvFenceSlot::add_fence`]).
 #[pin_data(PinnedDrop)]
 pub(crate) struct Resv {
     #[pin]
     inner: Opaque<bindings::dma_resv>,
+    /// Set for good when the object is handed to a dma-buf ([`Resv::share`]): from then on
+    /// others (importers, `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`) may add fences to it.
+    shared: AtomicBool,
 }
 
 // SAFETY: A reservation object is locked internally (its ww_mutex, RCU for readers); any
@@ -157,12 +172,42 @@ impl Resv {
             // SAFETY: `dma_resv_init()` initialises the object in place and cannot fail; the
             // object is pinned, as its lock needs.
             inner <- Opaque::ffi_init(|p| unsafe { bindings::dma_resv_init(p) }),
+            shared: AtomicBool::new(false),
         })
     }
 
-    /// The raw pointer, for `dma_buf_export_info::resv`.
+    /// The raw pointer.
     fn as_raw(&self) -> *mut bindings::dma_resv {
         self.inner.get()
+    }
+
+    /// The raw pointer, for `dma_buf_export_info::resv`: marks the object as shared with
+    /// others, for good (also if the export then fails: it only costs the collection of
+    /// [`Resv::pending_fences`] at QBUF).
+    fn share(&self) -> *mut bindings::dma_resv {
+        // INVARIANT: Set before any dma-buf is given the object.
+        self.shared.store(true, Ordering::Release);
+        self.as_raw()
+    }
+
+    /// Whether the object was ever handed to a dma-buf ([`DmaBuf::export`]), so that others may
+    /// have added fences to it. (The queue exports and queues under one mutex, so a QBUF sees
+    /// every export made before it.)
+    pub(super) fn shared(&self) -> bool {
+        self.shared.load(Ordering::Acquire)
+    }
+
+    /// The fences others added to the object that the driver's access (`dir`) must wait for
+    /// and that have not signalled, leaving out those of the fence contexts `skip`, as
+    /// [`pending_fences`] says; `None` without touching the object if it was never shared
+    /// (it then holds only rvb2's own out-fences). It allocates (`ENOMEM`): process context.
+    pub(super) fn pending_fences(&self, dir: DataDir, skip: &[u64]) -> Result<Option<ARef<Fence>>> {
+        if !self.shared() {
+            return Ok(None);
+        }
+        // SAFETY: The pointer is to a field of `self`, so not null; the object is initialised
+        // and not finalised while `self` is borrowed (type invariant).
+        unsafe { pending_fences(NonNull::new_unchecked(self.as_raw()), dir, skip) }
     }
 
     /// Locks the object (interruptibly: `EINTR`) and reserves a slot for one fence of `dir`'s
@@ -174,6 +219,40 @@ impl Resv {
         // slot's lifetime ties it to.
         unsafe { ResvFenceSlot::reserve(NonNull::new_unchecked(self.as_raw()), dir) }
     }
+}
+
+/// The fences of the reservation object `resv` that a driver's access to its memory (`dir`) must
+/// wait for and that have not signalled: a writer (a capture queue) waits for every reader and
+/// writer, a reader (an output queue) for the writers. Those of the fence contexts `skip` (the
+/// queue's own out-fences, which its order already waits for) are left out. One fence (several
+/// are combined in a `dma_fence_array`), or `None`. It allocates (`ENOMEM`) and takes no lock:
+/// process context, before the queue's locks; with the object locked (a [`ResvFenceSlot`] of
+/// it) the set cannot change meanwhile. Used for MMAP memory's own object ([`Resv`]) and for an
+/// imported dma-buf's.
+///
+/// # Safety
+///
+/// `resv` is an initialised reservation object that stays live, and is not finalised, for the
+/// call.
+pub(super) unsafe fn pending_fences(
+    resv: NonNull<bindings::dma_resv>,
+    dir: DataDir,
+    skip: &[u64],
+) -> Result<Option<ARef<Fence>>> {
+    let mut fence = core::ptr::null_mut();
+    // SAFETY: `resv` is initialised and live (the caller's promise); `skip` is valid for
+    // `skip.len()` reads; `fence` is ours to fill. The call takes RCU and references, no lock.
+    to_result(unsafe {
+        bindings::rvb2_dma_resv_get_pending(
+            resv.as_ptr(),
+            dir.wait_usage(),
+            skip.as_ptr(),
+            skip.len() as u32,
+            &mut fence,
+        )
+    })?;
+    // SAFETY: A non-null result is a live fence carrying a reference for us.
+    Ok(NonNull::new(fence).map(|f| unsafe { Fence::from_raw_ref(f) }))
 }
 
 #[pinned_drop]

@@ -11,13 +11,15 @@
 //!
 //! # Implicit fences and cache maintenance
 //!
-//! An imported dma-buf may carry fences of other users in its reservation object (a reader's,
-//! added with `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`): at QBUF the queue collects those its driver
-//! must wait for ([`BufferMem::implicit_fences`]) and waits for them as for an in-fence, so
-//! QBUF never blocks on them. The driver's CPU access to such memory is bracketed by the cache
-//! maintenance of the import's own mapping when the [`CpuAccess`] is made and dropped
-//! (lock- and allocation-free, on the frame path), not by `dma_buf_begin_cpu_access()` and
-//! `dma_buf_end_cpu_access()`, which wait for those fences, take locks and allocate.
+//! An imported dma-buf, and MMAP memory once exported, may carry fences of other users in its
+//! reservation object (a reader's, added with `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`): at QBUF the
+//! queue collects those its driver must wait for ([`BufferMem::implicit_fences`]) and waits
+//! for them as for an in-fence, so QBUF never blocks on them. MMAP memory never exported is
+//! not looked at ([`BufferMem::shares_resv`]). The driver's CPU access to an import is
+//! bracketed by the cache maintenance of the import's own mapping when the [`CpuAccess`] is
+//! made and dropped (lock- and allocation-free, on the frame path), not by
+//! `dma_buf_begin_cpu_access()` and `dma_buf_end_cpu_access()`, which wait for those fences,
+//! take locks and allocate.
 //!
 //! # Where memory is released
 //!
@@ -152,20 +154,33 @@ impl BufferMem {
         }
     }
 
-    /// Whether the memory is an imported dma-buf, whose reservation object may hold fences of
-    /// others ([`BufferMem::implicit_fences`]).
-    pub(crate) fn is_import(&self) -> bool {
-        matches!(self.backing, Backing::Import(_))
+    /// Whether the memory's reservation object may hold fences of others
+    /// ([`BufferMem::implicit_fences`]): an imported dma-buf's always, MMAP memory's once it
+    /// was exported (`VIDIOC_EXPBUF`, for good), USERPTR memory's never (it has none). Reads
+    /// one flag, never the reservation object.
+    pub(crate) fn shares_resv(&self) -> bool {
+        match &self.backing {
+            Backing::Vmalloc(v) => v.resv.shared(),
+            Backing::Import(_) => true,
+            Backing::User(_) => false,
+        }
     }
 
-    /// The fences of others that the driver's access to an imported dma-buf must wait for and
-    /// that have not signalled, as one fence (see `Import::pending_fences`), leaving out
-    /// those of the fence contexts `skip`; `None` for other memory. It allocates (`ENOMEM`):
-    /// process context, no lock a signalling path takes held.
-    pub(crate) fn implicit_fences(&self, skip: &[u64]) -> Result<Option<ARef<Fence>>> {
+    /// The fences of others in the memory's reservation object that the driver's access
+    /// (`dir`) must wait for and that have not signalled, as one fence, leaving out those of
+    /// the fence contexts `skip` (see `export::pending_fences`): for an imported dma-buf and
+    /// for MMAP memory that was exported; `None` for other memory, whose reservation object (if
+    /// any) is not looked at. It allocates (`ENOMEM`): process context, no lock a signalling
+    /// path takes held.
+    pub(crate) fn implicit_fences(
+        &self,
+        dir: DataDir,
+        skip: &[u64],
+    ) -> Result<Option<ARef<Fence>>> {
         match &self.backing {
-            Backing::Import(i) => i.pending_fences(skip),
-            _ => Ok(None),
+            Backing::Vmalloc(v) => v.resv.pending_fences(dir, skip),
+            Backing::Import(i) => i.pending_fences(dir, skip),
+            Backing::User(_) => Ok(None),
         }
     }
 

@@ -31,12 +31,13 @@
 //! sequence order) or one per fence (unordered queues), and every path that takes a buffer
 //! back signals them. See `Documentation/design.rst`.
 //!
-//! A buffer of an imported dma-buf also waits for the fences of others in the dma-buf's
-//! reservation object (implicit synchronization: a reader's fence, added with
-//! `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`): QBUF collects those that have not signalled and merges
-//! them into the buffer's in-fence, so it waits for them as for an explicit in-fence
-//! (asynchronously, within the deadline, failing the buffer if one fails), and QBUF itself
-//! never waits.
+//! A buffer of an imported dma-buf, or of MMAP memory that was exported, also waits for the
+//! fences of others in the reservation object its dma-bufs share (implicit synchronization: a
+//! reader's fence, added with `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`): QBUF collects those that have
+//! not signalled and merges them into the buffer's in-fence, so it waits for them as for an
+//! explicit in-fence (asynchronously, within the deadline, failing the buffer if one fails),
+//! and QBUF itself never waits. Memory no one else can have added fences to (MMAP memory never
+//! exported, user pages) takes the fast path, which does not look at a reservation object.
 //!
 //! # Sequence numbers and timestamps
 //!
@@ -1518,12 +1519,13 @@ impl<O: QueueOps> Queue<O> {
             let current = inner.bufs.get(index).and_then(|b| b.as_ref()?.mem.clone());
             (index, prepared, out, plan, current)
         };
-        // Nothing to acquire, collect or publish: the buffer keeps memory that is no imported
-        // dma-buf (MMAP, the same user range) and no out-fence is asked for. `lock` then stays
-        // held, as it could have been released and taken again at once.
+        // Nothing to acquire, collect or publish: the buffer keeps memory whose reservation
+        // object nobody else can have added fences to (MMAP memory never exported, the same
+        // user range) and no out-fence is asked for. `lock` then stays held, as it could have
+        // been released and taken again at once.
         let fast = fences.publish.is_none()
             && matches!(plan, None | Some(Acquire::Keep))
-            && !current.as_ref().is_some_and(BufferMem::is_import);
+            && !current.as_ref().is_some_and(BufferMem::shares_resv);
         if fast {
             acquired = plan.map(|_| Acquired {
                 mem: None,
@@ -1552,8 +1554,9 @@ impl<O: QueueOps> Queue<O> {
                 _ => None,
             };
             // The fences of others the driver must wait for before it touches an imported
-            // dma-buf (the writers', and on a capture queue the readers', such as a read fence
-            // a consumer added with DMA_BUF_IOCTL_IMPORT_SYNC_FILE), collected under the
+            // dma-buf or exported MMAP memory (the writers', and on a capture queue the
+            // readers', such as a read fence a consumer added with
+            // DMA_BUF_IOCTL_IMPORT_SYNC_FILE), collected under the
             // reservation lock if the slot holds it, so that none is added in between: the
             // buffer waits for them with its in-fence, asynchronously, never in this ioctl.
             // This queue's own out-fences are left out (its order already waits for them, and
@@ -1563,7 +1566,7 @@ impl<O: QueueOps> Queue<O> {
             let implicit = match mem.as_ref() {
                 Some(m) => {
                     let (ours, n) = this.pending_out_contexts();
-                    m.implicit_fences(&ours[..n])?
+                    m.implicit_fences(this.data_dir(), &ours[..n])?
                 }
                 None => None,
             };
