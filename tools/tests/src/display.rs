@@ -42,6 +42,10 @@ pub static DISPLAY_TESTS: &[crate::harness::Test] = &[
         "dmabuf_read_fence_gates_capture",
         imported_read_fence_gates_capture,
     ),
+    (
+        "expbuf_read_fence_gates_capture",
+        exported_read_fence_gates_capture,
+    ),
     ("vkms_pipeline_fenced_crc", pipeline_fenced),
     ("vkms_pipeline_import_fenced_crc", pipeline_import_fenced),
     ("vkms_pipeline_implicit_crc", pipeline_implicit),
@@ -118,6 +122,20 @@ impl Rig {
         })
     }
 
+    /// `n` MMAP buffers (at least three for the read-fence cases: rvivid's minimum); the device
+    /// is opened `O_NONBLOCK`.
+    fn mmap_nonblock(ctx: &Ctx, n: u32) -> Result<Self, String> {
+        let node = ctx.find_rvivid()?;
+        let dev =
+            Device::open_nonblock(&node).map_err(|e| format!("open {}: {e}", node.display()))?;
+        dev.reqbufs(n)
+            .map_err(|e| format!("VIDIOC_REQBUFS({n}): {e}"))?;
+        Ok(Rig {
+            dev,
+            dmabufs: Vec::new(),
+        })
+    }
+
     /// DMABUF buffers (at least three: rvivid's minimum), buffer `i` importing `dmabufs[i]`
     /// (each at least a frame long); the device is opened `O_NONBLOCK`.
     fn importing(ctx: &Ctx, dmabufs: &[RawFd]) -> Result<Self, String> {
@@ -173,19 +191,43 @@ impl Rig {
 
     /// Queues `index`, with an out-fence (returned) if `out`.
     fn qbuf(&self, index: u32, out: bool) -> Result<Option<OwnedFd>, String> {
+        self.qbuf_fenced(index, None, out)
+    }
+
+    /// Queues `index` with the in-fence `in_fence` (if any), and an out-fence (returned) if
+    /// `out`.
+    fn qbuf_fenced(
+        &self,
+        index: u32,
+        in_fence: Option<&OwnedFd>,
+        out: bool,
+    ) -> Result<Option<OwnedFd>, String> {
         let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, self.memory(), index);
         if let Some(&fd) = self.dmabufs.get(index as usize) {
             // Length 0: the whole dma-buf.
             b.m.fd = fd;
         }
+        if let Some(fence) = in_fence {
+            b.flags |= FLAG_IN_FENCE;
+            b.reserved2 = fence.as_raw_fd() as u32;
+        }
         if out {
-            b.flags = FLAG_OUT_FENCE;
+            b.flags |= FLAG_OUT_FENCE;
         }
         self.dev
             .ioctl(VIDIOC_QBUF, &mut b)
-            .map_err(|e| format!("VIDIOC_QBUF {index}: {e}"))?;
+            .map_err(|e| format!("VIDIOC_QBUF {index} (flags {:#x}): {e}", b.flags))?;
         // SAFETY: with OUT_FENCE, QBUF installed a new fd that nothing else owns.
         Ok(out.then(|| unsafe { OwnedFd::from_raw_fd(b.reserved2 as i32) }))
+    }
+
+    /// `VIDIOC_QUERYBUF` of `index`: its flags.
+    fn query_flags(&self, index: u32, when: &str) -> Result<u32, String> {
+        let mut q = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, self.memory(), index);
+        self.dev
+            .ioctl(VIDIOC_QUERYBUF, &mut q)
+            .map_err(|e| format!("VIDIOC_QUERYBUF {index} {when}: {e}"))?;
+        Ok(q.flags)
     }
 
     fn streamon(&self) -> TestResult {
@@ -438,7 +480,7 @@ fn writer_status(dmabuf: RawFd) -> Result<i32, String> {
 /// `V4L2_BUF_FLAG_IN_FENCE`.
 const FLAG_IN_FENCE: u32 = crate::fences::V4L2_BUF_FLAG_IN_FENCE;
 
-/// The state of DMABUF capture buffer 0, whose implicit fences are pending, observed: QBUF
+/// The state of capture buffer 0, whose implicit fences are pending, observed: QBUF
 /// returned (the caller checks the fences are still pending), QUERYBUF says it is queued and
 /// waits for its in-fence (`V4L2_BUF_FLAG_IN_FENCE`, not `DONE`), a non-blocking DQBUF finds
 /// nothing (once `streaming`), its out-fence (if any) is pending, and its memory still holds
@@ -451,20 +493,16 @@ fn require_held(
     streaming: bool,
     when: &str,
 ) -> TestResult {
-    let mut q = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_DMABUF, 0);
-    rig.dev
-        .ioctl(VIDIOC_QUERYBUF, &mut q)
-        .map_err(|e| format!("VIDIOC_QUERYBUF 0 {when}: {e}"))?;
-    if q.flags & V4L2_BUF_FLAG_QUEUED == 0
-        || q.flags & FLAG_IN_FENCE == 0
-        || q.flags & (V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_ERROR) != 0
+    let flags = rig.query_flags(0, when)?;
+    if flags & V4L2_BUF_FLAG_QUEUED == 0
+        || flags & FLAG_IN_FENCE == 0
+        || flags & (V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_ERROR) != 0
     {
         return Err(format!(
-            "QUERYBUF 0 {when}: flags {:#x}, want QUEUED | IN_FENCE (waiting for the read fence)",
-            q.flags
+            "QUERYBUF 0 {when}: flags {flags:#x}, want QUEUED | IN_FENCE (waiting for the read fence)"
         ));
     }
-    let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_DMABUF, 0);
+    let mut b = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, rig.memory(), 0);
     match rig.dev.ioctl(VIDIOC_DQBUF, &mut b) {
         Err(e) if e.0 == libc::EAGAIN && streaming => {}
         // Not streaming: DQBUF is EINVAL whatever the buffers hold.
@@ -491,7 +529,125 @@ fn require_held(
 
 /// Read fences on an imported dma-buf are an implicit in-fence: a consumer's read fence
 /// (a sw_sync fence added with `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`) keeps rvivid from writing the
-/// buffer, without `VIDIOC_QBUF` waiting for it:
+/// buffer, without `VIDIOC_QBUF` waiting for it: the cases of [`read_fence_cases`], on the
+/// first of three imported dma-bufs of the system heap; none is held afterwards.
+fn imported_read_fence_gates_capture(ctx: &mut Ctx) -> TestResult {
+    let fmt = current_format(ctx)?;
+    let len = (fmt.sizeimage as usize).next_multiple_of(page_size());
+    let a = crate::dmabuf::heap_alloc(len)?;
+    let b = crate::dmabuf::heap_alloc(len)?;
+    let c = crate::dmabuf::heap_alloc(len)?;
+    let mut map = Mapping::shared(&a, 0, len).map_err(|e| format!("mmap of dma-buf 0: {e}"))?;
+    {
+        // Three buffers: after buffer 0 fails, 1 and 2 are enough for rvivid to start.
+        let rig = Rig::importing(ctx, &[a.as_raw_fd(), b.as_raw_fd(), c.as_raw_fd()])?;
+        read_fence_cases(&rig, a.as_raw_fd(), &mut map, &fmt)?;
+    }
+    // Our fd and our mapping.
+    crate::dmabuf::expect_released("dma-buf 0 after the test", &a, 2)?;
+    drop(map);
+    crate::dmabuf::expect_released("dma-buf 1 after the test", &b, 1)?;
+    crate::dmabuf::expect_released("dma-buf 2 after the test", &c, 1)
+}
+
+/// Read fences on an exported MMAP buffer are an implicit in-fence too, exactly as on an
+/// imported dma-buf (`dmabuf_read_fence_gates_capture`): buffer 0 of three MMAP buffers is
+/// exported (`VIDIOC_EXPBUF`), and the consumer's read fences are added to that dma-buf.
+///
+/// - Exported, with no fence added by anyone: the buffer streams as before (QBUF with an
+///   out-fence, QUERYBUF without `IN_FENCE`, the frame arrives);
+/// - the cases of [`read_fence_cases`], the consumer's view of the buffer being the exported
+///   dma-buf (mapped through it);
+/// - the exported fd and its mapping closed: the buffer streams as before, although its
+///   reservation object still holds the (signalled, one failed) fences of the cases.
+fn exported_read_fence_gates_capture(ctx: &mut Ctx) -> TestResult {
+    let fmt = current_format(ctx)?;
+    let len = (fmt.sizeimage as usize).next_multiple_of(page_size());
+    let rig = Rig::mmap_nonblock(ctx, 3)?;
+    let a = rig.expbuf(0)?;
+    let mut map = Mapping::shared(&a, 0, len).map_err(|e| format!("mmap of the dma-buf: {e}"))?;
+    streams_unfenced(&rig, &map, &fmt, "exported, no fence added")?;
+    read_fence_cases(&rig, a.as_raw_fd(), &mut map, &fmt)?;
+    crate::dmabuf::expect_released("the exported dma-buf after the cases", &a, 2)?;
+    drop(map);
+    drop(a);
+    // What the buffer holds is checked through the V4L2 mapping now.
+    let mut q = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_MMAP, 0);
+    rig.dev
+        .ioctl(VIDIOC_QUERYBUF, &mut q)
+        .map_err(|e| format!("VIDIOC_QUERYBUF 0: {e}"))?;
+    let map =
+        Mapping::shared(&rig.dev, q.offset(), len).map_err(|e| format!("mmap of buffer 0: {e}"))?;
+    streams_unfenced(&rig, &map, &fmt, "the exported fd closed")
+}
+
+/// The capture format rvivid has now.
+fn current_format(ctx: &Ctx) -> Result<crate::frame::FrameFormat, String> {
+    let node = ctx.find_rvivid()?;
+    let dev = Device::open(&node).map_err(|e| format!("open {}: {e}", node.display()))?;
+    let f = dev.g_fmt().map_err(|e| format!("VIDIOC_G_FMT: {e}"))?;
+    Ok(crate::frame::FrameFormat::from_pix(f.pix()))
+}
+
+/// Once `out` (buffer 0's out-fence) signals, buffer 0 is dequeued with a frame (colour bars in
+/// `map`, its memory), then buffer 1; then STREAMOFF.
+fn frame_arrives(
+    rig: &Rig,
+    map: &Mapping,
+    fmt: &crate::frame::FrameFormat,
+    out: &OwnedFd,
+    what: &str,
+) -> TestResult {
+    let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
+    if s != 1 {
+        return Err(format!(
+            "{what}: out-fence {}, want signalled",
+            status_str(s)
+        ));
+    }
+    let got = rig.dqbuf()?;
+    if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
+        return Err(format!(
+            "{what}: DQBUF buffer {} flags {:#x}, want buffer 0 with a frame",
+            got.index, got.flags
+        ));
+    }
+    crate::frame::check_color_bars(&map.bytes()[..got.bytesused as usize], fmt)
+        .map_err(|e| format!("{what}: buffer 0: {e}"))?;
+    let got = rig.dqbuf()?;
+    if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
+        return Err(format!(
+            "{what}: DQBUF buffer {} flags {:#x}, want buffer 1 with a frame",
+            got.index, got.flags
+        ));
+    }
+    rig.streamoff()
+}
+
+/// Buffer 0 (memory `map`), whose reservation object holds no pending fence of others,
+/// streams as any buffer: QBUF with an out-fence, QUERYBUF says it is queued and waits for no
+/// in-fence (no `IN_FENCE`), and once streaming the frame arrives.
+fn streams_unfenced(
+    rig: &Rig,
+    map: &Mapping,
+    fmt: &crate::frame::FrameFormat,
+    what: &str,
+) -> TestResult {
+    let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
+    let flags = rig.query_flags(0, what)?;
+    if flags & V4L2_BUF_FLAG_QUEUED == 0 || flags & FLAG_IN_FENCE != 0 {
+        return Err(format!(
+            "QUERYBUF 0 {what}: flags {flags:#x}, want QUEUED without IN_FENCE (nothing to wait for)"
+        ));
+    }
+    rig.qbuf(1, false)?;
+    rig.qbuf(2, false)?;
+    rig.streamon()?;
+    frame_arrives(rig, map, fmt, &out, what)
+}
+
+/// The read-fence cases, on buffer 0 of `rig` (three capture buffers, the device
+/// `O_NONBLOCK`), whose memory a consumer sees as the dma-buf `dmabuf`, mapped by `map`:
 ///
 /// - QBUF (with an out-fence) returns while the read fence is pending; after STREAMON the
 ///   buffer stays queued, waiting (QUERYBUF `IN_FENCE`), nothing can be dequeued, its
@@ -507,266 +663,206 @@ fn require_held(
 /// - a read fence that never signals, on a buffer queued with no fence flag at all: the
 ///   fence deadline bounds it (`V4L2_BUF_FLAG_ERROR` within the bound), the buffer after it
 ///   gets its frame.
-fn imported_read_fence_gates_capture(ctx: &mut Ctx) -> TestResult {
-    let fmt = {
-        let node = ctx.find_rvivid()?;
-        let dev = Device::open(&node).map_err(|e| format!("open {}: {e}", node.display()))?;
-        let f = dev.g_fmt().map_err(|e| format!("VIDIOC_G_FMT: {e}"))?;
-        crate::frame::FrameFormat::from_pix(f.pix())
-    };
-    let len = (fmt.sizeimage as usize).next_multiple_of(page_size());
-    let a = crate::dmabuf::heap_alloc(len)?;
-    let b = crate::dmabuf::heap_alloc(len)?;
-    let c = crate::dmabuf::heap_alloc(len)?;
-    let mut map = Mapping::shared(&a, 0, len).map_err(|e| format!("mmap of dma-buf 0: {e}"))?;
-    {
-        // Three buffers: after buffer 0 fails, 1 and 2 are enough for rvivid to start.
-        let rig = Rig::importing(ctx, &[a.as_raw_fd(), b.as_raw_fd(), c.as_raw_fd()])?;
-        let frame_arrives = |rig: &Rig, map: &Mapping, out: &OwnedFd, what: &str| -> TestResult {
-            let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
-            if s != 1 {
-                return Err(format!(
-                    "{what}: out-fence {}, want signalled",
-                    status_str(s)
-                ));
-            }
-            let got = rig.dqbuf()?;
-            if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
-                return Err(format!(
-                    "{what}: DQBUF buffer {} flags {:#x}, want buffer 0 with a frame",
-                    got.index, got.flags
-                ));
-            }
-            crate::frame::check_color_bars(&map.bytes()[..got.bytesused as usize], &fmt)
-                .map_err(|e| format!("{what}: buffer 0: {e}"))?;
-            let got = rig.dqbuf()?;
-            if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
-                return Err(format!(
-                    "{what}: DQBUF buffer {} flags {:#x}, want buffer 1 with a frame",
-                    got.index, got.flags
-                ));
-            }
-            rig.streamoff()
-        };
-
-        // A read fence alone.
-        map.bytes_mut().fill(0x5a);
-        let readers = syncfile::Timeline::open()?;
-        let read = readers.create_fence(1)?;
-        import_read_fence(a.as_raw_fd(), &read)?;
-        if writer_status(a.as_raw_fd())? != 0 {
-            return Err("the read fence is not in the dma-buf's reservation object".into());
-        }
-        let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
-        require_status(&read, "the read fence once QBUF returned", 0)?;
-        require_held(&rig, &map, 0x5a, Some(&out), false, "after QBUF")?;
-        rig.qbuf(1, false)?;
-        rig.qbuf(2, false)?;
-        rig.streamon()?;
-        require_held(&rig, &map, 0x5a, Some(&out), true, "after STREAMON")?;
-        require_status(
-            &export_sync_file(a.as_raw_fd())?,
-            "the dma-buf's write fence (the out-fence)",
-            0,
-        )?;
-        readers.inc(1)?;
-        frame_arrives(&rig, &map, &out, "once the read fence signalled")?;
-
-        // An explicit in-fence and a read fence: both are waited for.
-        map.bytes_mut().fill(0x3c);
-        let explicit = syncfile::Timeline::open()?;
-        let in_fence = explicit.create_fence(1)?;
-        let read = readers.create_fence(2)?;
-        import_read_fence(a.as_raw_fd(), &read)?;
-        let mut qb = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_DMABUF, 0);
-        qb.m.fd = a.as_raw_fd();
-        qb.flags = FLAG_IN_FENCE | FLAG_OUT_FENCE;
-        qb.reserved2 = in_fence.as_raw_fd() as u32;
-        rig.dev
-            .ioctl(VIDIOC_QBUF, &mut qb)
-            .map_err(|e| format!("VIDIOC_QBUF 0 with an in-fence: {e}"))?;
-        // SAFETY: with OUT_FENCE, QBUF installed a new fd that nothing else owns.
-        let out = unsafe { OwnedFd::from_raw_fd(qb.reserved2 as i32) };
-        rig.qbuf(1, false)?;
-        rig.qbuf(2, false)?;
-        rig.streamon()?;
-        require_held(
-            &rig,
-            &map,
-            0x3c,
-            Some(&out),
-            true,
-            "with both fences pending",
-        )?;
-        explicit.inc(1)?;
-        require_status(&in_fence, "the explicit in-fence", 1)?;
-        require_held(
-            &rig,
-            &map,
-            0x3c,
-            Some(&out),
-            true,
-            "with the read fence pending",
-        )?;
-        readers.inc(1)?;
-        frame_arrives(&rig, &map, &out, "once both signalled")?;
-
-        // A read fence that fails.
-        map.bytes_mut().fill(0x11);
-        let failing = syncfile::Timeline::open()?;
-        let read = failing.create_fence(1)?;
-        import_read_fence(a.as_raw_fd(), &read)?;
-        let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
-        rig.qbuf(1, false)?;
-        rig.qbuf(2, false)?;
-        rig.streamon()?;
-        require_held(
-            &rig,
-            &map,
-            0x11,
-            Some(&out),
-            true,
-            "before the read fence fails",
-        )?;
-        failing.close();
-        require_status(&read, "the read fence of a closed timeline", -libc::ENOENT)?;
-        let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
-        if s != -libc::EIO {
-            return Err(format!(
-                "out-fence behind a failed read fence: {}, want -EIO",
-                status_str(s)
-            ));
-        }
-        let got = rig.dqbuf()?;
-        if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
-            return Err(format!(
-                "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR",
-                got.index, got.flags
-            ));
-        }
-        if let Some(i) = map.bytes().iter().position(|&x| x != 0x11) {
-            return Err(format!(
-                "the failed buffer's dma-buf was written (byte {i})"
-            ));
-        }
-        let got = rig.dqbuf()?;
-        if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
-            return Err(format!(
-                "DQBUF: buffer {} flags {:#x}, want buffer 1 with a frame",
-                got.index, got.flags
-            ));
-        }
-        rig.streamoff()?;
-
-        // An explicit in-fence that failed before the QBUF, with a read fence pending: the
-        // buffer fails at once, unwritten, without waiting for the reader (the merge of the
-        // two keeps the failed fence's error, which dma_fence_unwrap_merge() alone drops).
-        map.bytes_mut().fill(0x22);
-        let failed = syncfile::Timeline::open()?;
-        let in_fence = failed.create_fence(1)?;
-        failed.close();
-        require_status(
-            &in_fence,
-            "the in-fence of a closed timeline",
-            -libc::ENOENT,
-        )?;
-        let read = readers.create_fence(3)?;
-        import_read_fence(a.as_raw_fd(), &read)?;
-        let mut qb = v4l2_buffer::new(V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_MEMORY_DMABUF, 0);
-        qb.m.fd = a.as_raw_fd();
-        qb.flags = FLAG_IN_FENCE | FLAG_OUT_FENCE;
-        qb.reserved2 = in_fence.as_raw_fd() as u32;
-        rig.dev
-            .ioctl(VIDIOC_QBUF, &mut qb)
-            .map_err(|e| format!("VIDIOC_QBUF 0 with a failed in-fence: {e}"))?;
-        // SAFETY: with OUT_FENCE, QBUF installed a new fd that nothing else owns.
-        let out = unsafe { OwnedFd::from_raw_fd(qb.reserved2 as i32) };
-        rig.qbuf(1, false)?;
-        rig.qbuf(2, false)?;
-        rig.streamon()?;
-        let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
-        if s != -libc::EIO {
-            return Err(format!(
-                "out-fence behind a failed in-fence and a pending read fence: {}, want -EIO",
-                status_str(s)
-            ));
-        }
-        let got = rig.dqbuf()?;
-        if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
-            return Err(format!(
-                "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR \
-                 (its in-fence failed)",
-                got.index, got.flags
-            ));
-        }
-        require_status(&read, "the read fence, still held by its reader", 0)?;
-        if let Some(i) = map.bytes().iter().position(|&x| x != 0x22) {
-            return Err(format!(
-                "the buffer whose in-fence failed was written (byte {i})"
-            ));
-        }
-        let got = rig.dqbuf()?;
-        if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
-            return Err(format!(
-                "DQBUF: buffer {} flags {:#x}, want buffer 1 with a frame",
-                got.index, got.flags
-            ));
-        }
-        readers.inc(1)?;
-        rig.streamoff()?;
-
-        // A read fence that never signals, on a buffer queued with no fence flag.
-        const BOUND: u32 = 300;
-        let bound = crate::fences::Bound::set(BOUND)?;
-        map.bytes_mut().fill(0x77);
-        let stuck = syncfile::Timeline::open()?;
-        let read = stuck.create_fence(1)?;
-        import_read_fence(a.as_raw_fd(), &read)?;
-        rig.qbuf(0, false)?;
-        require_held(&rig, &map, 0x77, None, false, "queued without fence flags")?;
-        rig.qbuf(1, false)?;
-        rig.qbuf(2, false)?;
-        rig.streamon()?;
-        let limit = crate::fences::expiry_limit(BOUND);
-        let rev = rig
-            .dev
-            .poll(libc::POLLIN, limit.as_millis() as i32)
-            .map_err(|e| format!("poll: {e}"))?;
-        if rev & libc::POLLIN == 0 {
-            return Err(format!(
-                "no buffer within {} ms of a {BOUND} ms bound (revents {rev:#x})",
-                limit.as_millis()
-            ));
-        }
-        let got = rig.dqbuf()?;
-        if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
-            return Err(format!(
-                "DQBUF: buffer {} flags {:#x}, want buffer 0 failed by the deadline",
-                got.index, got.flags
-            ));
-        }
-        require_status(&read, "the read fence nobody signalled", 0)?;
-        if let Some(i) = map.bytes().iter().position(|&x| x != 0x77) {
-            return Err(format!(
-                "the timed-out buffer's dma-buf was written (byte {i})"
-            ));
-        }
-        let got = rig.dqbuf()?;
-        if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
-            return Err(format!(
-                "DQBUF: buffer {} flags {:#x}, want buffer 1 with a frame",
-                got.index, got.flags
-            ));
-        }
-        rig.streamoff()?;
-        drop(bound);
-        stuck.inc(1)?;
+fn read_fence_cases(
+    rig: &Rig,
+    dmabuf: RawFd,
+    map: &mut Mapping,
+    fmt: &crate::frame::FrameFormat,
+) -> TestResult {
+    // A read fence alone.
+    map.bytes_mut().fill(0x5a);
+    let readers = syncfile::Timeline::open()?;
+    let read = readers.create_fence(1)?;
+    import_read_fence(dmabuf, &read)?;
+    if writer_status(dmabuf)? != 0 {
+        return Err("the read fence is not in the dma-buf's reservation object".into());
     }
-    // Our fd and our mapping.
-    crate::dmabuf::expect_released("dma-buf 0 after the test", &a, 2)?;
-    drop(map);
-    crate::dmabuf::expect_released("dma-buf 1 after the test", &b, 1)?;
-    crate::dmabuf::expect_released("dma-buf 2 after the test", &c, 1)
+    let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
+    require_status(&read, "the read fence once QBUF returned", 0)?;
+    require_held(rig, map, 0x5a, Some(&out), false, "after QBUF")?;
+    rig.qbuf(1, false)?;
+    rig.qbuf(2, false)?;
+    rig.streamon()?;
+    require_held(rig, map, 0x5a, Some(&out), true, "after STREAMON")?;
+    require_status(
+        &export_sync_file(dmabuf)?,
+        "the dma-buf's write fence (the out-fence)",
+        0,
+    )?;
+    readers.inc(1)?;
+    frame_arrives(rig, map, fmt, &out, "once the read fence signalled")?;
+
+    // An explicit in-fence and a read fence: both are waited for.
+    map.bytes_mut().fill(0x3c);
+    let explicit = syncfile::Timeline::open()?;
+    let in_fence = explicit.create_fence(1)?;
+    let read = readers.create_fence(2)?;
+    import_read_fence(dmabuf, &read)?;
+    let out = rig
+        .qbuf_fenced(0, Some(&in_fence), true)?
+        .ok_or("no out-fence")?;
+    rig.qbuf(1, false)?;
+    rig.qbuf(2, false)?;
+    rig.streamon()?;
+    require_held(rig, map, 0x3c, Some(&out), true, "with both fences pending")?;
+    explicit.inc(1)?;
+    require_status(&in_fence, "the explicit in-fence", 1)?;
+    require_held(
+        rig,
+        map,
+        0x3c,
+        Some(&out),
+        true,
+        "with the read fence pending",
+    )?;
+    readers.inc(1)?;
+    frame_arrives(rig, map, fmt, &out, "once both signalled")?;
+
+    // A read fence that fails.
+    map.bytes_mut().fill(0x11);
+    let failing = syncfile::Timeline::open()?;
+    let read = failing.create_fence(1)?;
+    import_read_fence(dmabuf, &read)?;
+    let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
+    rig.qbuf(1, false)?;
+    rig.qbuf(2, false)?;
+    rig.streamon()?;
+    require_held(
+        rig,
+        map,
+        0x11,
+        Some(&out),
+        true,
+        "before the read fence fails",
+    )?;
+    failing.close();
+    require_status(&read, "the read fence of a closed timeline", -libc::ENOENT)?;
+    let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
+    if s != -libc::EIO {
+        return Err(format!(
+            "out-fence behind a failed read fence: {}, want -EIO",
+            status_str(s)
+        ));
+    }
+    let got = rig.dqbuf()?;
+    if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
+        return Err(format!(
+            "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR",
+            got.index, got.flags
+        ));
+    }
+    if let Some(i) = map.bytes().iter().position(|&x| x != 0x11) {
+        return Err(format!(
+            "the failed buffer's dma-buf was written (byte {i})"
+        ));
+    }
+    let got = rig.dqbuf()?;
+    if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
+        return Err(format!(
+            "DQBUF: buffer {} flags {:#x}, want buffer 1 with a frame",
+            got.index, got.flags
+        ));
+    }
+    rig.streamoff()?;
+
+    // An explicit in-fence that failed before the QBUF, with a read fence pending: the
+    // buffer fails at once, unwritten, without waiting for the reader (the merge of the
+    // two keeps the failed fence's error, which dma_fence_unwrap_merge() alone drops).
+    map.bytes_mut().fill(0x22);
+    let failed = syncfile::Timeline::open()?;
+    let in_fence = failed.create_fence(1)?;
+    failed.close();
+    require_status(
+        &in_fence,
+        "the in-fence of a closed timeline",
+        -libc::ENOENT,
+    )?;
+    let read = readers.create_fence(3)?;
+    import_read_fence(dmabuf, &read)?;
+    let out = rig
+        .qbuf_fenced(0, Some(&in_fence), true)?
+        .ok_or("no out-fence")?;
+    rig.qbuf(1, false)?;
+    rig.qbuf(2, false)?;
+    rig.streamon()?;
+    let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
+    if s != -libc::EIO {
+        return Err(format!(
+            "out-fence behind a failed in-fence and a pending read fence: {}, want -EIO",
+            status_str(s)
+        ));
+    }
+    let got = rig.dqbuf()?;
+    if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
+        return Err(format!(
+            "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR \
+                 (its in-fence failed)",
+            got.index, got.flags
+        ));
+    }
+    require_status(&read, "the read fence, still held by its reader", 0)?;
+    if let Some(i) = map.bytes().iter().position(|&x| x != 0x22) {
+        return Err(format!(
+            "the buffer whose in-fence failed was written (byte {i})"
+        ));
+    }
+    let got = rig.dqbuf()?;
+    if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
+        return Err(format!(
+            "DQBUF: buffer {} flags {:#x}, want buffer 1 with a frame",
+            got.index, got.flags
+        ));
+    }
+    readers.inc(1)?;
+    rig.streamoff()?;
+
+    // A read fence that never signals, on a buffer queued with no fence flag.
+    const BOUND: u32 = 300;
+    let bound = crate::fences::Bound::set(BOUND)?;
+    map.bytes_mut().fill(0x77);
+    let stuck = syncfile::Timeline::open()?;
+    let read = stuck.create_fence(1)?;
+    import_read_fence(dmabuf, &read)?;
+    rig.qbuf(0, false)?;
+    require_held(rig, map, 0x77, None, false, "queued without fence flags")?;
+    rig.qbuf(1, false)?;
+    rig.qbuf(2, false)?;
+    rig.streamon()?;
+    let limit = crate::fences::expiry_limit(BOUND);
+    let rev = rig
+        .dev
+        .poll(libc::POLLIN, limit.as_millis() as i32)
+        .map_err(|e| format!("poll: {e}"))?;
+    if rev & libc::POLLIN == 0 {
+        return Err(format!(
+            "no buffer within {} ms of a {BOUND} ms bound (revents {rev:#x})",
+            limit.as_millis()
+        ));
+    }
+    let got = rig.dqbuf()?;
+    if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
+        return Err(format!(
+            "DQBUF: buffer {} flags {:#x}, want buffer 0 failed by the deadline",
+            got.index, got.flags
+        ));
+    }
+    require_status(&read, "the read fence nobody signalled", 0)?;
+    if let Some(i) = map.bytes().iter().position(|&x| x != 0x77) {
+        return Err(format!(
+            "the timed-out buffer's dma-buf was written (byte {i})"
+        ));
+    }
+    let got = rig.dqbuf()?;
+    if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
+        return Err(format!(
+            "DQBUF: buffer {} flags {:#x}, want buffer 1 with a frame",
+            got.index, got.flags
+        ));
+    }
+    rig.streamoff()?;
+    drop(bound);
+    stuck.inc(1)?;
+    Ok(())
 }
 
 /// Unloads vkms when dropped.
