@@ -18,7 +18,10 @@
 //! carries it as the write fence of its dma-bufs' reservation object (an imported dma-buf's is
 //! its exporter's), so `DMA_BUF_IOCTL_EXPORT_SYNC_FILE` returns a fence that waits for the
 //! frame, and with the display (`vkms_pipeline_implicit_crc`, `vkms_pipeline_import_implicit_crc`:
-//! no `IN_FENCE_FD`, KMS finds the fence in the reservation object).
+//! no `IN_FENCE_FD`, KMS finds the fence in the reservation object). The other direction, a
+//! consumer's read fence keeping rvivid from writing the buffer, is tested on both kinds of
+//! memory with the same cases (`dmabuf_read_fence_gates_capture`,
+//! `expbuf_read_fence_gates_capture`: [`read_fence_cases`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
