@@ -62,7 +62,7 @@ shell: modules
 bench: setup tests
 	@$(TOOLS)/bench.sh
 
-bench-display: modules samples
+bench-display: setup samples
 	@$(TOOLS)/bench-display.sh
 
 bench-profile: setup tests

@@ -22,7 +22,7 @@
  *
  *   vkms-pipeline [-d /dev/videoN] [-c /dev/dri/cardN] [-n frames] [-b buffers]
  *                 [-s WxH] [-r fps] [-m fenced|implicit|classic] [-M export|import] [-w] [-C] [-v]
- *                 [-f frame] [-q frame]
+ *                 [-f frame] [-q frame] [-F frame]
  *
  *  -m fenced    explicit fences both ways (the default)
  *  -m implicit  no IN_FENCE_FD: KMS waits for the write fence the capture driver put in the
@@ -54,6 +54,15 @@
  *               KMS does not look at fence errors and shows the buffer anyway, so the pipeline
  *               learns of it when it dequeues the buffer (V4L2_BUF_FLAG_ERROR), does not check
  *               that frame, counts it as failed and goes on
+ *  -F K         fault: the commit of frame K fails (it asks for a source rectangle wider than
+ *               the framebuffer, which the atomic check refuses with ENOSPC; fenced and
+ *               implicit modes, 3 buffers or more, 4 with -C). The display never had that
+ *               buffer: nothing of the commit is left (no out-fence, no flip event), the frame
+ *               on screen stays, the next frame queued is committed in its place, and the
+ *               buffer goes back to the capture once its frame is in (dequeued when a later
+ *               frame is, which the ordered queue completes after it; its capture fence must
+ *               have signalled), queued again without a release fence, and shown later
+ *               ("returned" in the summary). Its frame is not checked and not a gap
  *  -q K         quit: right after the commit of frame K (which waits for its capture), close
  *               the video device without STREAMOFF (and unmap its buffers: a mapping keeps the
  *               file open); every capture out-fence still held must have signalled (the
@@ -110,6 +119,7 @@ struct frame_buf {
 	void *map;		/* CPU mapping, to check frames */
 	size_t size;
 	int cap_fence;		/* out-fence of its last QBUF, until a commit takes it */
+	int returned;		/* its last commit failed (-F): it went back to the capture */
 };
 
 struct wb_buf {
@@ -137,13 +147,14 @@ static struct {
 	int crc_ahead;
 	/* the vblank sequence of the last flip events */
 	__u32 flip_seq[2];
-	unsigned int fail_at, quit_at;
+	unsigned int fail_at, quit_at, fail_commit_at;
 	__u32 crtc, plane, conn, wb_conn, mode_blob;
 	struct props p;
 	struct frame_buf buf[MAX_BUFS];
 	struct wb_buf wb[NUM_WB];
 	/* statistics */
 	unsigned int shown, checked, errors, gaps, failed, vblanks;
+	unsigned int commits_failed, returned;	/* -F: failed commits; their buffers shown later */
 	double lat_sum_us, lat_max_us;
 } g = {
 	.width = 320, .height = 240, .nbufs = 3, .fps = 30, .frames = 300,
@@ -427,9 +438,13 @@ static void add(struct commit *c, __u32 obj, __u32 prop, __u64 value)
  * Shows @b: its plane waits for @in_fence (-1: none), the CRTC's out-fence (the release fence
  * of the buffer shown before) goes to *@out_fence, and with -w the composed frame is written
  * back into @wb, whose fence goes to *@wb_fence. A flip event carries @k.
+ *
+ * With @invalid (-F), the commit asks for a source rectangle one pixel wider than the
+ * framebuffer, which the atomic check refuses (ENOSPC): a commit that fails. Returns 0, or
+ * the errno of a commit that failed as it should; any other outcome ends the program.
  */
-static void commit(struct frame_buf *b, int in_fence, int *out_fence, struct wb_buf *wb,
-		   int *wb_fence, unsigned int k, int modeset)
+static int commit(struct frame_buf *b, int in_fence, int *out_fence, struct wb_buf *wb,
+		  int *wb_fence, unsigned int k, int modeset, int invalid)
 {
 	struct commit c = { 0 };
 	struct drm_mode_atomic a = { 0 };
@@ -448,6 +463,8 @@ static void commit(struct frame_buf *b, int in_fence, int *out_fence, struct wb_
 			add(&c, g.plane, g.p.plane_dst[i], dst[i]);
 		}
 	}
+	if (invalid)
+		add(&c, g.plane, g.p.plane_src[2], (__u64)(g.width + 1) << 16);
 	add(&c, g.crtc, g.p.crtc_out_fence, (__u64)(uintptr_t)out_fence);
 	if (modeset) {
 		add(&c, g.crtc, g.p.crtc_mode, g.mode_blob);
@@ -467,14 +484,24 @@ static void commit(struct frame_buf *b, int in_fence, int *out_fence, struct wb_
 	a.count_props_ptr = (__u64)(uintptr_t)c.counts;
 	a.props_ptr = (__u64)(uintptr_t)c.props;
 	a.prop_values_ptr = (__u64)(uintptr_t)c.values;
-	a.user_data = k;
+	/* A flip event of a commit that failed would not be the one wait_flip() wants. */
+	a.user_data = invalid ? k | 1ull << 63 : k;
 	*out_fence = -1;
 	if (wb_fence)
 		*wb_fence = -1;
 	t = cpu_now_us();
-	if (xioctl(g.drm, DRM_IOCTL_MODE_ATOMIC, &a))
-		die("DRM_IOCTL_MODE_ATOMIC");
+	if (xioctl(g.drm, DRM_IOCTL_MODE_ATOMIC, &a)) {
+		if (!invalid || errno != ENOSPC)
+			die("DRM_IOCTL_MODE_ATOMIC");
+		/* Nothing of it is left: no out-fence (its fd is not installed), no event. */
+		if (*out_fence != -1 || (wb_fence && *wb_fence != -1))
+			fail("a commit that failed returned an out-fence%s", "");
+		return ENOSPC;
+	}
+	if (invalid)
+		fail("a commit with a source wider than its framebuffer %s", "succeeded");
 	step_cpu_us[ST_COMMIT] += cpu_now_us() - t;
+	return 0;
 }
 
 /* Waits for the flip event of commit @k; returns its time (CLOCK_MONOTONIC, us). */
@@ -984,39 +1011,116 @@ static void account(unsigned int k, const struct v4l2_buffer *vb, double flip_us
 }
 
 /*
- * Explicit (or implicit) fences: commit k shows buffer k % N behind its capture out-fence;
- * its release fence gates the next capture into the buffer of frame k - 1. With -C, a buffer
- * is recycled one commit later, once vkms has composed its last vblank.
+ * The capture queue's frames in QBUF order, which is the order the ordered queue fills and
+ * returns them in: entry q % RING is the q-th VIDIOC_QBUF's buffer and what became of its
+ * frame. Frames are given to the commits in that order.
+ */
+#define RING (2 * MAX_BUFS)
+enum { QUEUED = -1, RETURNED = -2 };
+static struct {
+	unsigned int buf;
+	int commit;	/* the commit that shows it, QUEUED, or RETURNED (its commit failed) */
+} ring[RING];
+static unsigned int q_next, q_commit, q_deq;	/* the next QBUF, commit, DQBUF */
+
+/* Queues buffer @i for the next frame, behind @in_fence (-1: none), with an out-fence. */
+static void queue_frame(unsigned int i, int in_fence)
+{
+	g.buf[i].cap_fence = queue(i, in_fence, 1);
+	ring[q_next % RING].buf = i;
+	ring[q_next % RING].commit = QUEUED;
+	q_next++;
+}
+
+/*
+ * -F: the commit of the frame in @vb's buffer failed, so the display never had the buffer:
+ * it goes back to the capture (queued again with no release fence, if @requeue) and is shown
+ * later. Its frame is complete (its capture fence signalled) and is not checked.
+ */
+static void take_back(const struct v4l2_buffer *vb, __u32 *last_seq, int requeue)
+{
+	struct frame_buf *b = &g.buf[vb->index];
+	int want = vb->flags & V4L2_BUF_FLAG_ERROR ? -EIO : 1;
+	int status = fence_status(b->cap_fence);
+
+	if (status != want) {
+		printf("buffer %u seq %u (not shown): capture fence status %d, want %d\n",
+		       vb->index, vb->sequence, status, want);
+		g.errors++;
+	}
+	close(b->cap_fence);
+	b->cap_fence = -1;
+	/* Not a gap (rvivid captured it) and not shown; it must still be in order. */
+	if (vb->sequence <= *last_seq) {
+		printf("buffer %u: sequence %u after %u\n", vb->index, vb->sequence, *last_seq);
+		g.errors++;
+	} else {
+		g.gaps += vb->sequence - *last_seq - 1;
+	}
+	*last_seq = vb->sequence;
+	if (g.verbose)
+		printf("buffer %u seq %u: its commit failed, back to the capture\n", vb->index,
+		       vb->sequence);
+	if (requeue)
+		queue_frame(vb->index, -1);
+}
+
+/*
+ * Explicit (or implicit) fences: commit k shows the oldest frame queued, behind its capture
+ * out-fence; its release fence gates the next capture into the buffer of commit k - 1. With -C,
+ * a buffer is recycled one commit later, once vkms has composed its last vblank. A commit that
+ * fails (-F) leaves the frame it was for to the capture (take_back()), and the next frame is
+ * committed instead.
  */
 static void run_fenced(void)
 {
 	unsigned int lag = g.crc ? 2 : 1, commits = g.frames + lag - 1;
 	int rel[2] = { -1, -1 }, wb_fence[NUM_WB] = { -1, -1, -1 };
 	double flip_us[2] = { 0, 0 };
+	unsigned int shown_buf[4];	/* the buffer of commit k, at k % 4 */
 	__u32 last_seq = 0;
 	unsigned int i, j, k;
 
 	for (i = 0; i < g.nbufs; i++)
-		g.buf[i].cap_fence = queue(i, -1, 1);
+		queue_frame(i, -1);
 	if (xioctl(g.video, VIDIOC_STREAMON, &(int){ V4L2_BUF_TYPE_VIDEO_CAPTURE }))
 		die("VIDIOC_STREAMON");
 
 	for (k = 0; k <= commits; k++) {
 		struct v4l2_buffer vb;
 		unsigned int idx;
-		int ok = 1;
+		int ok = 1, shown_by;
 
 		if (k > 0)
 			flip_us[(k - 1) & 1] = wait_flip(k - 1);
 		if (k == 1 && g.crc)
 			crc_start();	/* the CRTC is active now */
 		if (k < commits) {
-			struct frame_buf *b = &g.buf[k % g.nbufs];
 			struct wb_buf *wb = g.writeback ? &g.wb[k % NUM_WB] : NULL;
+			struct frame_buf *b;
 
 			/* The writeback buffer of commit k - 3 was checked at step k - 3 + lag. */
-			commit(b, g.sync == FENCED ? b->cap_fence : -1, &rel[k & 1], wb,
-			       wb ? &wb_fence[k % NUM_WB] : NULL, k, k == 0);
+			for (;;) {
+				int invalid = g.fail_commit_at && k == g.fail_commit_at &&
+					      !g.commits_failed;
+
+				if (q_commit == q_next)
+					fail("commit %s: no frame queued to show", "after a failure");
+				b = &g.buf[ring[q_commit % RING].buf];
+				if (!commit(b, g.sync == FENCED ? b->cap_fence : -1, &rel[k & 1], wb,
+					    wb ? &wb_fence[k % NUM_WB] : NULL, k, k == 0, invalid))
+					break;
+				/* The display did not take the buffer; its frame goes back. */
+				g.commits_failed++;
+				b->returned = 1;
+				ring[q_commit++ % RING].commit = RETURNED;
+			}
+			ring[q_commit++ % RING].commit = k;
+			shown_buf[k % 4] = b - g.buf;
+			if (b->returned) {
+				b->returned = 0;
+				g.returned++;	/* back on the display */
+			}
 			if (g.quit_at && k == g.quit_at) {
 				int pending = b->cap_fence;
 
@@ -1037,17 +1141,30 @@ static void run_fenced(void)
 		}
 		if (k < lag)
 			continue;
-		/* Frame j is off the screen since commit j + 1 flipped. */
+		/* Frame j (commit j's) is off the screen since commit j + 1 flipped. */
 		j = k - lag;
-		idx = j % g.nbufs;
+		idx = shown_buf[j % 4];
 		/*
-		 * The display took frame j, so it was complete: dequeueing its buffer does not
-		 * wait (O_NONBLOCK: EAGAIN would say otherwise).
+		 * The display took frame j, so it was complete, and so are the frames queued
+		 * before it (the queue is ordered), those of failed commits too: dequeueing them
+		 * does not wait (O_NONBLOCK: EAGAIN would say otherwise).
 		 */
-		if (dequeue(&vb))
-			die("VIDIOC_DQBUF of a frame already shown");
-		if (vb.index != idx) {
-			fprintf(stderr, "frame %u: dequeued buffer %u, want %u\n", j, vb.index, idx);
+		for (;;) {
+			if (dequeue(&vb))
+				die("VIDIOC_DQBUF of a frame already shown");
+			if (vb.index != ring[q_deq % RING].buf) {
+				fprintf(stderr, "frame %u: dequeued buffer %u, want %u\n", j, vb.index,
+					ring[q_deq % RING].buf);
+				exit(1);
+			}
+			shown_by = ring[q_deq++ % RING].commit;
+			if (shown_by != RETURNED)
+				break;
+			take_back(&vb, &last_seq, k < commits);
+		}
+		if (shown_by != (int)j || vb.index != idx) {
+			fprintf(stderr, "frame %u: dequeued buffer %u of commit %d, want buffer %u\n", j,
+				vb.index, shown_by, idx);
 			exit(1);
 		}
 		if (vb.flags & V4L2_BUF_FLAG_ERROR) {
@@ -1085,7 +1202,7 @@ static void run_fenced(void)
 		account(j, &vb, flip_us[j & 1], &last_seq, ok);
 		/* Capture into it again once commit j + 1 took it off the screen. */
 		if (k < commits)
-			g.buf[idx].cap_fence = queue(idx, rel[(j + 1) & 1], g.sync != CLASSIC);
+			queue_frame(idx, rel[(j + 1) & 1]);
 		close(rel[(j + 1) & 1]);
 		rel[(j + 1) & 1] = -1;
 	}
@@ -1125,7 +1242,7 @@ static void run_classic(void)
 			if (dequeue(&vb))
 				die("VIDIOC_DQBUF");
 			commit(&g.buf[vb.index], -1, &out_fence, wb, wb ? &wb_fence : NULL, k,
-			       k == 0);
+			       k == 0, 0);
 			flip = wait_flip(k);
 			close(out_fence);
 			if (k == 0 && g.crc)
@@ -1180,7 +1297,7 @@ static void usage(const char *argv0)
 	fprintf(stderr,
 		"usage: %s [-d /dev/videoN] [-c /dev/dri/cardN] [-n frames] [-b buffers]\n"
 		"       [-s WxH] [-r fps] [-m fenced|implicit|classic] [-M export|import] [-w] [-C] [-v]\n"
-		"       [-f frame] [-q frame]\n",
+		"       [-f frame] [-q frame] [-F frame]\n",
 		argv0);
 	exit(2);
 }
@@ -1193,7 +1310,7 @@ int main(int argc, char **argv)
 	unsigned int i;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "d:c:n:b:s:r:m:M:wCvf:q:")) != -1) {
+	while ((opt = getopt(argc, argv, "d:c:n:b:s:r:m:M:wCvf:q:F:")) != -1) {
 		switch (opt) {
 		case 'd': video = optarg; break;
 		case 'c': card = optarg; break;
@@ -1227,10 +1344,15 @@ int main(int argc, char **argv)
 		case 'v': g.verbose = 1; break;
 		case 'f': g.fail_at = atoi(optarg); break;
 		case 'q': g.quit_at = atoi(optarg); break;
+		case 'F': g.fail_commit_at = atoi(optarg); break;
 		default: usage(argv[0]);
 		}
 	}
 	if (g.nbufs < 2 || g.nbufs > MAX_BUFS || !g.frames || !g.fps)
+		usage(argv[0]);
+	/* -F: the commit after the failed one needs a frame queued besides the failed one's. */
+	if (g.fail_commit_at && (g.sync == CLASSIC || g.fail_commit_at >= g.frames ||
+				 g.nbufs < 3u + g.crc))
 		usage(argv[0]);
 
 	g.video = open(video, O_RDWR | O_CLOEXEC | O_NONBLOCK);
@@ -1287,12 +1409,12 @@ int main(int argc, char **argv)
 
 	printf("%s %s %ux%u %u fps %u buffers: %u frames shown, %u checked (%u vblanks), %u failed, "
 	       "%u gaps, %.1f fps shown, latency mean %.0f max %.0f us, cpu %.0f us/frame, "
-	       "%u errors\n",
+	       "%u commits failed, %u returned, %u errors\n",
 	       g.sync == FENCED ? "fenced" : g.sync == IMPLICIT ? "implicit" : "classic",
 	       g.mem == EXPORT ? "export" : "import", g.width, g.height, g.fps, g.nbufs,
 	       g.shown, g.checked, g.vblanks, g.failed, g.gaps,
 	       elapsed_us > 0 ? g.shown * 1e6 / elapsed_us : 0,
 	       g.shown > 1 ? g.lat_sum_us / (g.shown - 1) : 0, g.lat_max_us,
-	       g.shown ? cpu_us / g.shown : 0, g.errors);
+	       g.shown ? cpu_us / g.shown : 0, g.commits_failed, g.returned, g.errors);
 	return g.errors ? 1 : 0;
 }

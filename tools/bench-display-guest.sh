@@ -7,7 +7,8 @@
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/tools/guest-lib.sh"
 set -o pipefail
-modprobe vkms || { echo "modprobe vkms failed" >&2; exit 1; }
+# vkms from the booted kernel's module tree (tools/vm puts the bench kernel's in $RVB2_MODROOT).
+modprobe ${RVB2_MODROOT:+-d "$RVB2_MODROOT"} vkms || { echo "modprobe vkms failed" >&2; exit 1; }
 node=$(rvb2_node rvivid) || { echo "no rvivid video node" >&2; exit 1; }
 sample=$top/build/samples/vkms-pipeline
 frames=${RVB2_BENCH_FRAMES:-150}

@@ -1,31 +1,18 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 # `make bench`, on the host: builds the measuring kernel (tools/kernel/build.sh bench, cached
-# like the test kernel) and rvivid against it, then runs tools/bench-guest.sh in a guest booted
-# on that kernel, which prints rvivid's figures next to vivid's (Documentation/bench.rst).
+# like the test kernel) and rvivid against it (rvb2_bench_module, tools/lib.sh), then runs
+# tools/bench-guest.sh in a guest booted on that kernel, which prints rvivid's figures next to
+# vivid's (Documentation/bench.rst).
 #
-# rvivid is built from a copy of the module's sources in build/bench-src, so that the test
-# build's objects in the source tree (made against the debug kernel) stay as they are.
 # The table is also kept in build/bench/table.txt. `tools/bench.sh --profile` (`make
 # bench-profile`) samples each driver's workloads with perf in that guest instead
 # (tools/bench-perf.sh provides perf), reports in build/bench/profile.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-kstart=$(date +%s)
-kdir=$("$RVB2_TOP/tools/kernel/build.sh" bench)
-kend=$(date +%s)
-[ $((kend - kstart)) -lt 5 ] || log "bench kernel ready in $((kend - kstart)) s"
-
+kdir=$(rvb2_bench_module)
 src=$RVB2_TOP/build/bench-src
-mkdir -p "$src"
-# The module's sources without its build products (.gitignore's patterns); the copy keeps
-# its own objects between runs (excluded files are not deleted).
-rsync -a --delete --exclude-from="$RVB2_TOP/.gitignore" \
-	--include=/Kbuild --include='/src/***' --include='/include/***' --exclude='*' \
-	"$RVB2_TOP/" "$src/"
-log "building rvivid.ko against $(basename "$kdir") in $src"
-nice -n 10 make --no-print-directory -s -C "$kdir" M="$src" LLVM="$RVB2_LLVM" W=1 modules
 
 mkdir -p "$RVB2_TOP/build/bench" "$RVB2_TOP/build/logs"
 if [ "${1:-}" = --profile ]; then

@@ -39,3 +39,27 @@ rvb2_sid_update() { rvb2_apt_update "$RVB2_SID_APT" sid; }
 
 log() { printf '[rvb2] %s\n' "$*" >&2; }
 die() { printf '[rvb2] error: %s\n' "$*" >&2; exit 1; }
+
+# Builds (or takes from the cache) the measuring kernel, `tools/kernel/build.sh bench`, and
+# rvivid against it, from a copy of the module's sources in build/bench-src (so that the test
+# build's objects in the source tree, made against the debug kernel, stay as they are; the
+# copy keeps its own objects between runs). Prints the kernel tree; the module is
+# build/bench-src/rvivid.ko. Used by `make bench` and `make bench-display`.
+rvb2_bench_module() {
+	local kstart kend kdir src
+	kstart=$(date +%s)
+	kdir=$("$RVB2_TOP/tools/kernel/build.sh" bench) || return 1
+	kend=$(date +%s)
+	[ $((kend - kstart)) -lt 5 ] || log "bench kernel ready in $((kend - kstart)) s"
+	src=$RVB2_TOP/build/bench-src
+	mkdir -p "$src"
+	# The module's sources without its build products (.gitignore's patterns; excluded
+	# files are not deleted).
+	rsync -a --delete --exclude-from="$RVB2_TOP/.gitignore" \
+		--include=/Kbuild --include='/src/***' --include='/include/***' --exclude='*' \
+		"$RVB2_TOP/" "$src/" || return 1
+	log "building rvivid.ko against $(basename "$kdir") in $src"
+	nice -n 10 make --no-print-directory -s -C "$kdir" M="$src" LLVM="$RVB2_LLVM" W=1 \
+		modules >&2 || return 1
+	echo "$kdir"
+}

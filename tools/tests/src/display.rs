@@ -58,6 +58,7 @@ pub static DISPLAY_TESTS: &[crate::harness::Test] = &[
     ),
     ("vkms_pipeline_classic_crc", pipeline_classic),
     ("vkms_pipeline_failed_buffer", pipeline_failed_buffer),
+    ("vkms_pipeline_failed_commit", pipeline_failed_commit),
     ("vkms_pipeline_close_mid_stream", pipeline_close_mid_stream),
 ];
 
@@ -906,6 +907,9 @@ pub struct Summary {
     pub checked: u64,
     pub failed: u64,
     pub gaps: u64,
+    /// Commits that failed (`-F`), and buffers of failed commits shown later.
+    pub commits_failed: u64,
+    pub returned: u64,
     pub errors: u64,
 }
 
@@ -916,6 +920,8 @@ pub fn parse_summary(line: &str) -> Option<Summary> {
         checked: field(line, " checked")?,
         failed: field(line, " failed")?,
         gaps: field(line, " gaps")?,
+        commits_failed: field(line, " commits failed")?,
+        returned: field(line, " returned")?,
         errors: field(line, " errors")?,
     })
 }
@@ -952,9 +958,15 @@ fn run_pipeline(ctx: &Ctx, log: &str, args: &[&str]) -> Result<Summary, String> 
     parse_summary(last).ok_or_else(|| format!("vkms-pipeline: no summary in {last:?}"))
 }
 
-/// Requires every one of `frames` frames shown and checked, none failed, no error.
+/// Requires every one of `frames` frames shown and checked, none failed, no commit failed, no
+/// error.
 fn require_all_checked(s: &Summary, frames: u64) -> TestResult {
-    if s.shown != frames || s.checked != frames || s.failed != 0 || s.errors != 0 {
+    if s.shown != frames
+        || s.checked != frames
+        || s.failed != 0
+        || s.commits_failed != 0
+        || s.errors != 0
+    {
         return Err(format!(
             "{s:?}: want {frames} frames shown and checked, none failed, no error"
         ));
@@ -1058,6 +1070,39 @@ fn pipeline_failed_buffer(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
+/// A display commit that fails (at frame 20 its plane asks for a source wider than the
+/// framebuffer: the atomic check refuses it, ENOSPC) returns its buffer: the commit leaves no
+/// out-fence and no flip event, the frame on screen stays, the next frame queued is shown in
+/// its place, and the buffer goes back to the capture (dequeued once a later frame is, its
+/// capture fence signalled, queued again with no release fence) and is shown again later.
+/// Every frame shown is CRC-checked (four buffers: with -C one more is held, and the commit
+/// after the failed one needs a frame queued besides it). Both ways: rvivid's buffers
+/// exported, and vkms's dumb buffers imported.
+fn pipeline_failed_commit(ctx: &mut Ctx) -> TestResult {
+    for mem in ["export", "import"] {
+        let s = run_pipeline(
+            ctx,
+            &format!("vkms-pipeline-failed-commit-{mem}.txt"),
+            &[
+                "-M", mem, "-m", "fenced", "-n", "60", "-b", "4", "-F", "20", "-C", "-v",
+            ],
+        )?;
+        if s.shown != 60
+            || s.checked != 60
+            || s.failed != 0
+            || s.commits_failed != 1
+            || s.returned != 1
+            || s.errors != 0
+        {
+            return Err(format!(
+                "-M {mem}: {s:?}: want 60 frames shown and checked, 1 commit failed and its \
+                 buffer shown again, no error"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Closing the video device in the middle (a commit waiting for a capture fence, buffers
 /// queued behind release fences; four buffers, no CRC, so that two more are queued then): every capture fence the pipeline holds has signalled, the
 /// pending flip happens, nothing is left pending (what leaked, kmemleak reports at the end).
@@ -1102,7 +1147,7 @@ mod tests {
     fn parses_the_summary() {
         let line = "fenced export 320x240 30 fps 3 buffers: 300 frames shown, 298 checked \
                     (900 vblanks), 2 failed, 1 gaps, 20.0 fps shown, latency mean 40000 max \
-                    52000 us, cpu 120 us/frame, 0 errors";
+                    52000 us, cpu 120 us/frame, 1 commits failed, 1 returned, 0 errors";
         assert_eq!(
             parse_summary(line),
             Some(Summary {
@@ -1110,6 +1155,8 @@ mod tests {
                 checked: 298,
                 failed: 2,
                 gaps: 1,
+                commits_failed: 1,
+                returned: 1,
                 errors: 0
             })
         );
