@@ -31,9 +31,10 @@
 //!
 //! The other direction: once the memory was exported ([`Resv::share`]), a consumer of a dma-buf
 //! may add fences of its own (a read fence with `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`); a QBUF of
-//! the buffer then collects those still pending ([`Resv::pending_fences`], the same function
-//! as for an imported dma-buf's object) and the buffer waits for them as for an in-fence.
-//! Memory never exported holds only rvb2's own fences, and QBUF does not look at it.
+//! the buffer then collects those still pending ([`Resv::pending_fences`], which calls
+//! [`pending_fences`], as an imported dma-buf's object does) and the buffer waits for them as
+//! for an in-fence. Memory never exported holds only rvb2's own fences, and QBUF collects
+//! nothing from it (a QBUF with an out-fence still locks it to add that fence).
 //!
 //! C headers: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h),
 //! [`include/linux/dma-resv.h`](srctree/include/linux/dma-resv.h).
@@ -162,7 +163,8 @@ pub(crate) struct Resv {
 // SAFETY: A reservation object is locked internally (its ww_mutex, RCU for readers); any
 // thread may use it and finalise it.
 unsafe impl Send for Resv {}
-// SAFETY: See `Send`: every operation on a shared `Resv` takes its lock.
+// SAFETY: See `Send`: every operation on a shared `Resv` takes its lock or, for readers,
+// RCU; `shared` is atomic.
 unsafe impl Sync for Resv {}
 
 impl Resv {

@@ -558,19 +558,27 @@ fn imported_read_fence_gates_capture(ctx: &mut Ctx) -> TestResult {
 /// imported dma-buf (`dmabuf_read_fence_gates_capture`): buffer 0 of three MMAP buffers is
 /// exported (`VIDIOC_EXPBUF`), and the consumer's read fences are added to that dma-buf.
 ///
-/// - Exported, with no fence added by anyone: the buffer streams as before (QBUF with an
-///   out-fence, QUERYBUF without `IN_FENCE`, the frame arrives);
+/// - Exported, with no fence added by anyone: the buffer streams as before (QBUF with no fence
+///   flag, then with an out-fence; QUERYBUF without `IN_FENCE`; the frame arrives);
 /// - the cases of [`read_fence_cases`], the consumer's view of the buffer being the exported
 ///   dma-buf (mapped through it);
-/// - the exported fd and its mapping closed: the buffer streams as before, although its
-///   reservation object still holds the (signalled, one failed) fences of the cases.
+/// - the exported fd and its mapping closed: the buffer streams as before (with an out-fence,
+///   then with no fence flag), although its reservation object still holds the (signalled,
+///   one failed) fences of the cases.
 fn exported_read_fence_gates_capture(ctx: &mut Ctx) -> TestResult {
     let fmt = current_format(ctx)?;
     let len = (fmt.sizeimage as usize).next_multiple_of(page_size());
     let rig = Rig::mmap_nonblock(ctx, 3)?;
     let a = rig.expbuf(0)?;
     let mut map = Mapping::shared(&a, 0, len).map_err(|e| format!("mmap of the dma-buf: {e}"))?;
-    streams_unfenced(&rig, &map, &fmt, "exported, no fence added")?;
+    streams_unfenced(
+        &rig,
+        &map,
+        &fmt,
+        false,
+        "exported, no fence added, no fence flag",
+    )?;
+    streams_unfenced(&rig, &map, &fmt, true, "exported, no fence added")?;
     read_fence_cases(&rig, a.as_raw_fd(), &mut map, &fmt)?;
     crate::dmabuf::expect_released("the exported dma-buf after the cases", &a, 2)?;
     drop(map);
@@ -582,7 +590,14 @@ fn exported_read_fence_gates_capture(ctx: &mut Ctx) -> TestResult {
         .map_err(|e| format!("VIDIOC_QUERYBUF 0: {e}"))?;
     let map =
         Mapping::shared(&rig.dev, q.offset(), len).map_err(|e| format!("mmap of buffer 0: {e}"))?;
-    streams_unfenced(&rig, &map, &fmt, "the exported fd closed")
+    streams_unfenced(&rig, &map, &fmt, true, "the exported fd closed")?;
+    streams_unfenced(
+        &rig,
+        &map,
+        &fmt,
+        false,
+        "the exported fd closed, no fence flag",
+    )
 }
 
 /// The capture format rvivid has now.
@@ -593,21 +608,23 @@ fn current_format(ctx: &Ctx) -> Result<crate::frame::FrameFormat, String> {
     Ok(crate::frame::FrameFormat::from_pix(f.pix()))
 }
 
-/// Once `out` (buffer 0's out-fence) signals, buffer 0 is dequeued with a frame (colour bars in
-/// `map`, its memory), then buffer 1; then STREAMOFF.
+/// Once `out` (buffer 0's out-fence, if it has one) signals, buffer 0 is dequeued with a
+/// frame (colour bars in `map`, its memory), then buffer 1; then STREAMOFF.
 fn frame_arrives(
     rig: &Rig,
     map: &Mapping,
     fmt: &crate::frame::FrameFormat,
-    out: &OwnedFd,
+    out: Option<&OwnedFd>,
     what: &str,
 ) -> TestResult {
-    let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
-    if s != 1 {
-        return Err(format!(
-            "{what}: out-fence {}, want signalled",
-            status_str(s)
-        ));
+    if let Some(out) = out {
+        let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
+        if s != 1 {
+            return Err(format!(
+                "{what}: out-fence {}, want signalled",
+                status_str(s)
+            ));
+        }
     }
     let got = rig.dqbuf()?;
     if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
@@ -629,15 +646,20 @@ fn frame_arrives(
 }
 
 /// Buffer 0 (memory `map`), whose reservation object holds no pending fence of others,
-/// streams as any buffer: QBUF with an out-fence, QUERYBUF says it is queued and waits for no
-/// in-fence (no `IN_FENCE`), and once streaming the frame arrives.
+/// streams as any buffer: QBUF (with an out-fence if `out`, else with no fence flag at all),
+/// QUERYBUF says it is queued and waits for no in-fence (no `IN_FENCE`), and once streaming
+/// the frame arrives.
 fn streams_unfenced(
     rig: &Rig,
     map: &Mapping,
     fmt: &crate::frame::FrameFormat,
+    out: bool,
     what: &str,
 ) -> TestResult {
-    let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
+    let fence = rig.qbuf(0, out)?;
+    if out && fence.is_none() {
+        return Err(format!("{what}: QBUF gave no out-fence"));
+    }
     let flags = rig.query_flags(0, what)?;
     if flags & V4L2_BUF_FLAG_QUEUED == 0 || flags & FLAG_IN_FENCE != 0 {
         return Err(format!(
@@ -647,7 +669,7 @@ fn streams_unfenced(
     rig.qbuf(1, false)?;
     rig.qbuf(2, false)?;
     rig.streamon()?;
-    frame_arrives(rig, map, fmt, &out, what)
+    frame_arrives(rig, map, fmt, fence.as_ref(), what)
 }
 
 /// The read-fence cases, on buffer 0 of `rig` (three capture buffers, the device
@@ -694,7 +716,7 @@ fn read_fence_cases(
         0,
     )?;
     readers.inc(1)?;
-    frame_arrives(rig, map, fmt, &out, "once the read fence signalled")?;
+    frame_arrives(rig, map, fmt, Some(&out), "once the read fence signalled")?;
 
     // An explicit in-fence and a read fence: both are waited for.
     map.bytes_mut().fill(0x3c);
@@ -720,7 +742,7 @@ fn read_fence_cases(
         "with the read fence pending",
     )?;
     readers.inc(1)?;
-    frame_arrives(rig, map, fmt, &out, "once both signalled")?;
+    frame_arrives(rig, map, fmt, Some(&out), "once both signalled")?;
 
     // A read fence that fails.
     map.bytes_mut().fill(0x11);
