@@ -22,7 +22,7 @@
  *
  *   vkms-pipeline [-d /dev/videoN] [-c /dev/dri/cardN] [-n frames] [-b buffers]
  *                 [-s WxH] [-r fps] [-m fenced|implicit|classic] [-M export|import] [-w] [-C] [-v]
- *                 [-f frame] [-q frame] [-F frame]
+ *                 [-f frame] [-q frame] [-S frame] [-F frame]
  *
  *  -m fenced    explicit fences both ways (the default)
  *  -m implicit  no IN_FENCE_FD: KMS waits for the write fence the capture driver put in the
@@ -67,6 +67,8 @@
  *               the video device without STREAMOFF (and unmap its buffers: a mapping keeps the
  *               file open); every capture out-fence still held must have signalled (the
  *               release cancels them), and the pending flip must happen
+ *  -S K         the same with VIDIOC_STREAMOFF instead of the close; then every buffer must
+ *               be back with the program (QUERYBUF: neither queued nor done)
  *
  * The format is V4L2_PIX_FMT_RGB24 (bytes R, G, B), which KMS calls DRM_FORMAT_BGR888.
  * The display runs a mode of the capture size at 60 Hz.
@@ -148,6 +150,7 @@ static struct {
 	/* the vblank sequence of the last flip events */
 	__u32 flip_seq[2];
 	unsigned int fail_at, quit_at, fail_commit_at;
+	int quit_streamoff;	/* -S: quit by VIDIOC_STREAMOFF, not by closing */
 	__u32 crtc, plane, conn, wb_conn, mode_blob;
 	struct props p;
 	struct frame_buf buf[MAX_BUFS];
@@ -667,28 +670,37 @@ static void fail_next_buffer(void)
 static int fence_status(int fd);
 
 /*
- * -q: the commit of frame @k waits for capture fence @pending; close the video device with
- * buffers queued. Every capture fence still held must signal, and the flip must come.
+ * -q, -S: the commit of frame @k waits for capture fence @pending; close the video device
+ * with buffers queued (-q), or stop streaming (-S). Every capture fence still held must
+ * signal, and the flip must come; after STREAMOFF every buffer is back with the program
+ * (neither queued nor done).
  */
 static void quit_mid_pipeline(unsigned int k, int pending)
 {
 	unsigned int i, held = 0;
 	int status;
 
-	/*
-	 * A mapping of a capture buffer holds the video device's file: the last one to go
-	 * releases it (the close that takes the buffers back and signals their fences).
-	 */
-	for (i = 0; i < g.nbufs && g.mem == EXPORT; i++) {
-		munmap(g.buf[i].map, g.buf[i].size);
-		g.buf[i].map = NULL;
+	if (g.quit_streamoff) {
+		if (xioctl(g.video, VIDIOC_STREAMOFF, &(int){ V4L2_BUF_TYPE_VIDEO_CAPTURE }))
+			die("VIDIOC_STREAMOFF");
+	} else {
+		/*
+		 * A mapping of a capture buffer holds the video device's file: the last one to
+		 * go releases it (the close that takes the buffers back and signals their
+		 * fences).
+		 */
+		for (i = 0; i < g.nbufs && g.mem == EXPORT; i++) {
+			munmap(g.buf[i].map, g.buf[i].size);
+			g.buf[i].map = NULL;
+		}
+		close(g.video);
+		g.video = -1;
 	}
-	close(g.video);
-	g.video = -1;
 	wait_flip(k);
 	status = fence_status(pending);
 	if (status == 0) {
-		printf("frame %u: capture fence still pending after close\n", k);
+		printf("frame %u: capture fence still pending after %s\n", k,
+		       g.quit_streamoff ? "STREAMOFF" : "close");
 		g.errors++;
 	}
 	close(pending);
@@ -697,15 +709,30 @@ static void quit_mid_pipeline(unsigned int k, int pending)
 			continue;
 		held++;
 		if (fence_status(g.buf[i].cap_fence) == 0) {
-			printf("buffer %u: capture fence still pending after close\n", i);
+			printf("buffer %u: capture fence still pending after %s\n", i,
+			       g.quit_streamoff ? "STREAMOFF" : "close");
 			g.errors++;
 		}
 		close(g.buf[i].cap_fence);
 		g.buf[i].cap_fence = -1;
 	}
-	printf("closed the video device at frame %u: the shown frame's fence %d, %u more "
-	       "capture fences held, %s\n", k, status, held,
-	       g.errors ? "some pending" : "all signalled");
+	for (i = 0; g.quit_streamoff && i < g.nbufs; i++) {
+		struct v4l2_buffer b = {
+			.index = i,
+			.type = V4L2_BUF_TYPE_VIDEO_CAPTURE,
+			.memory = g.mem == IMPORT ? V4L2_MEMORY_DMABUF : V4L2_MEMORY_MMAP,
+		};
+
+		if (xioctl(g.video, VIDIOC_QUERYBUF, &b))
+			die("VIDIOC_QUERYBUF");
+		if (b.flags & (V4L2_BUF_FLAG_QUEUED | V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_IN_FENCE)) {
+			printf("buffer %u: flags %#x after STREAMOFF\n", i, b.flags);
+			g.errors++;
+		}
+	}
+	printf("%s at frame %u: the shown frame's fence %d, %u more capture fences held, %s\n",
+	       g.quit_streamoff ? "stopped streaming" : "closed the video device", k, status,
+	       held, g.errors ? "some pending" : "all signalled");
 }
 
 /* ---- the proof by writeback ---- */
@@ -1297,7 +1324,7 @@ static void usage(const char *argv0)
 	fprintf(stderr,
 		"usage: %s [-d /dev/videoN] [-c /dev/dri/cardN] [-n frames] [-b buffers]\n"
 		"       [-s WxH] [-r fps] [-m fenced|implicit|classic] [-M export|import] [-w] [-C] [-v]\n"
-		"       [-f frame] [-q frame] [-F frame]\n",
+		"       [-f frame] [-q frame] [-S frame] [-F frame]\n",
 		argv0);
 	exit(2);
 }
@@ -1310,7 +1337,7 @@ int main(int argc, char **argv)
 	unsigned int i;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "d:c:n:b:s:r:m:M:wCvf:q:F:")) != -1) {
+	while ((opt = getopt(argc, argv, "d:c:n:b:s:r:m:M:wCvf:q:F:S:")) != -1) {
 		switch (opt) {
 		case 'd': video = optarg; break;
 		case 'c': card = optarg; break;
@@ -1344,6 +1371,7 @@ int main(int argc, char **argv)
 		case 'v': g.verbose = 1; break;
 		case 'f': g.fail_at = atoi(optarg); break;
 		case 'q': g.quit_at = atoi(optarg); break;
+		case 'S': g.quit_at = atoi(optarg); g.quit_streamoff = 1; break;
 		case 'F': g.fail_commit_at = atoi(optarg); break;
 		default: usage(argv[0]);
 		}

@@ -1,15 +1,24 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 # `make bench-display`, inside the guest: samples/vkms-pipeline with fences and the classic CPU
-# path, side by side, at rvivid's default and fastest rates for 320x240 (30 and 120 fps),
-# no checking (-C and -w wait, they are for checking). Prints one table, keeps it in
+# path on rvivid, and the classic path on vivid (mainline videobuf2, which has no fences) as
+# the reference, side by side, at rvivid's default and fastest rates for 320x240 (30 and 120
+# fps), no checking (-C and -w wait, they are for checking). Prints one table, keeps it in
 # build/bench/display.txt. Arguments: header lines.
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/tools/guest-lib.sh"
 set -o pipefail
-# vkms from the booted kernel's module tree (tools/vm puts the bench kernel's in $RVB2_MODROOT).
+# vkms and vivid from the booted kernel's module tree (tools/vm puts the bench kernel's in
+# $RVB2_MODROOT).
 modprobe ${RVB2_MODROOT:+-d "$RVB2_MODROOT"} vkms || { echo "modprobe vkms failed" >&2; exit 1; }
+modprobe ${RVB2_MODROOT:+-d "$RVB2_MODROOT"} vivid n_devs=1 node_types=0x1 ||
+	{ echo "modprobe vivid failed" >&2; exit 1; }
 node=$(rvb2_node rvivid) || { echo "no rvivid video node" >&2; exit 1; }
+vnode=$(rvb2_node vivid-000-vid-cap) || { echo "no vivid video node" >&2; exit 1; }
+# As in `make bench`: vivid draws only its frame counters, as rvivid does, and stamps buffers
+# when their fill starts (as rvivid stamps its nominal frame time).
+v4l2-ctl -d "$vnode" -c osd_text_mode=1 -c timestamp_source=1 ||
+	{ echo "cannot set vivid's controls" >&2; exit 1; }
 sample=$top/build/samples/vkms-pipeline
 frames=${RVB2_BENCH_FRAMES:-150}
 rounds=${RVB2_BENCH_ROUNDS:-3}
@@ -20,10 +29,13 @@ mkdir -p "$top/build/bench"
 	echo "guest kernel: $(uname -r), $(nproc) CPUs; $frames frames per round, $rounds rounds," \
 		"3 buffers, 320x240 RGB24, vkms at 60 Hz; median [min-max]"
 	for rate in 30 120; do
-		for mode in fenced classic; do
+		for way in fenced classic vivid; do
+			dev=$node mode=$way
+			[ "$way" = vivid ] && dev=$vnode mode=classic
 			for r in $(seq "$rounds"); do
-				"$sample" -d "$node" -m "$mode" -r "$rate" -n "$frames" -b 3 |
-					tail -1 || exit 1
+				line=$("$sample" -d "$dev" -m "$mode" -r "$rate" -n "$frames" -b 3 |
+					tail -1) || exit 1
+				echo "$way $rate $line"	# the rate asked for
 			done
 		done
 	done | awk '
@@ -39,27 +51,31 @@ mkdir -p "$top/build/bench"
 			if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
 		return a[int((n + 1) / 2)]
 	}
+	function ratio(a, b) { return b + 0 ? sprintf("%.2f", a / b) : "-" }
+	function row(name, v, r) {
+		printf "%-38s %18s %18s %18s %6s %6s\n", name, med(v[r, "fenced"]), med(v[r, "classic"]), med(v[r, "vivid"]), ratio(m1(v[r, "fenced"]), m1(v[r, "classic"])), ratio(m1(v[r, "classic"]), m1(v[r, "vivid"]))
+	}
 	{
-		mode = $1; rate = $4
-		for (i = 1; i <= NF; i++) {
-			if ($(i + 1) == "fps" && $(i + 2) == "shown,") fps[rate, mode] = fps[rate, mode] " " $i
-			if ($i == "mean") lat[rate, mode] = lat[rate, mode] " " $(i + 1) / 1000
-			if ($i == "cpu") cpu[rate, mode] = cpu[rate, mode] " " $(i + 1) / 1000
-			if ($(i + 1) == "gaps,") gaps[rate, mode] = gaps[rate, mode] " " $i
+		way = $1; rate = $2
+		for (i = 3; i <= NF; i++) {
+			if ($(i + 1) == "fps" && $(i + 2) == "shown,") fps[rate, way] = fps[rate, way] " " $i
+			if ($i == "mean") lat[rate, way] = lat[rate, way] " " $(i + 1) / 1000
+			if ($i == "cpu") cpu[rate, way] = cpu[rate, way] " " $(i + 1) / 1000
+			if ($(i + 1) == "gaps,") gaps[rate, way] = gaps[rate, way] " " $i
 		}
 		rates[rate] = 1
 	}
 	END {
-		printf "%-40s %24s %24s %8s\n", "", "fenced", "classic", "f/c"
+		printf "%-38s %18s %18s %18s %6s %6s\n", "", "rvivid fenced", "rvivid classic", "vivid classic", "f/c", "c/v"
 		n = split("30 120", rl, " ")
 		for (k = 1; k <= n; k++) {
 			r = rl[k]
 			if (!(r in rates)) continue
-			printf "rvivid at %s fps\n", r
-			printf "%-40s %24s %24s %8.2f\n", "  frames shown per second", med(fps[r, "fenced"]), med(fps[r, "classic"]), m1(fps[r, "fenced"]) / m1(fps[r, "classic"])
-			printf "%-40s %24s %24s %8.2f\n", "  capture to flip, ms (mean per round)", med(lat[r, "fenced"]), med(lat[r, "classic"]), m1(lat[r, "fenced"]) / m1(lat[r, "classic"])
-			printf "%-40s %24s %24s %8.2f\n", "  CPU of the program per frame, ms", med(cpu[r, "fenced"]), med(cpu[r, "classic"]), m1(cpu[r, "fenced"]) / m1(cpu[r, "classic"])
-			printf "%-40s %24s %24s %8s\n", "  frames rvivid dropped per round", med(gaps[r, "fenced"]), med(gaps[r, "classic"]), ""
+			printf "at %s fps\n", r
+			row("  frames shown per second", fps, r)
+			row("  capture to flip, ms (mean per round)", lat, r)
+			row("  CPU of the program per frame, ms", cpu, r)
+			printf "%-38s %18s %18s %18s\n", "  frames dropped per round", med(gaps[r, "fenced"]), med(gaps[r, "classic"]), med(gaps[r, "vivid"])
 		}
 	}'
 } | tee "$out.tmp" && mv "$out.tmp" "$out"

@@ -60,6 +60,10 @@ pub static DISPLAY_TESTS: &[crate::harness::Test] = &[
     ("vkms_pipeline_failed_buffer", pipeline_failed_buffer),
     ("vkms_pipeline_failed_commit", pipeline_failed_commit),
     ("vkms_pipeline_close_mid_stream", pipeline_close_mid_stream),
+    (
+        "vkms_pipeline_streamoff_mid_stream",
+        pipeline_streamoff_mid_stream,
+    ),
 ];
 
 const FLAG_OUT_FENCE: u32 = 0x0040_0000;
@@ -1126,20 +1130,33 @@ fn pipeline_failed_commit(ctx: &mut Ctx) -> TestResult {
 }
 
 /// Closing the video device in the middle (a commit waiting for a capture fence, buffers
-/// queued behind release fences; four buffers, no CRC, so that two more are queued then): every capture fence the pipeline holds has signalled, the
-/// pending flip happens, nothing is left pending (what leaked, kmemleak reports at the end).
+/// queued behind release fences; four buffers, no CRC, so that two more are queued then):
+/// every capture fence the pipeline holds has signalled, the pending flip happens, nothing is
+/// left pending (what leaked, kmemleak reports at the end).
 fn pipeline_close_mid_stream(ctx: &mut Ctx) -> TestResult {
+    quit_mid_stream(ctx, "-q", "vkms-pipeline-close.txt")
+}
+
+/// The same with `VIDIOC_STREAMOFF` instead of the close: every capture fence held has
+/// signalled, the pending flip happens, and every buffer is back with the program (QUERYBUF:
+/// neither queued, done nor waiting for a fence).
+fn pipeline_streamoff_mid_stream(ctx: &mut Ctx) -> TestResult {
+    quit_mid_stream(ctx, "-S", "vkms-pipeline-streamoff.txt")
+}
+
+/// Runs the pipeline with `quit` (`-q` or `-S`) at frame 30 of 60, logged to `log`.
+fn quit_mid_stream(ctx: &Ctx, quit: &str, log: &str) -> TestResult {
     let node = ctx.find_rvivid()?;
     let _vkms = Vkms::load(ctx)?;
     let node = node.to_string_lossy();
     let args = [
-        "-d", &*node, "-m", "fenced", "-n", "60", "-b", "4", "-q", "30",
+        "-d", &*node, "-m", "fenced", "-n", "60", "-b", "4", quit, "30",
     ];
     let out = ctx.run(&sample().to_string_lossy(), &args)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     ctx.save_log(
-        "vkms-pipeline-close.txt",
+        log,
         format!(
             "{stdout}\n--- stderr ---\n{stderr}\n--- {} ---\n",
             out.status
@@ -1152,7 +1169,7 @@ fn pipeline_close_mid_stream(ctx: &mut Ctx) -> TestResult {
         || summary.is_none_or(|s| s.errors != 0)
     {
         return Err(format!(
-            "vkms-pipeline -q 30 ({}): {} {}",
+            "vkms-pipeline {quit} 30 ({}): {} {}",
             out.status,
             stderr.trim(),
             stdout.trim()
