@@ -3,7 +3,9 @@
 # `make bench-display`, inside the guest: samples/vkms-pipeline with fences and the classic CPU
 # path on rvivid, and the classic path on vivid (mainline videobuf2, which has no fences) as
 # the reference, side by side, at rvivid's default and fastest rates for 320x240 (30 and 120
-# fps), no checking (-C and -w wait, they are for checking). Prints one table, keeps it in
+# fps), no checking (-C and -w wait, they are for checking), 8 rounds of 150 frames per way and
+# rate (the latency depends on the phase of the capture's clock against the vblanks, which
+# each round draws anew). Prints one table, keeps it in
 # build/bench/display.txt. Arguments: header lines.
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/tools/guest-lib.sh"
@@ -21,7 +23,7 @@ v4l2-ctl -d "$vnode" -c osd_text_mode=1 -c timestamp_source=1 ||
 	{ echo "cannot set vivid's controls" >&2; exit 1; }
 sample=$top/build/samples/vkms-pipeline
 frames=${RVB2_BENCH_FRAMES:-150}
-rounds=${RVB2_BENCH_ROUNDS:-3}
+rounds=${RVB2_BENCH_ROUNDS:-8}
 out=$top/build/bench/display.txt
 mkdir -p "$top/build/bench"
 {
