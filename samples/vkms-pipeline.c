@@ -54,9 +54,9 @@
  *               KMS does not look at fence errors and shows the buffer anyway, so the pipeline
  *               learns of it when it dequeues the buffer (V4L2_BUF_FLAG_ERROR), does not check
  *               that frame, counts it as failed and goes on
- *  -F K         fault: the commit of frame K fails (it asks for a source rectangle wider than
- *               the framebuffer, which the atomic check refuses with ENOSPC; fenced and
- *               implicit modes, 3 buffers or more, 4 with -C). The display never had that
+ *  -F K         fault: the commit of frame K (>= 1) fails (it asks for a source rectangle
+ *               wider than the framebuffer, which the atomic check refuses with ENOSPC; fenced
+ *               and implicit modes, 3 buffers or more, 4 with -C). The display never had that
  *               buffer: nothing of the commit is left (no out-fence, no flip event), the frame
  *               on screen stays, the next frame queued is committed in its place, and the
  *               buffer goes back to the capture once its frame is in (dequeued when a later
@@ -68,7 +68,7 @@
  *               file open); every capture out-fence still held must have signalled (the
  *               release cancels them), and the pending flip must happen
  *  -S K         the same with VIDIOC_STREAMOFF instead of the close; then every buffer must
- *               be back with the program (QUERYBUF: neither queued nor done)
+ *               be back with the program (QUERYBUF: neither queued, done nor with a fence)
  *
  * The format is V4L2_PIX_FMT_RGB24 (bytes R, G, B), which KMS calls DRM_FORMAT_BGR888.
  * The display runs a mode of the capture size at 60 Hz.
@@ -673,7 +673,7 @@ static int fence_status(int fd);
  * -q, -S: the commit of frame @k waits for capture fence @pending; close the video device
  * with buffers queued (-q), or stop streaming (-S). Every capture fence still held must
  * signal, and the flip must come; after STREAMOFF every buffer is back with the program
- * (neither queued nor done).
+ * (neither queued, done nor with a fence).
  */
 static void quit_mid_pipeline(unsigned int k, int pending)
 {
@@ -725,7 +725,8 @@ static void quit_mid_pipeline(unsigned int k, int pending)
 
 		if (xioctl(g.video, VIDIOC_QUERYBUF, &b))
 			die("VIDIOC_QUERYBUF");
-		if (b.flags & (V4L2_BUF_FLAG_QUEUED | V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_IN_FENCE)) {
+		if (b.flags & (V4L2_BUF_FLAG_QUEUED | V4L2_BUF_FLAG_DONE | V4L2_BUF_FLAG_IN_FENCE |
+			       V4L2_BUF_FLAG_OUT_FENCE)) {
 			printf("buffer %u: flags %#x after STREAMOFF\n", i, b.flags);
 			g.errors++;
 		}
@@ -1067,12 +1068,12 @@ static void queue_frame(unsigned int i, int in_fence)
 static void take_back(const struct v4l2_buffer *vb, __u32 *last_seq, int requeue)
 {
 	struct frame_buf *b = &g.buf[vb->index];
-	int want = vb->flags & V4L2_BUF_FLAG_ERROR ? -EIO : 1;
 	int status = fence_status(b->cap_fence);
 
-	if (status != want) {
-		printf("buffer %u seq %u (not shown): capture fence status %d, want %d\n",
-		       vb->index, vb->sequence, status, want);
+	/* A failed buffer's fence has an error (-EIO, -ETIMEDOUT at its deadline). */
+	if (vb->flags & V4L2_BUF_FLAG_ERROR ? status >= 0 : status != 1) {
+		printf("buffer %u seq %u (not shown): capture fence status %d, flags %#x\n",
+		       vb->index, vb->sequence, status, vb->flags);
 		g.errors++;
 	}
 	close(b->cap_fence);
@@ -1370,7 +1371,7 @@ int main(int argc, char **argv)
 		case 'C': g.crc = 1; break;
 		case 'v': g.verbose = 1; break;
 		case 'f': g.fail_at = atoi(optarg); break;
-		case 'q': g.quit_at = atoi(optarg); break;
+		case 'q': g.quit_at = atoi(optarg); g.quit_streamoff = 0; break;
 		case 'S': g.quit_at = atoi(optarg); g.quit_streamoff = 1; break;
 		case 'F': g.fail_commit_at = atoi(optarg); break;
 		default: usage(argv[0]);

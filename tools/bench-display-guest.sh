@@ -3,14 +3,18 @@
 # `make bench-display`, inside the guest: samples/vkms-pipeline with fences and the classic CPU
 # path on rvivid, and the classic path on vivid (mainline videobuf2, which has no fences) as
 # the reference, side by side, at rvivid's default and fastest rates for 320x240 (30 and 120
-# fps), no checking (-C and -w wait, they are for checking). Prints one table, keeps it in
+# fps), no checking (-C and -w wait, they are for checking), 8 rounds of 150 frames per way and
+# rate (the latency depends on the phase of the capture's clock against the vblanks, which
+# each round draws anew). Prints one table, keeps it in
 # build/bench/display.txt. Arguments: header lines.
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/tools/guest-lib.sh"
 set -o pipefail
 # vkms and vivid from the booted kernel's module tree (tools/vm puts the bench kernel's in
 # $RVB2_MODROOT).
+# shellcheck disable=SC2086
 modprobe ${RVB2_MODROOT:+-d "$RVB2_MODROOT"} vkms || { echo "modprobe vkms failed" >&2; exit 1; }
+# shellcheck disable=SC2086
 modprobe ${RVB2_MODROOT:+-d "$RVB2_MODROOT"} vivid n_devs=1 node_types=0x1 ||
 	{ echo "modprobe vivid failed" >&2; exit 1; }
 node=$(rvb2_node rvivid) || { echo "no rvivid video node" >&2; exit 1; }
@@ -21,7 +25,7 @@ v4l2-ctl -d "$vnode" -c osd_text_mode=1 -c timestamp_source=1 ||
 	{ echo "cannot set vivid's controls" >&2; exit 1; }
 sample=$top/build/samples/vkms-pipeline
 frames=${RVB2_BENCH_FRAMES:-150}
-rounds=${RVB2_BENCH_ROUNDS:-3}
+rounds=${RVB2_BENCH_ROUNDS:-8}
 out=$top/build/bench/display.txt
 mkdir -p "$top/build/bench"
 {
@@ -39,21 +43,22 @@ mkdir -p "$top/build/bench"
 			done
 		done
 	done | awk '
-	function med(s,   a, n, i, j, t) {
-		n = split(s, a, " ")
-		for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
-			if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-		return sprintf("%.1f [%.1f-%.1f]", a[int((n + 1) / 2)], a[1], a[n])
-	}
+	# The median of the values in s (the mean of the middle two for an even count), and
+	# "median [min-max]".
 	function m1(s,   a, n, i, j, t) {
 		n = split(s, a, " ")
 		for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
 			if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-		return a[int((n + 1) / 2)]
+		lo = a[1]; hi = a[n]
+		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+	}
+	function med(s,   m) {
+		m = m1(s)
+		return sprintf("%.1f [%.1f-%.1f]", m, lo, hi)
 	}
 	function ratio(a, b) { return b + 0 ? sprintf("%.2f", a / b) : "-" }
 	function row(name, v, r) {
-		printf "%-38s %18s %18s %18s %6s %6s\n", name, med(v[r, "fenced"]), med(v[r, "classic"]), med(v[r, "vivid"]), ratio(m1(v[r, "fenced"]), m1(v[r, "classic"])), ratio(m1(v[r, "classic"]), m1(v[r, "vivid"]))
+		printf "%-38s %20s %20s %20s %6s %6s\n", name, med(v[r, "fenced"]), med(v[r, "classic"]), med(v[r, "vivid"]), ratio(m1(v[r, "fenced"]), m1(v[r, "classic"])), ratio(m1(v[r, "classic"]), m1(v[r, "vivid"]))
 	}
 	{
 		way = $1; rate = $2
@@ -66,7 +71,7 @@ mkdir -p "$top/build/bench"
 		rates[rate] = 1
 	}
 	END {
-		printf "%-38s %18s %18s %18s %6s %6s\n", "", "rvivid fenced", "rvivid classic", "vivid classic", "f/c", "c/v"
+		printf "%-38s %20s %20s %20s %6s %6s\n", "", "rvivid fenced", "rvivid classic", "vivid classic", "f/c", "c/v"
 		n = split("30 120", rl, " ")
 		for (k = 1; k <= n; k++) {
 			r = rl[k]
@@ -75,7 +80,7 @@ mkdir -p "$top/build/bench"
 			row("  frames shown per second", fps, r)
 			row("  capture to flip, ms (mean per round)", lat, r)
 			row("  CPU of the program per frame, ms", cpu, r)
-			printf "%-38s %18s %18s %18s\n", "  frames dropped per round", med(gaps[r, "fenced"]), med(gaps[r, "classic"]), med(gaps[r, "vivid"])
+			printf "%-38s %20s %20s %20s\n", "  frames dropped per round", med(gaps[r, "fenced"]), med(gaps[r, "classic"]), med(gaps[r, "vivid"])
 		}
 	}'
 } | tee "$out.tmp" && mv "$out.tmp" "$out"

@@ -52,7 +52,7 @@ rvb2_bench_module() {
 	kend=$(date +%s)
 	[ $((kend - kstart)) -lt 5 ] || log "bench kernel ready in $((kend - kstart)) s"
 	src=$RVB2_TOP/build/bench-src
-	mkdir -p "$src"
+	mkdir -p "$src" || return 1
 	# The module's sources without its build products (.gitignore's patterns; excluded
 	# files are not deleted).
 	rsync -a --delete --exclude-from="$RVB2_TOP/.gitignore" \

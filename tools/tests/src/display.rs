@@ -1096,33 +1096,55 @@ fn pipeline_failed_buffer(ctx: &mut Ctx) -> TestResult {
     Ok(())
 }
 
-/// A display commit that fails (at frame 20 its plane asks for a source wider than the
-/// framebuffer: the atomic check refuses it, ENOSPC) returns its buffer: the commit leaves no
-/// out-fence and no flip event, the frame on screen stays, the next frame queued is shown in
-/// its place, and the buffer goes back to the capture (dequeued once a later frame is, its
-/// capture fence signalled, queued again with no release fence) and is shown again later.
-/// Every frame shown is CRC-checked (four buffers: with -C one more is held, and the commit
-/// after the failed one needs a frame queued besides it). Both ways: rvivid's buffers
-/// exported, and vkms's dumb buffers imported.
+/// A display commit that fails (its plane asks for a source wider than the framebuffer: the
+/// atomic check refuses it, ENOSPC) returns its buffer: the commit leaves no out-fence and no
+/// flip event, the frame on screen stays, the next frame queued is shown in its place, and
+/// the buffer goes back to the capture (dequeued once a later frame is, its capture fence
+/// signalled, queued again with no release fence) and is shown again later. Cases:
+///
+/// - at frame 20 of 60, every frame shown CRC-checked, both ways (rvivid's buffers exported,
+///   vkms's dumb buffers imported); four buffers, since with -C one more is held and the
+///   commit after the failed one needs a frame queued besides it;
+/// - the tightest case without -C: three buffers, the failure at the first commit after the
+///   modeset (frame 1), with implicit synchronization (no IN_FENCE_FD);
+/// - three buffers, the failure at the last frame (59): its buffer is dequeued at the end,
+///   not shown again.
 fn pipeline_failed_commit(ctx: &mut Ctx) -> TestResult {
-    for mem in ["export", "import"] {
+    let cases: [(&str, &[&str], u64, u64); 4] = [
+        (
+            "export",
+            &["-M", "export", "-m", "fenced", "-b", "4", "-F", "20", "-C"],
+            60,
+            1,
+        ),
+        (
+            "import",
+            &["-M", "import", "-m", "fenced", "-b", "4", "-F", "20", "-C"],
+            60,
+            1,
+        ),
+        ("implicit", &["-m", "implicit", "-b", "3", "-F", "1"], 0, 1),
+        ("last", &["-m", "fenced", "-b", "3", "-F", "59"], 0, 0),
+    ];
+    for (name, args, checked, returned) in cases {
+        let mut all = vec!["-n", "60", "-v"];
+        all.extend_from_slice(args);
         let s = run_pipeline(
             ctx,
-            &format!("vkms-pipeline-failed-commit-{mem}.txt"),
-            &[
-                "-M", mem, "-m", "fenced", "-n", "60", "-b", "4", "-F", "20", "-C", "-v",
-            ],
+            &format!("vkms-pipeline-failed-commit-{name}.txt"),
+            &all,
         )?;
         if s.shown != 60
-            || s.checked != 60
+            || s.checked != checked
             || s.failed != 0
             || s.commits_failed != 1
-            || s.returned != 1
+            || s.returned != returned
             || s.errors != 0
         {
             return Err(format!(
-                "-M {mem}: {s:?}: want 60 frames shown and checked, 1 commit failed and its \
-                 buffer shown again, no error"
+                "{}: {s:?}: want 60 frames shown, {checked} checked, 1 commit failed, \
+                 {returned} buffer of it shown again, no error",
+                all.join(" ")
             ));
         }
     }
