@@ -774,25 +774,7 @@ fn read_fence_cases(
             status_str(s)
         ));
     }
-    let got = rig.dqbuf()?;
-    if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
-        return Err(format!(
-            "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR",
-            got.index, got.flags
-        ));
-    }
-    if let Some(i) = map.bytes().iter().position(|&x| x != 0x11) {
-        return Err(format!(
-            "the failed buffer's dma-buf was written (byte {i})"
-        ));
-    }
-    let got = rig.dqbuf()?;
-    if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
-        return Err(format!(
-            "DQBUF: buffer {} flags {:#x}, want buffer 1 with a frame",
-            got.index, got.flags
-        ));
-    }
+    failed_then_next(rig, map, 0x11, "its read fence failed")?;
     rig.streamoff()?;
 
     // An explicit in-fence that failed before the QBUF, with a read fence pending: the
@@ -822,27 +804,8 @@ fn read_fence_cases(
             status_str(s)
         ));
     }
-    let got = rig.dqbuf()?;
-    if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
-        return Err(format!(
-            "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR \
-                 (its in-fence failed)",
-            got.index, got.flags
-        ));
-    }
     require_status(&read, "the read fence, still held by its reader", 0)?;
-    if let Some(i) = map.bytes().iter().position(|&x| x != 0x22) {
-        return Err(format!(
-            "the buffer whose in-fence failed was written (byte {i})"
-        ));
-    }
-    let got = rig.dqbuf()?;
-    if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
-        return Err(format!(
-            "DQBUF: buffer {} flags {:#x}, want buffer 1 with a frame",
-            got.index, got.flags
-        ));
-    }
+    failed_then_next(rig, map, 0x22, "its in-fence failed")?;
     readers.inc(1)?;
     rig.streamoff()?;
 
@@ -869,18 +832,26 @@ fn read_fence_cases(
             limit.as_millis()
         ));
     }
+    require_status(&read, "the read fence nobody signalled", 0)?;
+    failed_then_next(rig, map, 0x77, "failed by the deadline")?;
+    rig.streamoff()?;
+    drop(bound);
+    stuck.inc(1)?;
+    Ok(())
+}
+
+/// Buffer 0 is dequeued failed (`V4L2_BUF_FLAG_ERROR`, `why`) and unwritten (its memory,
+/// `map`, still all `fill`), then buffer 1 with a frame.
+fn failed_then_next(rig: &Rig, map: &Mapping, fill: u8, why: &str) -> TestResult {
     let got = rig.dqbuf()?;
     if got.index != 0 || got.flags & V4L2_BUF_FLAG_ERROR == 0 {
         return Err(format!(
-            "DQBUF: buffer {} flags {:#x}, want buffer 0 failed by the deadline",
+            "DQBUF: buffer {} flags {:#x}, want buffer 0 with V4L2_BUF_FLAG_ERROR ({why})",
             got.index, got.flags
         ));
     }
-    require_status(&read, "the read fence nobody signalled", 0)?;
-    if let Some(i) = map.bytes().iter().position(|&x| x != 0x77) {
-        return Err(format!(
-            "the timed-out buffer's dma-buf was written (byte {i})"
-        ));
+    if let Some(i) = map.bytes().iter().position(|&x| x != fill) {
+        return Err(format!("buffer 0 ({why}) was written (byte {i})"));
     }
     let got = rig.dqbuf()?;
     if got.index != 1 || got.flags & V4L2_BUF_FLAG_ERROR != 0 {
@@ -889,9 +860,6 @@ fn read_fence_cases(
             got.index, got.flags
         ));
     }
-    rig.streamoff()?;
-    drop(bound);
-    stuck.inc(1)?;
     Ok(())
 }
 
