@@ -34,7 +34,7 @@ use kernel::{
 ///   object.
 /// - `offset + len <= pages.len() * PAGE_SIZE`.
 pub(crate) struct UserPages {
-    pages: KVec<*mut kernel::bindings::page>,
+    pages: KVVec<*mut kernel::bindings::page>,
     vaddr: NonNull<u8>,
     offset: usize,
     len: usize,
@@ -56,7 +56,7 @@ unsafe impl Sync for UserPages {}
 /// # Safety
 ///
 /// `pages` must hold pages pinned by `pin_user_pages_fast()`, unpinned by nobody else.
-unsafe fn unpin(pages: &mut KVec<*mut kernel::bindings::page>, dirty: bool) {
+unsafe fn unpin(pages: &mut KVVec<*mut kernel::bindings::page>, dirty: bool) {
     // SAFETY: The caller passes pinned pages; they are unpinned once.
     unsafe {
         kernel::bindings::unpin_user_pages_dirty_lock(pages.as_mut_ptr(), pages.len(), dirty)
@@ -82,7 +82,10 @@ impl UserPages {
         let first = addr & !(PAGE_SIZE - 1);
         let count = (end - first).div_ceil(PAGE_SIZE);
         let count_c = c_int::try_from(count).map_err(|_| EINVAL)?;
-        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
+        // The page array is as long as userspace says (`v4l2_buffer.length` is a `u32`: up to
+        // 8 MiB of pointers for 4 GiB), more than kmalloc gives without a warning: kvmalloc, as
+        // videobuf2's frame vector (a range that is not mapped fails at the pinning, EFAULT).
+        let mut pages = KVVec::with_capacity(count, GFP_KERNEL)?;
         // SAFETY: `pages` has room for `count` page pointers, which the call fills in.
         let pinned = unsafe {
             kernel::bindings::pin_user_pages_fast(

@@ -403,8 +403,9 @@ fn qbuf_user(
 
 /// USERPTR: REQBUFS reports SUPPORTS_USERPTR and gives buffers without memory (QUERYBUF:
 /// USERPTR, userptr 0, length sizeimage); QBUF with a length below sizeimage is EINVAL, with
-/// an unmapped or read-only range EFAULT, and leaves the buffer dequeued; frames captured into
-/// page-aligned and unaligned user memory show the bars; a buffer queued again at another
+/// an unmapped or read-only range EFAULT (a length of nearly 4 GiB from a mapped address too,
+/// with no kernel warning), and leaves the buffer dequeued; frames captured into page-aligned
+/// and unaligned user memory show the bars; a buffer queued again at another
 /// address fills the new memory; QUERYBUF reports the address; REQBUFS(0) unpins (kmemleak and
 /// the log are checked at the end of the run); a CREATE_BUFS buffer made for twice the frame
 /// refuses a frame's worth of memory.
@@ -444,6 +445,14 @@ pub fn userptr_capture(ctx: &mut Ctx) -> TestResult {
     expect_errno(
         "VIDIOC_QBUF 0 USERPTR at an unmapped address",
         qbuf_user(&dev, 0, gone_addr, size),
+        libc::EFAULT,
+    )?;
+    // A length near 4 GiB from a mapped address: the range beyond the mapping is not mapped
+    // (EFAULT), and the page array for it (8 MiB) is no reason for a kernel warning (the log
+    // is checked at the end of the run).
+    expect_errno(
+        "VIDIOC_QBUF 0 USERPTR with a length of 4 GiB - 4 KiB",
+        qbuf_user(&dev, 0, good.addr(), u32::MAX & !0xfff),
         libc::EFAULT,
     )?;
     let read_only = UserMem::new(size as usize, libc::PROT_READ)?;
