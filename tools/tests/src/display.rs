@@ -238,6 +238,14 @@ impl Rig {
         Ok(q.flags)
     }
 
+    /// Queues buffers 1 and 2 with no fence flag (behind buffer 0, queued by the caller) and
+    /// starts streaming.
+    fn queue_rest_and_stream(&self) -> TestResult {
+        self.qbuf(1, false)?;
+        self.qbuf(2, false)?;
+        self.streamon()
+    }
+
     fn streamon(&self) -> TestResult {
         self.dev
             .streamon()
@@ -670,9 +678,7 @@ fn streams_unfenced(
             "QUERYBUF 0 {what}: flags {flags:#x}, want QUEUED without IN_FENCE (nothing to wait for)"
         ));
     }
-    rig.qbuf(1, false)?;
-    rig.qbuf(2, false)?;
-    rig.streamon()?;
+    rig.queue_rest_and_stream()?;
     frame_arrives(rig, map, fmt, fence.as_ref(), what)
 }
 
@@ -710,9 +716,7 @@ fn read_fence_cases(
     let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
     require_status(&read, "the read fence once QBUF returned", 0)?;
     require_held(rig, map, 0x5a, Some(&out), false, "after QBUF")?;
-    rig.qbuf(1, false)?;
-    rig.qbuf(2, false)?;
-    rig.streamon()?;
+    rig.queue_rest_and_stream()?;
     require_held(rig, map, 0x5a, Some(&out), true, "after STREAMON")?;
     require_status(
         &export_sync_file(dmabuf)?,
@@ -731,9 +735,7 @@ fn read_fence_cases(
     let out = rig
         .qbuf_fenced(0, Some(&in_fence), true)?
         .ok_or("no out-fence")?;
-    rig.qbuf(1, false)?;
-    rig.qbuf(2, false)?;
-    rig.streamon()?;
+    rig.queue_rest_and_stream()?;
     require_held(rig, map, 0x3c, Some(&out), true, "with both fences pending")?;
     explicit.inc(1)?;
     require_status(&in_fence, "the explicit in-fence", 1)?;
@@ -754,9 +756,7 @@ fn read_fence_cases(
     let read = failing.create_fence(1)?;
     import_read_fence(dmabuf, &read)?;
     let out = rig.qbuf(0, true)?.ok_or("no out-fence")?;
-    rig.qbuf(1, false)?;
-    rig.qbuf(2, false)?;
-    rig.streamon()?;
+    rig.queue_rest_and_stream()?;
     require_held(
         rig,
         map,
@@ -794,9 +794,7 @@ fn read_fence_cases(
     let out = rig
         .qbuf_fenced(0, Some(&in_fence), true)?
         .ok_or("no out-fence")?;
-    rig.qbuf(1, false)?;
-    rig.qbuf(2, false)?;
-    rig.streamon()?;
+    rig.queue_rest_and_stream()?;
     let s = syncfile::wait_signalled(out.as_raw_fd(), TIMEOUT, "out-fence")?;
     if s != -libc::EIO {
         return Err(format!(
@@ -818,9 +816,7 @@ fn read_fence_cases(
     import_read_fence(dmabuf, &read)?;
     rig.qbuf(0, false)?;
     require_held(rig, map, 0x77, None, false, "queued without fence flags")?;
-    rig.qbuf(1, false)?;
-    rig.qbuf(2, false)?;
-    rig.streamon()?;
+    rig.queue_rest_and_stream()?;
     let limit = crate::fences::expiry_limit(BOUND);
     let rev = rig
         .dev

@@ -452,7 +452,7 @@ pub fn userptr_capture(ctx: &mut Ctx) -> TestResult {
     // is checked at the end of the run).
     expect_errno(
         "VIDIOC_QBUF 0 USERPTR with a length of 4 GiB - 4 KiB",
-        qbuf_user(&dev, 0, good.addr(), u32::MAX & !0xfff),
+        qbuf_user(&dev, 0, good.addr(), 0xffff_f000),
         libc::EFAULT,
     )?;
     let read_only = UserMem::new(size as usize, libc::PROT_READ)?;
